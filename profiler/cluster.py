@@ -1,0 +1,277 @@
+"""Cluster description: devices, hosts, regions and the links between them.
+
+Two forms of network description, both in SI units:
+- by region: every host has a NIC (``uplink_bandwidth_bytes_per_s``, each direction) and a GPU
+  interconnect; ``links`` give latency and bandwidth within a region and between two regions.
+  A link's bandwidth is the rate of *one sending host's* egress class towards the destination
+  region, shared by that host's flows to it: this is how the study emulated its wide-area
+  networks (tc on each sender's egress, one class per (delay, rate) pair, FACTS.md §3).
+- by device pair: ``latency_s`` and ``bandwidth_bytes_per_s`` as N×N lists in device order, for
+  clusters that come from measurement (``profiler network``). These override the region links.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from profiler.errors import InputError
+from profiler.gpus import GPU_KINDS
+
+CLUSTER_SCHEMA = "cluster/1"
+
+
+class Interconnect(StrEnum):
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Host:
+    name: str
+    region: str
+    interconnect: Interconnect
+    interconnect_bandwidth_bytes_per_s: float  # per GPU, each direction, all its links together
+    interconnect_latency_s: float
+    uplink_bandwidth_bytes_per_s: float  # the host's NIC, each direction
+
+    def __post_init__(self) -> None:
+        _positive(f"host {self.name!r}", "interconnect_bandwidth_bytes_per_s",
+                  self.interconnect_bandwidth_bytes_per_s)
+        _positive(f"host {self.name!r}", "uplink_bandwidth_bytes_per_s",
+                  self.uplink_bandwidth_bytes_per_s)
+        _non_negative(f"host {self.name!r}", "interconnect_latency_s", self.interconnect_latency_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    id: int
+    gpu: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    """Within one region (a == b) or between two regions, symmetric."""
+
+    a: str
+    b: str
+    latency_s: float
+    bandwidth_bytes_per_s: float
+
+    def __post_init__(self) -> None:
+        where = f"link {self.a}-{self.b}"
+        _positive(where, "bandwidth_bytes_per_s", self.bandwidth_bytes_per_s)
+        _non_negative(where, "latency_s", self.latency_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster:
+    name: str
+    devices: tuple[Device, ...]
+    hosts: tuple[Host, ...]
+    links: tuple[Link, ...] = ()
+    pair_latency_s: tuple[tuple[float, ...], ...] | None = None
+    pair_bandwidth_bytes_per_s: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_devices(self)
+        if (self.pair_latency_s is None) != (self.pair_bandwidth_bytes_per_s is None):
+            raise InputError(f"cluster {self.name!r}: give both latency_s and "
+                             "bandwidth_bytes_per_s matrices, or neither")
+        if self.pair_latency_s is None:
+            _check_region_links(self)
+        else:
+            _check_matrices(self)
+
+    # -- lookups -------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.devices)
+
+    def host_of(self, device: int) -> Host:
+        return self._hosts_by_name()[self.devices[device].host]
+
+    def region_of(self, device: int) -> str:
+        return self.host_of(device).region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for device in self.devices:
+            seen.setdefault(self.region_of(device.id), None)
+        return tuple(seen)
+
+    def link(self, region_a: str, region_b: str) -> Link:
+        for link in self.links:
+            if {link.a, link.b} == {region_a, region_b}:
+                return link
+        raise InputError(f"cluster {self.name!r}: no link between regions {region_a!r} and {region_b!r}")
+
+    def _hosts_by_name(self) -> dict[str, Host]:
+        return {host.name: host for host in self.hosts}
+
+    # -- JSON ----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "schema": CLUSTER_SCHEMA,
+            "name": self.name,
+            "hosts": [{"name": h.name, "region": h.region, "interconnect": h.interconnect.value,
+                       "interconnect_bandwidth_bytes_per_s": h.interconnect_bandwidth_bytes_per_s,
+                       "interconnect_latency_s": h.interconnect_latency_s,
+                       "uplink_bandwidth_bytes_per_s": h.uplink_bandwidth_bytes_per_s}
+                      for h in self.hosts],
+            "devices": [{"id": d.id, "gpu": d.gpu, "host": d.host} for d in self.devices],
+            "links": [{"regions": [l.a, l.b], "latency_s": l.latency_s,
+                       "bandwidth_bytes_per_s": l.bandwidth_bytes_per_s} for l in self.links],
+        }
+        if self.pair_latency_s is not None:
+            doc["latency_s"] = [list(row) for row in self.pair_latency_s]
+            doc["bandwidth_bytes_per_s"] = [list(row) for row in self.pair_bandwidth_bytes_per_s]
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any, *, where: str = "cluster") -> "Cluster":
+        return _cluster_from_json(doc, where)
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read a cluster JSON file; every problem becomes one InputError line naming the file."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as err:
+        raise InputError(f"{path}: cannot read cluster file ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    try:
+        return Cluster.from_json(doc, where=str(path))
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+# -- validation helpers ------------------------------------------------------------------
+def _positive(where: str, key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise InputError(f"{where}: {key} must be a positive number, got {value!r}")
+
+
+def _non_negative(where: str, key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise InputError(f"{where}: {key} must be a non-negative number, got {value!r}")
+
+
+def _check_devices(cluster: Cluster) -> None:
+    if not cluster.devices:
+        raise InputError(f"cluster {cluster.name!r} has no devices")
+    names = [h.name for h in cluster.hosts]
+    if len(set(names)) != len(names):
+        raise InputError(f"cluster {cluster.name!r}: duplicate host names")
+    hosts = set(names)
+    for index, device in enumerate(cluster.devices):
+        if device.id != index:
+            raise InputError(f"cluster {cluster.name!r}: device at position {index} has id "
+                             f"{device.id}; ids must be 0..N-1 in order")
+        if device.host not in hosts:
+            raise InputError(f"cluster {cluster.name!r}: device {index} names unknown host {device.host!r}")
+        if device.gpu not in GPU_KINDS:
+            raise InputError(f"cluster {cluster.name!r}: device {index} has unknown GPU kind "
+                             f"{device.gpu!r} (known: {', '.join(GPU_KINDS)})")
+
+
+def _check_region_links(cluster: Cluster) -> None:
+    pairs = [frozenset((l.a, l.b)) for l in cluster.links]
+    if len(set(pairs)) != len(pairs):
+        raise InputError(f"cluster {cluster.name!r}: a pair of regions has two links")
+    regions = cluster.regions
+    host_count = {r: len({d.host for d in cluster.devices if cluster.region_of(d.id) == r}) for r in regions}
+    for i, a in enumerate(regions):
+        for b in regions[i:]:
+            if a == b and host_count[a] < 2:
+                continue  # one host alone never uses its region's link
+            if frozenset((a, b)) not in pairs:
+                kind = f"within region {a!r}" if a == b else f"between regions {a!r} and {b!r}"
+                raise InputError(f"cluster {cluster.name!r} is disconnected: no link {kind}")
+
+
+def _check_matrices(cluster: Cluster) -> None:
+    n = cluster.size
+    for key, matrix in (("latency_s", cluster.pair_latency_s),
+                        ("bandwidth_bytes_per_s", cluster.pair_bandwidth_bytes_per_s)):
+        if len(matrix) != n or any(len(row) != n for row in matrix):
+            raise InputError(f"cluster {cluster.name!r}: {key} must be a {n}x{n} matrix")
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                if i == j:
+                    continue
+                where = f"cluster {cluster.name!r} {key}[{i}][{j}]"
+                if key == "latency_s":
+                    _non_negative(where, "value", value)
+                else:
+                    _positive(where, "value", value)
+
+
+def _field(doc: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in doc:
+        raise InputError(f"{where}: missing {key!r}")
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InputError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _cluster_from_json(doc: Any, where: str) -> Cluster:
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    schema = doc.get("schema")
+    if schema != CLUSTER_SCHEMA:
+        raise InputError(f"{where}: schema is {schema!r}, expected {CLUSTER_SCHEMA!r}")
+    number = (int, float)
+    hosts = []
+    for i, h in enumerate(_field(doc, "hosts", where, list)):
+        at = f"{where} hosts[{i}]"
+        if not isinstance(h, dict):
+            raise InputError(f"{at}: expected an object")
+        kind = _field(h, "interconnect", at, str)
+        if kind not in {k.value for k in Interconnect}:
+            raise InputError(f"{at}: interconnect must be 'nvlink' or 'pcie', got {kind!r}")
+        hosts.append(Host(name=_field(h, "name", at, str), region=_field(h, "region", at, str),
+                          interconnect=Interconnect(kind),
+                          interconnect_bandwidth_bytes_per_s=_field(h, "interconnect_bandwidth_bytes_per_s", at, number),
+                          interconnect_latency_s=_field(h, "interconnect_latency_s", at, number),
+                          uplink_bandwidth_bytes_per_s=_field(h, "uplink_bandwidth_bytes_per_s", at, number)))
+    devices = []
+    for i, d in enumerate(_field(doc, "devices", where, list)):
+        at = f"{where} devices[{i}]"
+        if not isinstance(d, dict):
+            raise InputError(f"{at}: expected an object")
+        devices.append(Device(id=_field(d, "id", at, int), gpu=_field(d, "gpu", at, str),
+                              host=_field(d, "host", at, str)))
+    links = []
+    for i, l in enumerate(doc.get("links", [])):
+        at = f"{where} links[{i}]"
+        regions = _field(l, "regions", at, list) if isinstance(l, dict) else None
+        if not regions or len(regions) != 2 or not all(isinstance(r, str) for r in regions):
+            raise InputError(f"{at}: 'regions' must be a list of two region names")
+        links.append(Link(a=regions[0], b=regions[1], latency_s=_field(l, "latency_s", at, number),
+                          bandwidth_bytes_per_s=_field(l, "bandwidth_bytes_per_s", at, number)))
+    return Cluster(name=_field(doc, "name", where, str), devices=tuple(devices), hosts=tuple(hosts),
+                   links=tuple(links), pair_latency_s=_matrix(doc, "latency_s", where),
+                   pair_bandwidth_bytes_per_s=_matrix(doc, "bandwidth_bytes_per_s", where))
+
+
+def _matrix(doc: dict, key: str, where: str) -> tuple[tuple[float, ...], ...] | None:
+    if key not in doc:
+        return None
+    rows = doc[key]
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise InputError(f"{where}: {key!r} must be a list of lists")
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"{where}: {key}[{i}][{j}] is not a number")
+    return tuple(tuple(float(v) for v in row) for row in rows)

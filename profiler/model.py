@@ -1,0 +1,112 @@
+"""The model and how it is trained. Sizes, FLOPs and bytes are derived here, never typed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from profiler.errors import InputError
+
+PRECISIONS = {"fp16": 2, "bf16": 2, "fp32": 4}  # bytes per element of weights and activations
+# Optimizer state in bytes per parameter on top of the fp32 master copy: plain SGD keeps none
+# (FACTS.md §1), momentum one fp32 buffer, Adam two.
+OPTIMIZER_STATE_BYTES = {"sgd": 0, "sgd_momentum": 4, "adam": 8}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    """A decoder-only GPT with learned position embeddings."""
+
+    name: str
+    layers: int
+    d_model: int
+    heads: int
+    ffn: int
+    seq_len: int
+    vocab: int
+
+    def __post_init__(self) -> None:
+        for key in ("layers", "d_model", "heads", "ffn", "seq_len", "vocab"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"model {self.name!r}: {key} must be a positive integer, got {value!r}")
+        if self.d_model % self.heads:
+            raise InputError(f"model {self.name!r}: d_model {self.d_model} is not divisible by heads {self.heads}")
+
+    @property
+    def params_per_layer(self) -> int:
+        h, f = self.d_model, self.ffn
+        # QKV (3h² + 3h), attention out (h² + h), FFN in (hf + f), FFN out (fh + h), 2 layer norms (4h)
+        return 4 * h * h + 2 * h * f + 9 * h + f
+
+    @property
+    def embedding_params(self) -> int:
+        return (self.vocab + self.seq_len) * self.d_model  # token + learned position embeddings
+
+    @property
+    def head_params(self) -> int:
+        return self.vocab * self.d_model + 2 * self.d_model  # output projection + final layer norm
+
+    @property
+    def total_params(self) -> int:
+        return self.layers * self.params_per_layer + self.embedding_params + self.head_params
+
+    def layer_forward_flops(self, micro_batch: int) -> float:
+        """Matrix-multiply FLOPs of one layer's forward pass (FACTS.md §1: b·s·(24h² + 4sh) at f = 4h)."""
+        b, s, h, f = micro_batch, self.seq_len, self.d_model, self.ffn
+        return 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
+
+    def head_forward_flops(self, micro_batch: int) -> float:
+        return 2.0 * micro_batch * self.seq_len * self.d_model * self.vocab
+
+    def activation_bytes(self, micro_batch: int, precision: str) -> int:
+        """One micro-batch's activation crossing a stage boundary (FACTS.md §1: 8 MiB for GPT3-XL)."""
+        return micro_batch * self.seq_len * self.d_model * PRECISIONS[precision]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": self.layers, "d_model": self.d_model, "heads": self.heads,
+                "ffn": self.ffn, "seq_len": self.seq_len, "vocab": self.vocab}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "ModelSpec":
+        return cls(**{key: doc[key] for key in ("name", "layers", "d_model", "heads", "ffn", "seq_len", "vocab")})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainingSpec:
+    global_batch: int
+    micro_batch: int = 1
+    precision: str = "fp16"
+    activation_recompute: bool = True
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.global_batch, int) or self.global_batch < 1:
+            raise InputError(f"global batch must be a positive integer, got {self.global_batch!r}")
+        if not isinstance(self.micro_batch, int) or self.micro_batch < 1:
+            raise InputError(f"micro-batch must be a positive integer, got {self.micro_batch!r}")
+        if self.global_batch % self.micro_batch:
+            raise InputError(f"global batch {self.global_batch} is not divisible by micro-batch {self.micro_batch}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.optimizer not in OPTIMIZER_STATE_BYTES:
+            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZER_STATE_BYTES)}, got {self.optimizer!r}")
+
+    @property
+    def element_bytes(self) -> int:
+        return PRECISIONS[self.precision]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"global_batch": self.global_batch, "micro_batch": self.micro_batch, "precision": self.precision,
+                "activation_recompute": self.activation_recompute, "optimizer": self.optimizer}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "TrainingSpec":
+        return cls(**doc)
+
+
+def gpt3_xl(layers: int = 24) -> ModelSpec:
+    """GPT3-XL as the study trained it (FACTS.md §1). Vocabulary: BERT's cased WordPiece (28,996)
+    padded to a multiple of 128 = 29,056 (FACTS.md §1 gives ≈ 29k)."""
+    return ModelSpec(name=f"gpt3-xl-{layers}l", layers=layers, d_model=2048, heads=16, ffn=8192,
+                     seq_len=2048, vocab=29056)

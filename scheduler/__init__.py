@@ -1,0 +1,1 @@
+"""Placements of a training job on a cluster: layouts now, searches later."""

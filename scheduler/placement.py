@@ -1,0 +1,105 @@
+"""Where every piece of the job runs: stages × data-parallel replicas × tensor-parallel ranks.
+
+A placement is plain numbers. ``devices[stage][replica]`` is the tuple of device ids of that
+stage replica's tensor-parallel group; ``stage_layers[stage]`` is its ``[start, end)`` layer range.
+The first stage also holds the embedding, the last the output head (FACTS.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from profiler.errors import InputError
+
+
+class Schedule(StrEnum):
+    GPIPE = "gpipe"  # all forward micro-batches, then all backward
+    ONE_F_ONE_B = "1f1b"  # Megatron's non-interleaved one-forward-one-backward
+
+
+class Sync(StrEnum):
+    RING = "ring"  # NCCL ring all-reduce
+    PS = "ps"  # central parameter server: reduce to one replica, then broadcast
+    SHARDED = "sharded"  # every replica owns 1/D of the gradient: all-to-all reduce, all-to-all gather
+
+
+class Runtime(StrEnum):
+    """Whose runtime executes the plan: its overlap and precision habits differ (see simulator.lower)."""
+
+    MEGATRON = "megatron"
+    DECENTRALIZED = "decentralized"  # the study's runtime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Placement:
+    pp: int
+    dp: int
+    tp: int
+    stage_layers: tuple[tuple[int, int], ...]
+    devices: tuple[tuple[tuple[int, ...], ...], ...]
+    schedule: Schedule
+    sync: Sync
+    runtime: Runtime
+
+    def __post_init__(self) -> None:
+        if min(self.pp, self.dp, self.tp) < 1:
+            raise InputError(f"degrees must be positive, got pp={self.pp} dp={self.dp} tp={self.tp}")
+        if len(self.stage_layers) != self.pp or len(self.devices) != self.pp:
+            raise InputError(f"placement has {len(self.devices)} stages and {len(self.stage_layers)} layer "
+                             f"ranges, expected pp={self.pp}")
+        previous_end = 0
+        for stage, (start, end) in enumerate(self.stage_layers):
+            if start != previous_end or end <= start:
+                raise InputError(f"stage {stage} layer range [{start}, {end}) does not continue from {previous_end}")
+            previous_end = end
+        seen: set[int] = set()
+        for stage, replicas in enumerate(self.devices):
+            if len(replicas) != self.dp:
+                raise InputError(f"stage {stage} has {len(replicas)} replicas, expected dp={self.dp}")
+            for replica, group in enumerate(replicas):
+                if len(group) != self.tp:
+                    raise InputError(f"stage {stage} replica {replica} has {len(group)} devices, expected tp={self.tp}")
+                for device in group:
+                    if device in seen:
+                        raise InputError(f"device {device} is used twice")
+                    seen.add(device)
+
+    @property
+    def layers(self) -> int:
+        return self.stage_layers[-1][1]
+
+    @property
+    def device_count(self) -> int:
+        return self.pp * self.dp * self.tp
+
+    @property
+    def config(self) -> str:
+        return f"P{self.pp}T{self.tp}D{self.dp}"
+
+    def check_layers(self, layers: int) -> None:
+        if self.layers != layers:
+            raise InputError(f"placement covers {self.layers} layers, the model has {layers}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pp": self.pp, "dp": self.dp, "tp": self.tp, "schedule": self.schedule.value,
+                "sync": self.sync.value, "runtime": self.runtime.value,
+                "stages": [{"layers": list(rng), "replicas": [list(g) for g in reps]}
+                           for rng, reps in zip(self.stage_layers, self.devices)]}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Placement":
+        stages = doc["stages"]
+        return cls(pp=doc["pp"], dp=doc["dp"], tp=doc["tp"], schedule=Schedule(doc["schedule"]),
+                   sync=Sync(doc["sync"]), runtime=Runtime(doc["runtime"]),
+                   stage_layers=tuple((s["layers"][0], s["layers"][1]) for s in stages),
+                   devices=tuple(tuple(tuple(g) for g in s["replicas"]) for s in stages))
+
+
+def even_layers(layers: int, pp: int) -> tuple[tuple[int, int], ...]:
+    """Split layers evenly over pp stages (FACTS.md §4: 3/4/5 per stage for 24/32/40 over 8)."""
+    if layers % pp:
+        raise InputError(f"{layers} layers do not divide into {pp} pipeline stages")
+    per = layers // pp
+    return tuple((i * per, (i + 1) * per) for i in range(pp))

@@ -1,0 +1,1 @@
+"""Predict one training iteration: a SimPy simulation and an analytic estimator."""

@@ -1,0 +1,160 @@
+"""`sim`: predict and inspect training iterations on heterogeneous clusters.
+
+Each handler parses, loads, calls one pure function, renders. Tables go to stdout, progress to
+stderr, JSON only with --json. Exit 0 ok, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from profiler.cluster import Cluster, load_cluster
+from profiler.errors import InputError
+from profiler.model import gpt3_xl
+from profiler.scenarios import SCENARIOS, scenario
+
+EXAMPLES = {
+    "predict": "examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
+               "  sim predict --cluster my-cluster.json --trace trace.json",
+    "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
+                                             "decentralized GPU clusters.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    predict = sub.add_parser("predict", help="the study's table of systems for a cluster",
+                             epilog=EXAMPLES["predict"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = predict.add_mutually_exclusive_group(required=True)
+    where.add_argument("--case", help="a built-in scenario: " + ", ".join(SCENARIOS) + " (or 1-5)")
+    where.add_argument("--cluster", type=Path, help="a cluster JSON file (see `sim cases --export`)")
+    predict.add_argument("--layers", type=int, nargs="+", default=[24, 32, 40], help="layer counts (default 24 32 40)")
+    predict.add_argument("--batch", type=int, nargs="+", default=[1024, 2048, 4096],
+                         help="global batch sizes in sequences (default 1024 2048 4096)")
+    predict.add_argument("--engine", choices=("analytic", "simpy"), default="analytic",
+                         help="analytic estimator (default, held within 3%% of SimPy by the tests) or the "
+                              "SimPy simulation for every cell")
+    predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's best system")
+    predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
+                           epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    cases.add_argument("--export", metavar="NAME", help="write this scenario as a cluster JSON file")
+    cases.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    return parser
+
+
+def _cluster(args: argparse.Namespace) -> tuple[Cluster, str]:
+    if args.case is not None:
+        item = scenario(args.case)
+        return item.build(), item.name
+    cluster = load_cluster(args.cluster)
+    return cluster, cluster.name
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    for n in args.layers:
+        if n < 1:
+            raise InputError(f"--layers: {n} is not a positive layer count")
+    for b in args.batch:
+        if b < 1:
+            raise InputError(f"--batch: {b} is not a positive batch size")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write the whole file or nothing: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from simulator.predict import predict_table
+    from simulator.render import render_table
+
+    _check_settings(args)
+    cluster, name = _cluster(args)
+    progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
+    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, progress=progress)
+    if args.trace:
+        _write_trace(cluster, table, args.trace)
+    if args.json:
+        print(json.dumps(table.to_json(), indent=2))
+    else:
+        print(render_table(table, f"case {name}, GPT3-XL"))
+    return 0
+
+
+def _write_trace(cluster: Cluster, table, path: Path) -> None:
+    from profiler.model import TrainingSpec
+    from simulator.job import Job
+    from simulator.predict import predict
+    from simulator.systems import megatron_placements, study_random_placements
+    from simulator.trace import chrome_trace
+
+    row = table.rows[0]
+    candidates = {k: v for k, v in row.systems.items() if v.iteration_s is not None}
+    if not candidates:
+        raise InputError("--trace: no system of the first row fits in memory")
+    best = min(candidates, key=lambda k: candidates[k].iteration_s)
+    if best == "ours_random":
+        placement = study_random_placements(cluster.size, row.layers)[0]
+    else:
+        placement = megatron_placements(cluster.size, row.layers)[candidates[best].config]
+    job = Job(cluster=cluster, model=gpt3_xl(row.layers), training=TrainingSpec(global_batch=row.batch))
+    _, spans = predict(job, placement, engine="simpy", record_spans=True)
+    names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
+    write_atomic(path, json.dumps(chrome_trace(spans, device_names=names)))
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    if args.export is None:
+        if args.output:
+            raise InputError("-o needs --export NAME")
+        for item in SCENARIOS.values():
+            print(f"{item.number}  {item.name:<13} {item.summary}")
+        return 0
+    item = scenario(args.export)
+    text = json.dumps(item.build().to_json(), indent=2) + "\n"
+    if args.output:
+        write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"predict": cmd_predict, "cases": cmd_cases}[args.command](args)
+    except InputError as err:
+        print(f"sim: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

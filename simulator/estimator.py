@@ -1,0 +1,265 @@
+"""Closed-form estimate of one iteration, fast enough for a search loop.
+
+It reads the same cost tables as the engine's program (simulator.job) and replaces the event
+simulation by the structure of each schedule:
+- transfer rates are the max-min fair shares of all transfers a phase keeps in flight at once
+  (every pipeline moves in lockstep); a transfer takes latency + bytes / rate;
+- GPipe with separate compute / send / receive streams is a flow shop whose machines are the
+  stages and the links (a link serialises its transfers: a receive is posted when the previous
+  one is delivered). For identical jobs a flow shop finishes after Σ p + (M-1)·max p;
+- Megatron's 1F1B with blocking exchanges: one micro-batch's round trip plus (M-1) cycles of the
+  slowest stage, whose cycle is F + B + its two exchanges;
+- the gradient sync of all stages is evaluated together, each phase as a fluid max-min set of
+  flows (simulator.fluid), so stages that share a host share its NIC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.placement import Placement, Schedule, Sync
+from simulator.fluid import Phase, fluid_finish_s, fluid_phases_s
+from simulator.job import Job, WorkerCost, check_runtime, stage_costs
+from simulator.prediction import BREAKDOWN_KEYS
+from simulator.runtime import TRAITS
+from simulator.topology import Topology, route_rates
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    iteration_s: float
+    stage_end_s: tuple[float, ...]
+    breakdown: dict[str, float]  # as Prediction.breakdown: mean over workers, sums to iteration_s
+
+
+def _flow_shop(times: list[float], jobs: int) -> float:
+    return sum(times) + (jobs - 1) * max(times, default=0.0)
+
+
+def _transfer_times(job: Job, topology: Topology, placement: Placement, flows: list[tuple],
+                    capacities: list[float] | None = None) -> dict:
+    """Time of each (direction, boundary, replica) transfer, all of ``flows`` in flight at once;
+    the tensor-parallel ranks' pieces go together and the slowest sets the time."""
+    size = job.model.activation_bytes(job.training.micro_batch, job.training.precision) / placement.tp
+    routes = [topology.route(src, dst) for _, src, dst in flows]
+    rates = route_rates(routes, capacities or topology.capacities)
+    out: dict = {}
+    for (key, _, _), route, rate in zip(flows, routes, rates):
+        out[key] = max(out.get(key, 0.0), route.latency_s + size / rate)
+    return out
+
+
+def _exchange_times(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]]) -> dict:
+    """1F1B's blocking exchanges. One boundary's exchange moves both directions of every
+    pipeline at once. The neighbouring boundaries never overlap it: the stage between them makes
+    its two exchanges one after the other. Farther boundaries come and go at other moments of the
+    cycle, so on a shared resource they take their time-average bandwidth, one activation per
+    cycle each (a mean-field fixed point, three rounds)."""
+    both = _pipeline_flows(placement, "f") + _pipeline_flows(placement, "b")
+    by_boundary: dict[int, list[tuple]] = {}
+    for flow in both:
+        by_boundary.setdefault(flow[0][1], []).append(flow)
+    size = job.model.activation_bytes(job.training.micro_batch, job.training.precision) / placement.tp
+    load: dict[int, dict[int, float]] = {}  # boundary -> resource -> bytes per cycle
+    for boundary, flows in by_boundary.items():
+        for _, src, dst in flows:
+            for resource in topology.route(src, dst).resources:
+                per = load.setdefault(boundary, {})
+                per[resource] = per.get(resource, 0.0) + size
+    c: dict = {}
+    for boundary, flows in by_boundary.items():
+        c |= _transfer_times(job, topology, placement, flows)
+    for _ in range(3):
+        cycle = max(_cycles(placement, costs, c, r) for r in range(placement.dp))
+        updated: dict = {}
+        for boundary, flows in by_boundary.items():
+            capacities = list(topology.capacities)
+            for other, per in load.items():
+                if abs(other - boundary) > 1:
+                    for resource, size_bytes in per.items():
+                        capacities[resource] = max(capacities[resource] - size_bytes / cycle,
+                                                   0.5 * topology.capacities[resource] / len(load))
+            updated |= _transfer_times(job, topology, placement, flows, capacities)
+        c = updated
+    return c
+
+
+def _cycles(placement: Placement, costs: list[list[WorkerCost]], c: dict, r: int) -> float:
+    """The slowest stage's 1F1B cycle in pipeline r: F + B + its two exchanges."""
+    P = placement.pp
+    x = [max(c["f", s, r], c["b", s, r]) for s in range(P - 1)]
+    return max(costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
+               + (x[s - 1] if s > 0 else 0.0) for s in range(P))
+
+
+def _pipeline_flows(placement: Placement, direction: str) -> list[tuple]:
+    flows = []
+    for s in range(placement.pp - 1):
+        for r in range(placement.dp):
+            for up, down in zip(placement.devices[s][r], placement.devices[s + 1][r]):
+                src, dst = (up, down) if direction == "f" else (down, up)
+                flows.append(((direction, s, r), src, dst))
+    return flows
+
+
+def _gpipe_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M: int, r: int) -> list[float]:
+    """When each stage of pipeline r may start its sync: its last gradient has left."""
+    P = placement.pp
+    forward = []
+    for s in range(P):
+        forward.append(costs[s][r].forward_s)
+        if s < P - 1:
+            forward.append(c["f", s, r])
+    forward_end = _flow_shop(forward, M)
+    ready, chain = [0.0] * P, []
+    for s in reversed(range(P)):
+        chain.append(costs[s][r].backward_s)
+        if s > 0:  # the stage is done when its last gradient has been delivered upstream
+            chain.append(c["b", s - 1, r])
+        ready[s] = forward_end + _flow_shop(chain, M)
+    return ready
+
+
+def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M: int, r: int) -> list[float]:
+    P = placement.pp
+    x = [max(c["f", s, r], c["b", s, r]) for s in range(P - 1)]  # an exchange moves both ways at once
+    round_trip = sum(costs[s][r].forward_s + costs[s][r].backward_s for s in range(P)) + 2 * sum(x)
+    cycles = [costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
+              + (x[s - 1] if s > 0 else 0.0) for s in range(P)]
+    total = round_trip + (M - 1) * max(cycles)
+    ready, behind = [0.0] * P, 0.0
+    for s in range(P):
+        ready[s] = total - behind
+        behind += costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
+    return ready
+
+
+def _sync_phases(topology: Topology, placement: Placement, size_of: list[float]) -> list[list[Phase]]:
+    """Each stage's gradient sync as phases of flows; a stage's tensor-parallel ranks sync in
+    separate groups side by side, so their flows share each phase."""
+    D, out = placement.dp, []
+    route = topology.route
+    for s in range(placement.pp):
+        members = [[placement.devices[s][r][t] for r in range(D)] for t in range(placement.tp)]
+        if D == 1:
+            out.append([])
+            continue
+        if placement.sync is Sync.RING:
+            pairs = [[(m[i], m[(i + 1) % D]) for i in range(D)] for m in members]
+            chunks, repeat = [size_of[s] / D], 2 * (D - 1)
+        elif placement.sync is Sync.PS:
+            pairs = [[(c, m[0]) for m in members for c in m[1:]], [(m[0], c) for m in members for c in m[1:]]]
+            chunks, repeat = [size_of[s]], 1
+        else:
+            a2a = [(m[i], m[j]) for m in members for i in range(D) for j in range(D) if i != j]
+            pairs, chunks, repeat = [a2a, a2a], [size_of[s] / D], 1
+        if placement.sync is Sync.RING:
+            pairs = [[p for group in pairs for p in group]]
+        out.append([Phase(routes=tuple(route(a, b) for a, b in phase), sizes_bytes=(chunks[0],) * len(phase),
+                          repeat=repeat) for phase in pairs])
+    return out
+
+
+def _ring_sync_end(topology: Topology, placement: Placement, ready: list[list[float]],
+                   size_of: list[float]) -> list[float]:
+    """When each stage's ring all-reduces end. Every ring edge carries a flow nearly all the
+    time, so edges take their max-min share with all rings' edges in flight. Members start when
+    their own replica is ready and step as the engine does: member i's step j sends to i+1 once
+    both have finished step j-1, and is done when its send and its receive are delivered."""
+    D = placement.dp
+    edges = [(s, t, i) for s in range(placement.pp) for t in range(placement.tp) for i in range(D)]
+    pairs = [(placement.devices[s][i][t], placement.devices[s][(i + 1) % D][t]) for s, t, i in edges]
+    routes = [topology.route(a, b) for a, b in pairs] if D > 1 else []
+    rates = route_rates(routes, topology.capacities) if routes else []
+    edge_s = {key: route.latency_s + size_of[key[0]] / D / rate for key, route, rate in zip(edges, routes, rates)}
+    ends = []
+    for s in range(placement.pp):
+        end = max(ready[r][s] for r in range(D))
+        for t in range(placement.tp):
+            done = [ready[r][s] for r in range(D)]
+            for _ in range(2 * (D - 1) if D > 1 else 0):
+                sent = [max(done[i], done[(i + 1) % D]) + edge_s[s, t, i] for i in range(D)]
+                done = [max(sent[i], sent[i - 1]) for i in range(D)]
+            end = max(end, max(done))
+        ends.append(end)
+    return ends
+
+
+def _embedding_sync_s(job: Job, topology: Topology, placement: Placement) -> float:
+    traits = TRAITS[placement.runtime]
+    if not traits.tied_embedding or placement.pp == 1:
+        return 0.0
+    size = job.model.vocab * job.model.d_model / placement.tp * traits.grad_bytes_per_param
+    pairs = [(placement.devices[0][r][t], placement.devices[-1][r][t]) for r in range(placement.dp)
+             for t in range(placement.tp)]
+    routes = [topology.route(a, b) for a, b in pairs] + [topology.route(b, a) for a, b in pairs]
+    finish = fluid_finish_s(routes, [size / 2] * len(routes), topology.capacities)
+    return 2 * max(finish)  # a ring of two: two steps of half the gradient each way
+
+
+def estimate(job: Job, topology: Topology, placement: Placement,
+             costs: list[list[WorkerCost]] | None = None) -> Estimate:
+    """The iteration's closed form; ``costs`` replaces the computed per-worker costs (tests)."""
+    placement.check_layers(job.model.layers)
+    check_runtime(placement)
+    M = job.micro_batches(placement)
+    P, traits = placement.pp, TRAITS[placement.runtime]
+    costs = costs or stage_costs(job, topology, placement)
+    if placement.schedule is Schedule.GPIPE:
+        c = _transfer_times(job, topology, placement, _pipeline_flows(placement, "f"))
+        c |= _transfer_times(job, topology, placement, _pipeline_flows(placement, "b"))
+        ready_of = _gpipe_ready
+    else:
+        c = _exchange_times(job, topology, placement, costs)
+        ready_of = _one_f_one_b_ready
+    per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
+    start = [max(ready[s] for ready in per_replica) for s in range(P)]
+    sizes = [costs[s][0].params * traits.grad_bytes_per_param for s in range(P)]
+    if placement.sync is Sync.RING:
+        synced = _ring_sync_end(topology, placement, per_replica, sizes)
+    else:
+        synced = fluid_phases_s(start, _sync_phases(topology, placement, sizes), topology.capacities)
+    embedding = _embedding_sync_s(job, topology, placement)
+    if embedding:
+        both = max(synced[0], synced[-1]) + embedding
+        synced[0] = synced[-1] = both
+    ends = tuple(synced[s] + max(costs[s][r].optimizer_s for r in range(placement.dp)) for s in range(P))
+    iteration = max(ends)
+    exposed = _exposed_pipeline(placement, c, M)
+    return Estimate(iteration_s=iteration, stage_end_s=ends,
+                    breakdown=_breakdown(costs, exposed, [synced[s] - start[s] for s in range(P)], M, iteration))
+
+
+def _exposed_pipeline(placement: Placement, c: dict, M: int) -> list[list[float]]:
+    """Time each worker spends blocked in pipeline exchanges: Megatron's are blocking (each
+    micro-batch crosses each neighbouring boundary once each way), the study's runtime overlaps them."""
+    P, out = placement.pp, []
+    for s in range(P):
+        row = []
+        for r in range(placement.dp):
+            blocked = 0.0
+            if not TRAITS[placement.runtime].overlap_p2p:
+                for b in (s - 1, s):
+                    if 0 <= b < P - 1:
+                        blocked += M * max(c["f", b, r], c["b", b, r])
+            row.append(blocked)
+        out.append(row)
+    return out
+
+
+def _breakdown(costs: list[list[WorkerCost]], exposed: list[list[float]], sync: list[float], M: int,
+               iteration: float) -> dict[str, float]:
+    totals = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
+    workers = 0
+    for s, row in enumerate(costs):
+        for r, cost in enumerate(row):
+            tp = M * (cost.forward_tp_s + cost.backward_tp_s)
+            compute = M * (cost.forward_s + cost.backward_s) - tp + cost.optimizer_s
+            busy = compute + tp + exposed[s][r] + sync[s]
+            totals["compute_s"] += compute
+            totals["tp_comm_s"] += tp
+            totals["pipeline_s"] += exposed[s][r]
+            totals["dp_sync_s"] += sync[s]
+            totals["idle_s"] += max(0.0, iteration - busy)
+            workers += 1
+    return {key: value / workers for key, value in totals.items()}

@@ -1,0 +1,92 @@
+"""Fluid max-min model of communication phases, for the analytic estimator.
+
+Groups of flows (say, the gradient sync of each stage) run phases in sequence: a group's next
+phase starts when every flow of its current phase has been delivered. All flows in flight share
+resources max-min fairly; rates are recomputed whenever a flow starts or finishes. This is the
+engine's network model without its streams and ops, cheap enough for a search loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from simulator.routes import Route
+from simulator.topology import route_rates
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase:
+    routes: tuple[Route, ...]
+    sizes_bytes: tuple[float, ...]
+    repeat: int = 1  # the same phase this many times in a row (a ring's steps)
+
+
+def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[float]) -> list[float]:
+    """Delivery time of each flow (last byte + its route's latency), all starting at 0."""
+    n = len(routes)
+    remaining = list(sizes)
+    done = [route.latency_s for route in routes]
+    active = [i for i in range(n) if remaining[i] > 0]
+    now = 0.0
+    while active:
+        rates = route_rates([routes[i] for i in active], capacities)
+        step = min(remaining[i] / rate for i, rate in zip(active, rates))
+        now += step
+        still = []
+        for i, rate in zip(active, rates):
+            remaining[i] -= rate * step
+            if remaining[i] <= 1e-9 * sizes[i]:
+                done[i] = now + routes[i].latency_s
+            else:
+                still.append(i)
+        active = still
+    return done
+
+
+def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: list[float]) -> list[float]:
+    """When each group's last phase is delivered; group g starts its first phase at starts[g]."""
+    plan = [[p for p in group for _ in range(p.repeat)] for group in phases]
+    finish = list(starts)
+    next_phase = [0] * len(plan)
+    outstanding = [0] * len(plan)
+    launches = [(start, g) for g, start in enumerate(starts)]
+    heapq.heapify(launches)
+    deliveries: list[tuple[float, int]] = []
+    active: list[list] = []  # [route, remaining bytes, group]
+    now = 0.0
+    while launches or deliveries or active:
+        rates = route_rates([f[0] for f in active], capacities) if active else []
+        byte_done = min((f[1] / r for f, r in zip(active, rates)), default=math.inf)
+        candidates = [now + byte_done, launches[0][0] if launches else math.inf,
+                      deliveries[0][0] if deliveries else math.inf]
+        later = max(min(candidates), now)
+        for flow, rate in zip(active, rates):
+            flow[1] -= rate * (later - now)
+        now = later
+        still = []
+        for flow in active:
+            if flow[1] <= 1e-9 * max(1.0, flow[3]):
+                heapq.heappush(deliveries, (now + flow[0].latency_s, flow[2]))
+            else:
+                still.append(flow)
+        active = still
+        while deliveries and deliveries[0][0] <= now:
+            _, g = heapq.heappop(deliveries)
+            outstanding[g] -= 1
+            if outstanding[g] == 0:
+                heapq.heappush(launches, (now, g))
+        while launches and launches[0][0] <= now:
+            _, g = heapq.heappop(launches)
+            if next_phase[g] == len(plan[g]):
+                finish[g] = now
+                continue
+            phase = plan[g][next_phase[g]]
+            next_phase[g] += 1
+            outstanding[g] = len(phase.routes)
+            if not phase.routes:
+                heapq.heappush(launches, (now, g))
+            for route, size in zip(phase.routes, phase.sizes_bytes):
+                active.append([route, size, g, size])
+    return finish

@@ -1,0 +1,106 @@
+"""Per-stage cost tables of a job on a cluster: the numbers both the engine's program and the
+analytic estimator are made of. Computed once per (placement, job)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profiler.cluster import Cluster
+from profiler.gpus import gpu_kind
+from profiler.model import ModelSpec, TrainingSpec
+from profiler.errors import InputError
+from scheduler.placement import Placement, Runtime, Schedule
+from simulator.compute import embedding_times, head_times, layer_times, optimizer_time
+from simulator.runtime import TRAITS, RuntimeTraits
+from simulator.topology import Topology, ring_allreduce_s
+
+# Megatron's tensor parallelism all-reduces the layer's activation twice in forward and twice in
+# backward (FACTS.md §4), and twice more in the recompute; the embedding's vocab-parallel lookup once.
+TP_ALLREDUCES_FORWARD = 2
+TP_ALLREDUCES_BACKWARD = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    cluster: Cluster
+    model: ModelSpec
+    training: TrainingSpec
+
+    def micro_batches(self, placement: Placement) -> int:
+        per_replica = self.training.global_batch // placement.dp
+        if self.training.global_batch % placement.dp or per_replica % self.training.micro_batch:
+            raise ValueError(f"global batch {self.training.global_batch} does not split into "
+                             f"{placement.dp} replicas of micro-batch {self.training.micro_batch}")
+        return per_replica // self.training.micro_batch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerCost:
+    """One stage replica (a tensor-parallel group), one micro-batch."""
+
+    forward_s: float  # compute + tensor-parallel all-reduces
+    backward_s: float  # recompute + backward + their all-reduces
+    forward_tp_s: float
+    backward_tp_s: float
+    optimizer_s: float
+    params: float  # parameters on each device of the group; their gradients are synced
+
+
+def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTraits) -> float:
+    """Parameters each device of a stage's tensor-parallel group holds (and syncs). With a tied
+    embedding and several stages the last stage keeps its own copy of the word embedding."""
+    model, tp = job.model, placement.tp
+    start, end = placement.stage_layers[stage]
+    params = (end - start) * model.params_per_layer / tp
+    if stage == 0:
+        params += model.embedding_params / tp
+    if stage == placement.pp - 1:
+        shared = traits.tied_embedding and placement.pp == 1
+        params += (model.head_params - shared * model.vocab * model.d_model) / tp
+    return params
+
+
+def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, group: tuple[int, ...]) -> WorkerCost:
+    """Slowest device of the group sets the pace: tensor-parallel ranks wait for each other."""
+    traits = TRAITS[placement.runtime]
+    model, training, tp = job.model, job.training, placement.tp
+    start, end = placement.stage_layers[stage]
+    layers = end - start
+    allreduce = ring_allreduce_s(topology, group, model.activation_bytes(training.micro_batch, training.precision))
+    recompute_reduces = TP_ALLREDUCES_FORWARD if training.activation_recompute else 0
+    fwd_tp = layers * TP_ALLREDUCES_FORWARD * allreduce + (allreduce if stage == 0 else 0.0)
+    bwd_tp = layers * (TP_ALLREDUCES_BACKWARD + recompute_reduces) * allreduce
+    params = stage_params(job, placement, stage, traits)
+    forward = backward = optimizer = 0.0
+    for device in group:
+        gpu = gpu_kind(job.cluster.devices[device].gpu)
+        lt = layer_times(gpu, model, training, tp)
+        fwd, bwd = layers * lt.forward_s, layers * (lt.backward_s + lt.recompute_s)
+        if stage == 0:
+            e_f, e_b = embedding_times(gpu, model, training, tp)
+            fwd, bwd = fwd + e_f, bwd + e_b
+        if stage == placement.pp - 1:
+            h_f, h_b = head_times(gpu, model, training, tp)
+            fwd, bwd = fwd + h_f, bwd + h_b
+        forward, backward = max(forward, fwd), max(backward, bwd)
+        optimizer = max(optimizer, optimizer_time(gpu, params, training))
+    return WorkerCost(forward_s=forward + fwd_tp, backward_s=backward + bwd_tp, forward_tp_s=fwd_tp,
+                      backward_tp_s=bwd_tp, optimizer_s=optimizer, params=params)
+
+
+def stage_costs(job: Job, topology: Topology, placement: Placement) -> list[list[WorkerCost]]:
+    """``costs[stage][replica]`` for every worker of the placement."""
+    return [[worker_cost(job, topology, placement, s, placement.devices[s][r]) for r in range(placement.dp)]
+            for s in range(placement.pp)]
+
+
+# The schedule each runtime runs: Megatron's 1F1B with blocking exchanges, the study's GPipe with
+# overlapped transfers (FACTS.md §4). Other pairings are not runtimes anybody ships.
+RUNTIME_SCHEDULE = {Runtime.MEGATRON: Schedule.ONE_F_ONE_B, Runtime.DECENTRALIZED: Schedule.GPIPE}
+
+
+def check_runtime(placement: Placement) -> None:
+    expected = RUNTIME_SCHEDULE[placement.runtime]
+    if placement.schedule is not expected:
+        raise InputError(f"runtime {placement.runtime.value!r} runs the {expected.value!r} schedule, "
+                         f"not {placement.schedule.value!r}")

@@ -1,0 +1,85 @@
+"""Peak memory of every device under a placement: weights, gradients, master copy, optimizer
+state, and the activations the schedule holds at once. A plan that does not fit is rejected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profiler.gpus import gpu_kind
+from profiler.model import OPTIMIZER_STATE_BYTES
+from scheduler.placement import Placement, Schedule
+from simulator.job import Job, stage_params
+from simulator.runtime import TRAITS
+
+MASTER_BYTES_PER_PARAM = 4  # fp32 master weights of mixed precision (FACTS.md §1)
+# CUDA context, cuBLAS workspace and allocator slack of a PyTorch process: nvidia-smi shows
+# roughly 0.3-0.5 GiB before the first tensor on a V100; we reserve the upper figure.
+RESERVED_BYTES = 0.5 * 2**30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceMemory:
+    device: int
+    weights_bytes: float  # weights + gradients + master + optimizer state
+    activations_bytes: float
+    total_bytes: float
+    capacity_bytes: float
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.capacity_bytes
+
+
+def layer_activation_bytes(job: Job, tp: int) -> float:
+    """All activations one layer keeps for its backward, one micro-batch (Korthikanti et al. 2022,
+    "Reducing Activation Recomputation in Large Transformer Models", eq. 2, 16-bit, tensor-parallel
+    without sequence parallelism): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes."""
+    m, b = job.model, job.training.micro_batch
+    scale = job.training.element_bytes / 2
+    return scale * m.seq_len * b * m.d_model * (10 + 24 / tp + 5 * m.heads * m.seq_len / (m.d_model * tp))
+
+
+def in_flight(placement: Placement, stage: int, micro_batches: int) -> int:
+    """Micro-batches whose activations a stage holds at its peak: all of them under GPipe, the
+    warm-up depth plus one under 1F1B."""
+    if placement.schedule is Schedule.GPIPE:
+        return micro_batches
+    return min(placement.pp - stage, micro_batches)
+
+
+def stage_memory(job: Job, placement: Placement, stage: int) -> tuple[float, float]:
+    """(weight-related bytes, activation bytes) on each device of a stage."""
+    traits = TRAITS[placement.runtime]
+    training, model = job.training, job.model
+    params = stage_params(job, placement, stage, traits)
+    master = MASTER_BYTES_PER_PARAM if training.element_bytes < 4 else 0
+    per_param = training.element_bytes + traits.grad_bytes_per_param + master + OPTIMIZER_STATE_BYTES[training.optimizer]
+    start, end = placement.stage_layers[stage]
+    layers = end - start
+    held = in_flight(placement, stage, job.micro_batches(placement))
+    boundary = model.activation_bytes(training.micro_batch, training.precision)
+    full_layer = layer_activation_bytes(job, placement.tp)
+    if not training.activation_recompute:
+        stored, working = held * layers * full_layer, 0.0
+    elif traits.checkpoint_per_layer:
+        stored, working = held * layers * boundary, full_layer
+    else:
+        stored, working = held * boundary, layers * full_layer
+    if stage == placement.pp - 1:
+        # fp16 logits, their fp32 softmax and its gradient, for the micro-batch being processed
+        logits = training.micro_batch * model.seq_len * model.vocab / placement.tp
+        working += logits * (training.element_bytes + 4 + 4)
+    return params * per_param, stored + working
+
+
+def memory_report(job: Job, placement: Placement) -> list[DeviceMemory]:
+    report = []
+    for s in range(placement.pp):
+        weights, activations = stage_memory(job, placement, s)
+        for group in placement.devices[s]:
+            for device in group:
+                capacity = gpu_kind(job.cluster.devices[device].gpu).memory_bytes
+                report.append(DeviceMemory(device=device, weights_bytes=weights, activations_bytes=activations,
+                                           total_bytes=weights + activations + RESERVED_BYTES,
+                                           capacity_bytes=capacity))
+    return sorted(report, key=lambda d: d.device)

@@ -1,0 +1,115 @@
+"""Predict placements: the memory check first, then the SimPy engine or the analytic estimator."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from profiler.cluster import Cluster
+from profiler.errors import InputError
+from profiler.model import ModelSpec, TrainingSpec
+from scheduler.placement import Placement
+from simulator.estimator import estimate
+from simulator.job import Job
+from simulator.memory import memory_report
+from simulator.prediction import BREAKDOWN_KEYS, Prediction, PredictionTable, SystemResult, TableRow
+from simulator.program import Category, Program
+from simulator.systems import megatron_placements, study_random_placements, study_runtime_fits
+from simulator.topology import Topology
+
+ENGINES = ("analytic", "simpy")
+MEGATRON_PP = "P8T1D8"  # FACTS.md §4: Megatron-PP = P8T1 on the default layout (64 devices)
+
+
+def peak_memory(job: Job, placement: Placement) -> tuple[tuple[float, ...], bool]:
+    """Per-device peak bytes (0 for devices the placement leaves idle) and whether all fit."""
+    peaks = [0.0] * job.cluster.size
+    fits = True
+    for item in memory_report(job, placement):
+        peaks[item.device] = item.total_bytes
+        fits = fits and item.fits
+    return tuple(peaks), fits
+
+
+def predict(job: Job, placement: Placement, *, engine: str = "simpy", topology: Topology | None = None,
+            record_spans: bool = False) -> tuple[Prediction | None, tuple]:
+    """(prediction, spans), or (None, ()) when the placement does not fit in memory."""
+    topology = topology or Topology(job.cluster)
+    peaks, fits = peak_memory(job, placement)
+    if not fits:
+        return None, ()
+    if engine == "analytic":
+        result = estimate(job, topology, placement)
+        return Prediction(config=placement.config, engine=engine, iteration_s=result.iteration_s,
+                          breakdown=result.breakdown, peak_memory_bytes=peaks), ()
+    from simulator.engine import simulate  # SimPy is only needed here
+    from simulator.lower import lower
+
+    program = lower(job, topology, placement)
+    network = topology.network((t.src_device, t.dst_device) for t in program.transfers)
+    result = simulate(program, network, record_spans=True)
+    breakdown = engine_breakdown(program, result.spans, result.makespan_s)
+    return (Prediction(config=placement.config, engine=engine, iteration_s=result.makespan_s, breakdown=breakdown,
+                       peak_memory_bytes=peaks, operations=result.operations),
+            result.spans if record_spans else ())
+
+
+def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, float]:
+    """Mean over workers of their main streams' time by category; the rest is idle."""
+    ops = {op.id: op for stream in program.streams for op in stream.ops}
+    totals = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
+    workers = sum(1 for stream in program.streams if stream.main)
+    for span in spans:
+        if not span.main:
+            continue
+        op, length = ops[span.op_id], span.end_s - span.start_s
+        if op.is_comm:
+            totals["dp_sync_s" if op.category is Category.DP_SYNC else "pipeline_s"] += length
+        else:
+            totals["tp_comm_s"] += op.tp_comm_s
+            totals["compute_s"] += length - op.tp_comm_s
+    busy = sum(totals.values())
+    totals["idle_s"] = workers * makespan_s - busy
+    return {key: value / workers for key, value in totals.items()}
+
+
+def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
+                  batches: list[int], *, engine: str = "analytic",
+                  progress: Callable[[str], None] | None = None) -> PredictionTable:
+    """The study's table: one row per (layers, batch), every system and Megatron configuration.
+    A Megatron configuration whose data-parallel degree does not divide the batch is left out of
+    its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime."""
+    topology = Topology(cluster)
+    rows = []
+    for n_layers in layers:
+        model = model_of(n_layers)
+        megatron = megatron_placements(cluster.size, n_layers)
+        randoms = study_random_placements(cluster.size, n_layers) if study_runtime_fits(cluster.size, n_layers) else []
+        if not megatron and not randoms:
+            raise InputError(f"no configuration of {n_layers} layers fits {cluster.size} devices")
+        for batch in batches:
+            if progress:
+                progress(f"{case}: {n_layers} layers, batch {batch}")
+            job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch))
+            rows.append(_row(job, topology, megatron, randoms, engine))
+    return PredictionTable(case=case, engine=engine, rows=tuple(rows))
+
+
+def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) -> float | None:
+    prediction, _ = predict(job, placement, engine=engine, topology=topology)
+    return None if prediction is None else prediction.iteration_s
+
+
+def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
+         engine: str) -> TableRow:
+    batch = job.training.global_batch
+    configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
+    systems: dict[str, SystemResult] = {}
+    if MEGATRON_PP in configs:
+        systems["megatron_pp"] = SystemResult(iteration_s=configs[MEGATRON_PP], config=MEGATRON_PP)
+    fitting = {name: t for name, t in configs.items() if t is not None}
+    best = min(fitting, key=fitting.get) if fitting else None
+    systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best)
+    if randoms and batch % randoms[0].dp == 0:
+        seconds = [_seconds(job, p, topology, engine) for p in randoms]
+        systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
+    return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)

@@ -1,0 +1,57 @@
+"""Plain-text tables for the terminal: aligned columns, the best value of a row marked."""
+
+from __future__ import annotations
+
+from simulator.prediction import PredictionTable
+
+SYSTEM_TITLES = {"megatron_pp": "Megatron-PP", "megatron_optimal": "Megatron-Optimal",
+                 "ours_random": "Ours w/o scheduler", "ours_scheduled": "Ours w/ scheduler"}
+
+
+def _cell(seconds: float | None, best: float | None, extra: str = "") -> str:
+    if seconds is None:
+        return "OOM"
+    mark = " *" if best is not None and seconds <= best else ""
+    return f"{seconds:.2f}{extra}{mark}"
+
+
+def _align(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i >= 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def systems_table(table: PredictionTable) -> str:
+    keys = list(table.rows[0].systems) if table.rows else []
+    rows = [["layers", "batch"] + [SYSTEM_TITLES.get(k, k) for k in keys]]
+    for row in table.rows:
+        values = [row.systems[k].iteration_s for k in keys]
+        best = min((v for v in values if v is not None), default=None)
+        cells = []
+        for key in keys:
+            result = row.systems[key]
+            extra = f" ({result.config})" if key == "megatron_optimal" and result.config else ""
+            cells.append(_cell(result.iteration_s, best, extra))
+        rows.append([str(row.layers), str(row.batch)] + cells)
+    return _align(rows)
+
+
+def configs_table(table: PredictionTable) -> str:
+    names = list(dict.fromkeys(name for row in table.rows for name in row.megatron_configs))
+    rows = [["layers", "batch"] + names]
+    for row in table.rows:
+        values = [row.megatron_configs.get(n) for n in names]
+        best = min((v for v in values if v is not None), default=None)
+        rows.append([str(row.layers), str(row.batch)] + [_cell(v, best) if n in row.megatron_configs else "-"
+                                                         for n, v in zip(names, values)])
+    return _align(rows)
+
+
+def render_table(table: PredictionTable, title: str) -> str:
+    engine = "SimPy simulation" if table.engine == "simpy" else "analytic estimator"
+    parts = [f"{title}: seconds per iteration ({engine}); * best in row, OOM does not fit in memory", "",
+             systems_table(table), "", "Megatron configurations (PxTyDz, default rank layout):", "",
+             configs_table(table)]
+    return "\n".join(parts)

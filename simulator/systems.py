@@ -1,0 +1,44 @@
+"""The systems the study compared (FACTS.md §4), as placements on a cluster."""
+
+from __future__ import annotations
+
+from profiler.errors import InputError
+from scheduler.layouts import megatron_layout, random_layout
+from scheduler.placement import Placement
+
+MAX_TENSOR_PARALLEL = 8  # FACTS.md §4: T ≤ 8, one NVLink island
+STUDY_PIPELINE = 8  # the study's runtime: pipeline 8 × data 8 (FACTS.md §4)
+RANDOM_SEEDS = (0, 1, 2)  # "without scheduler": the mean over 3 random seeds (FACTS.md §4)
+
+
+def megatron_configs(device_count: int, layers: int) -> list[tuple[int, int]]:
+    """Every (P, T) with T ≤ 8, layers divisible by P and P·T dividing the devices."""
+    configs = []
+    for pp in range(1, layers + 1):
+        if layers % pp:
+            continue
+        for tp in (1, 2, 4, 8):
+            if tp <= MAX_TENSOR_PARALLEL and device_count % (pp * tp) == 0:
+                configs.append((pp, tp))
+    return configs
+
+
+def megatron_placements(device_count: int, layers: int) -> dict[str, Placement]:
+    out = {}
+    for pp, tp in megatron_configs(device_count, layers):
+        placement = megatron_layout(device_count, layers, pp, tp)
+        out[placement.config] = placement
+    return out
+
+
+def study_runtime_fits(device_count: int, layers: int) -> bool:
+    return device_count % STUDY_PIPELINE == 0 and layers % STUDY_PIPELINE == 0
+
+
+def study_random_placements(device_count: int, layers: int) -> list[Placement]:
+    """The study's runtime on random assignments, one per seed; pipeline degree 8 needs the
+    devices to be a multiple of 8 and the layers to divide over 8 stages."""
+    if device_count % STUDY_PIPELINE:
+        raise InputError(f"the study's runtime needs a multiple of {STUDY_PIPELINE} devices, got {device_count}")
+    dp = device_count // STUDY_PIPELINE
+    return [random_layout(device_count, layers, STUDY_PIPELINE, dp, seed) for seed in RANDOM_SEEDS]

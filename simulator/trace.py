@@ -1,0 +1,88 @@
+"""Chrome trace-event JSON (chrome://tracing, Perfetto) from the engine's spans.
+
+One process per device (the first device of each stream), one thread per stream, one complete
+("X") event per span. Output order is fully determined by the spans' contents, so the same
+simulation always writes the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: reading a trace should not need SimPy
+    from simulator.engine import Span
+
+_US_PER_S = 1e6  # trace-event timestamps and durations are in microseconds
+
+
+def chrome_trace(
+    spans: Iterable[Span], *, device_names: dict[int, str] | None = None
+) -> dict[str, object]:
+    """The trace-event object: ``{"traceEvents": [...], "displayTimeUnit": "ms"}``."""
+    spans = list(spans)
+    names = device_names or {}
+    threads = _thread_ids(spans)
+    events: list[dict[str, object]] = []
+    for pid in sorted({pid for pid, _ in threads.values()}):
+        name = names.get(pid, f"device {pid}")
+        events.append(_metadata("process_name", pid, 0, name))
+        events.append(_metadata("process_sort_index", pid, 0, pid, key="sort_index"))
+    for stream, (pid, tid) in sorted(threads.items(), key=lambda item: item[1]):
+        events.append(_metadata("thread_name", pid, tid, stream))
+        events.append(_metadata("thread_sort_index", pid, tid, tid, key="sort_index"))
+    ordered = sorted(
+        spans, key=lambda s: (threads[s.stream], s.start_s, s.end_s, s.op_id)
+    )
+    for span in ordered:
+        pid, tid = threads[span.stream]
+        events.append(
+            {
+                "name": span.label,
+                "cat": str(span.category),
+                "ph": "X",
+                "ts": span.start_s * _US_PER_S,
+                "dur": (span.end_s - span.start_s) * _US_PER_S,
+                "pid": pid,
+                "tid": tid,
+                "args": {"op_id": span.op_id, "devices": list(span.devices)},
+            }
+        )
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def write_chrome_trace(path: str | os.PathLike[str], trace: dict[str, object]) -> None:
+    """Write ``trace`` as JSON atomically: readers see the old file or the whole new one."""
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(trace, out)
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _thread_ids(spans: list[Span]) -> dict[str, tuple[int, int]]:
+    """Stream name -> (pid, tid). Within a device the main stream comes first, then by name;
+    tids are numbered 1.. across the whole trace so each is unique."""
+    pids: dict[str, tuple[int, bool]] = {}
+    for span in spans:
+        if not span.devices:
+            raise ValueError(f"stream {span.stream!r} has no devices to place it in the trace")
+        pids.setdefault(span.stream, (span.devices[0], span.main))
+    order = sorted(pids, key=lambda stream: (pids[stream][0], not pids[stream][1], stream))
+    return {stream: (pids[stream][0], tid) for tid, stream in enumerate(order, start=1)}
+
+
+def _metadata(
+    name: str, pid: int, tid: int, value: object, *, key: str = "name"
+) -> dict[str, object]:
+    return {"name": name, "ph": "M", "pid": pid, "tid": tid, "args": {key: value}}
