@@ -143,15 +143,18 @@ def load_cluster(path: str | Path) -> Cluster:
     """Read a cluster JSON file; every problem becomes one InputError line naming the file."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise InputError(f"{path}: cannot read cluster file ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
     try:
         return Cluster.from_json(doc, where=str(path))
     except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+        message = str(err)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
 # -- validation helpers ------------------------------------------------------------------
@@ -252,7 +255,7 @@ def _cluster_from_json(doc: Any, where: str) -> Cluster:
         devices.append(Device(id=_field(d, "id", at, int), gpu=_field(d, "gpu", at, str),
                               host=_field(d, "host", at, str)))
     links = []
-    for i, l in enumerate(doc.get("links", [])):
+    for i, l in enumerate(_field(doc, "links", where, list) if "links" in doc else []):
         at = f"{where} links[{i}]"
         regions = _field(l, "regions", at, list) if isinstance(l, dict) else None
         if not regions or len(regions) != 2 or not all(isinstance(r, str) for r in regions):

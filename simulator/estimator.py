@@ -135,8 +135,9 @@ def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: d
 
 
 def _sync_phases(topology: Topology, placement: Placement, size_of: list[float]) -> list[list[Phase]]:
-    """Each stage's gradient sync as phases of flows; a stage's tensor-parallel ranks sync in
-    separate groups side by side, so their flows share each phase."""
+    """Each stage's parameter-server or sharded sync as phases of flows (the ring has its own
+    recurrence); a stage's tensor-parallel ranks sync in separate groups side by side, so their
+    flows share each phase."""
     D, out = placement.dp, []
     route = topology.route
     for s in range(placement.pp):
@@ -144,19 +145,14 @@ def _sync_phases(topology: Topology, placement: Placement, size_of: list[float])
         if D == 1:
             out.append([])
             continue
-        if placement.sync is Sync.RING:
-            pairs = [[(m[i], m[(i + 1) % D]) for i in range(D)] for m in members]
-            chunks, repeat = [size_of[s] / D], 2 * (D - 1)
-        elif placement.sync is Sync.PS:
+        if placement.sync is Sync.PS:
             pairs = [[(c, m[0]) for m in members for c in m[1:]], [(m[0], c) for m in members for c in m[1:]]]
-            chunks, repeat = [size_of[s]], 1
+            chunk = size_of[s]
         else:
             a2a = [(m[i], m[j]) for m in members for i in range(D) for j in range(D) if i != j]
-            pairs, chunks, repeat = [a2a, a2a], [size_of[s] / D], 1
-        if placement.sync is Sync.RING:
-            pairs = [[p for group in pairs for p in group]]
-        out.append([Phase(routes=tuple(route(a, b) for a, b in phase), sizes_bytes=(chunks[0],) * len(phase),
-                          repeat=repeat) for phase in pairs])
+            pairs, chunk = [a2a, a2a], size_of[s] / D
+        out.append([Phase(routes=tuple(route(a, b) for a, b in phase), sizes_bytes=(chunk,) * len(phase))
+                    for phase in pairs])
     return out
 
 

@@ -20,7 +20,6 @@ from simulator.topology import route_rates
 class Phase:
     routes: tuple[Route, ...]
     sizes_bytes: tuple[float, ...]
-    repeat: int = 1  # the same phase this many times in a row (a ring's steps)
 
 
 def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[float]) -> list[float]:
@@ -47,7 +46,7 @@ def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[flo
 
 def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: list[float]) -> list[float]:
     """When each group's last phase is delivered; group g starts its first phase at starts[g]."""
-    plan = [[p for p in group for _ in range(p.repeat)] for group in phases]
+    plan = phases
     finish = list(starts)
     next_phase = [0] * len(plan)
     outstanding = [0] * len(plan)

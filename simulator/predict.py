@@ -17,7 +17,11 @@ from simulator.systems import megatron_placements, study_random_placements, stud
 from simulator.topology import Topology
 
 ENGINES = ("analytic", "simpy")
-MEGATRON_PP = "P8T1D8"  # FACTS.md §4: Megatron-PP = P8T1 on the default layout (64 devices)
+
+
+def megatron_pp_config(device_count: int) -> str:
+    """FACTS.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
+    return f"P8T1D{device_count // 8}" if device_count % 8 == 0 else "P8T1"
 
 
 def peak_memory(job: Job, placement: Placement) -> tuple[tuple[float, ...], bool]:
@@ -104,11 +108,13 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
     batch = job.training.global_batch
     configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
     systems: dict[str, SystemResult] = {}
-    if MEGATRON_PP in configs:
-        systems["megatron_pp"] = SystemResult(iteration_s=configs[MEGATRON_PP], config=MEGATRON_PP)
+    pp_config = megatron_pp_config(job.cluster.size)
+    if pp_config in configs:
+        systems["megatron_pp"] = SystemResult(iteration_s=configs[pp_config], config=pp_config)
     fitting = {name: t for name, t in configs.items() if t is not None}
-    best = min(fitting, key=fitting.get) if fitting else None
-    systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best)
+    if configs:  # null when every applicable configuration is out of memory
+        best = min(fitting, key=fitting.get) if fitting else None
+        systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best)
     if randoms and batch % randoms[0].dp == 0:
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))

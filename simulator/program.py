@@ -50,7 +50,8 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Op:
-    """One entry of a stream. ``duration_s`` is for compute ops, ``transfers`` for comm ops.
+    """One entry of a stream: a compute op (``duration_s``) or a comm op (``sends``/``recvs``),
+    never both; the engine rejects an op with a duration and transfers.
 
     A compute op may carry ``tp_comm_s``: the part of its duration spent in blocking
     tensor-parallel all-reduces (for the breakdown; the engine just waits ``duration_s``).

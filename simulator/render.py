@@ -24,14 +24,17 @@ def _align(rows: list[list[str]]) -> str:
 
 
 def systems_table(table: PredictionTable) -> str:
-    keys = list(table.rows[0].systems) if table.rows else []
+    keys = list(dict.fromkeys(key for row in table.rows for key in row.systems))
     rows = [["layers", "batch"] + [SYSTEM_TITLES.get(k, k) for k in keys]]
     for row in table.rows:
-        values = [row.systems[k].iteration_s for k in keys]
+        values = [row.systems[k].iteration_s for k in keys if k in row.systems]
         best = min((v for v in values if v is not None), default=None)
         cells = []
         for key in keys:
-            result = row.systems[key]
+            result = row.systems.get(key)
+            if result is None:
+                cells.append("-")
+                continue
             extra = f" ({result.config})" if key == "megatron_optimal" and result.config else ""
             cells.append(_cell(result.iteration_s, best, extra))
         rows.append([str(row.layers), str(row.batch)] + cells)

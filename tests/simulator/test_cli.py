@@ -251,9 +251,6 @@ def test_cluster_not_a_multiple_of_eight(capsys, tmp_path) -> None:
     assert "P1T1D12" in row["megatron_configs"] and "P4T1D3" in row["megatron_configs"]
 
 
-@pytest.mark.xfail(reason="render.py systems_table takes the system columns from the first row only; a later "
-                          "row without one of them raises KeyError (a traceback), one with more loses columns",
-                   strict=True)
 @pytest.mark.parametrize("argv", [["--layers", "24", "7", "--batch", "1024"],
                                   ["--layers", "24", "--batch", "1024", "100"],
                                   ["--layers", "7", "24", "--batch", "1024"]])
@@ -278,16 +275,12 @@ def test_usage_errors(capsys, argv: list[str]) -> None:
     assert_bad_input(capsys, *argv)
 
 
-@pytest.mark.xfail(reason="cluster.py load_cluster: a binary file raises UnicodeDecodeError, which main() "
-                          "does not catch: a traceback instead of exit 2", strict=True)
 def test_binary_cluster_file(capsys, tmp_path) -> None:
     path = tmp_path / "cluster.json"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     assert_bad_input(capsys, "predict", "--cluster", path, words=(str(path),))
 
 
-@pytest.mark.xfail(reason="cluster.py _cluster_from_json: 'links' that is not a list raises TypeError: "
-                          "a traceback instead of exit 2", strict=True)
 def test_links_not_a_list(capsys, tmp_path) -> None:
     path = cluster_file(tmp_path, lambda d: d.__setitem__("links", 5))
     assert_bad_input(capsys, "predict", "--cluster", path, words=(str(path), "links"))
@@ -301,8 +294,6 @@ def test_no_traceback_from_a_real_process(tmp_path) -> None:
     assert result.stderr.startswith("sim: error: unknown case 'mars'") and result.stderr.count("\n") == 1
 
 
-@pytest.mark.xfail(reason="cli.py write_atomic: os.replace onto a directory raises IsADirectoryError, which "
-                          "is not turned into an InputError: a traceback instead of exit 2", strict=True)
 @pytest.mark.parametrize("command", ["cases", "trace"])
 def test_output_path_is_a_directory(capsys, tmp_path, command: str) -> None:
     target = tmp_path / "out"
@@ -319,9 +310,6 @@ def test_output_path_is_a_directory(capsys, tmp_path, command: str) -> None:
     assert rc == 2 and err.startswith("sim: error:") and err.count("\n") == 1
 
 
-@pytest.mark.xfail(reason="predict.py _row: with no Megatron configuration whose data-parallel degree "
-                          "divides the batch, megatron_optimal is None, which the table shows as OOM",
-                   strict=True)
 def test_no_applicable_configuration_is_not_reported_as_oom(capsys) -> None:
     """2 layers, batch 2 on 64 GPUs: every P1/P2 configuration has 8 or more replicas; nothing ran
     out of memory. Either a one-line error (exit 2) or a table that does not say OOM."""

@@ -57,11 +57,9 @@ def test_phases_run_in_sequence_and_share() -> None:
     assert fluid_phases_s([0.0, 0.0], phases, [10.0]) == pytest.approx([6.0, 5.0])
 
 
-def test_phase_repeat_equals_copies() -> None:
+def test_phases_run_one_after_another_each_with_its_latency() -> None:
     r = route(0, latency=0.5)
-    twice = fluid_phases_s([1.0], [[Phase(routes=(r,), sizes_bytes=(10.0,), repeat=2)]], [10.0])
-    copies = fluid_phases_s([1.0], [[Phase(routes=(r,), sizes_bytes=(10.0,))] * 2], [10.0])
-    assert twice == pytest.approx(copies)
+    twice = fluid_phases_s([1.0], [[Phase(routes=(r,), sizes_bytes=(10.0,))] * 2], [10.0])
     assert twice == pytest.approx([1.0 + 2 * 1.5])
 
 
