@@ -38,13 +38,17 @@ class Host:
     interconnect_bandwidth_bytes_per_s: float  # per GPU, each direction, all its links together
     interconnect_latency_s: float
     uplink_bandwidth_bytes_per_s: float  # the host's NIC, each direction
+    # One GPU to one other over point-to-point (the links between that pair); None: the port.
+    pair_bandwidth_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        _positive(f"host {self.name!r}", "interconnect_bandwidth_bytes_per_s",
+        if self.pair_bandwidth_bytes_per_s is not None:
+            _bandwidth(f"host {self.name!r}", "pair_bandwidth_bytes_per_s", self.pair_bandwidth_bytes_per_s)
+        _bandwidth(f"host {self.name!r}", "interconnect_bandwidth_bytes_per_s",
                   self.interconnect_bandwidth_bytes_per_s)
-        _positive(f"host {self.name!r}", "uplink_bandwidth_bytes_per_s",
+        _bandwidth(f"host {self.name!r}", "uplink_bandwidth_bytes_per_s",
                   self.uplink_bandwidth_bytes_per_s)
-        _non_negative(f"host {self.name!r}", "interconnect_latency_s", self.interconnect_latency_s)
+        _latency(f"host {self.name!r}", "interconnect_latency_s", self.interconnect_latency_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,8 +69,8 @@ class Link:
 
     def __post_init__(self) -> None:
         where = f"link {self.a}-{self.b}"
-        _positive(where, "bandwidth_bytes_per_s", self.bandwidth_bytes_per_s)
-        _non_negative(where, "latency_s", self.latency_s)
+        _bandwidth(where, "bandwidth_bytes_per_s", self.bandwidth_bytes_per_s)
+        _latency(where, "latency_s", self.latency_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +128,8 @@ class Cluster:
                        "interconnect_bandwidth_bytes_per_s": h.interconnect_bandwidth_bytes_per_s,
                        "interconnect_latency_s": h.interconnect_latency_s,
                        "uplink_bandwidth_bytes_per_s": h.uplink_bandwidth_bytes_per_s}
+                      | ({} if h.pair_bandwidth_bytes_per_s is None
+                         else {"pair_bandwidth_bytes_per_s": h.pair_bandwidth_bytes_per_s})
                       for h in self.hosts],
             "devices": [{"id": d.id, "gpu": d.gpu, "host": d.host} for d in self.devices],
             "links": [{"regions": [l.a, l.b], "latency_s": l.latency_s,
@@ -158,14 +164,22 @@ def load_cluster(path: str | Path) -> Cluster:
 
 
 # -- validation helpers ------------------------------------------------------------------
-def _positive(where: str, key: str, value: float) -> None:
+# Sanity bounds on what a cluster file may say: 1 kB/s is slower than any network a GPU job
+# could use, and a minute of one-way latency is beyond any link on Earth.
+MIN_BANDWIDTH_BYTES_PER_S = 1e3
+MAX_LATENCY_S = 60.0
+
+
+def _bandwidth(where: str, key: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise InputError(f"{where}: {key} must be a positive number, got {value!r}")
+    if value < MIN_BANDWIDTH_BYTES_PER_S:
+        raise InputError(f"{where}: {key} {value!r} is below {MIN_BANDWIDTH_BYTES_PER_S:g} bytes/s")
 
 
-def _non_negative(where: str, key: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise InputError(f"{where}: {key} must be a non-negative number, got {value!r}")
+def _latency(where: str, key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_LATENCY_S):
+        raise InputError(f"{where}: {key} must be a number of seconds in [0, {MAX_LATENCY_S:g}], got {value!r}")
 
 
 def _check_devices(cluster: Cluster) -> None:
@@ -213,9 +227,9 @@ def _check_matrices(cluster: Cluster) -> None:
                     continue
                 where = f"cluster {cluster.name!r} {key}[{i}][{j}]"
                 if key == "latency_s":
-                    _non_negative(where, "value", value)
+                    _latency(where, "value", value)
                 else:
-                    _positive(where, "value", value)
+                    _bandwidth(where, "value", value)
 
 
 def _field(doc: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -246,7 +260,9 @@ def _cluster_from_json(doc: Any, where: str) -> Cluster:
                           interconnect=Interconnect(kind),
                           interconnect_bandwidth_bytes_per_s=_field(h, "interconnect_bandwidth_bytes_per_s", at, number),
                           interconnect_latency_s=_field(h, "interconnect_latency_s", at, number),
-                          uplink_bandwidth_bytes_per_s=_field(h, "uplink_bandwidth_bytes_per_s", at, number)))
+                          uplink_bandwidth_bytes_per_s=_field(h, "uplink_bandwidth_bytes_per_s", at, number),
+                          pair_bandwidth_bytes_per_s=(_field(h, "pair_bandwidth_bytes_per_s", at, number)
+                                                      if "pair_bandwidth_bytes_per_s" in h else None)))
     devices = []
     for i, d in enumerate(_field(doc, "devices", where, list)):
         at = f"{where} devices[{i}]"

@@ -16,7 +16,12 @@ MS = 1e-3
 V100 = "V100-SXM2-16GB"
 
 # FACTS.md §2: NVLink 2.0 hybrid cube-mesh, 6 links × 25 GB/s per direction per GPU.
-NVLINK_V100_BYTES_PER_S = 6 * 25e9
+NVLINK_LINK_BYTES_PER_S = 25e9
+NVLINK_V100_BYTES_PER_S = 6 * NVLINK_LINK_BYTES_PER_S
+# Point to point, a pair of GPUs has the links between them: in the 8-GPU hybrid cube-mesh a GPU
+# reaches 4 of its 7 peers over one or two links (we take one); in a 4-GPU p3.8xlarge the six
+# links go two to each of the three peers.
+PAIR_LINKS = {8: 1, 4: 2, 1: 6}
 # NCCL's point-to-point latency over NVLink is a few microseconds (nccl-tests small messages).
 NVLINK_LATENCY_S = 5e-6
 # FACTS.md §3 says "sub-millisecond" between data-center instances; we take 0.1 ms one way.
@@ -36,7 +41,8 @@ def _hosts(prefix: str, region: str, count: int, gpus: int, uplink_gbit: float) 
     return [(Host(name=f"{prefix}{i}", region=region, interconnect=Interconnect.NVLINK,
                   interconnect_bandwidth_bytes_per_s=NVLINK_V100_BYTES_PER_S,
                   interconnect_latency_s=NVLINK_LATENCY_S,
-                  uplink_bandwidth_bytes_per_s=uplink_gbit * GBIT_PER_S), gpus) for i in range(count)]
+                  uplink_bandwidth_bytes_per_s=uplink_gbit * GBIT_PER_S,
+                  pair_bandwidth_bytes_per_s=PAIR_LINKS[gpus] * NVLINK_LINK_BYTES_PER_S), gpus) for i in range(count)]
 
 
 def _assemble(name: str, hosts: list[tuple[Host, int]], links: list[Link]) -> Cluster:

@@ -10,9 +10,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from profiler.atomic import write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import InputError
 from profiler.model import gpt3_xl
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="analytic estimator (default, held within 3%% of SimPy by the tests) or the "
                               "SimPy simulation for every cell")
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's best system")
+    predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
+                              "(for ours_random: seed 0)")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,24 +75,6 @@ def _check_settings(args: argparse.Namespace) -> None:
             raise InputError(f"--batch: {b} is not a positive batch size")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write the whole file or nothing: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write ({err.strerror})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from simulator.predict import predict_table
     from simulator.render import render_table
@@ -110,25 +93,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _write_trace(cluster: Cluster, table, path: Path) -> None:
-    from profiler.model import TrainingSpec
-    from simulator.job import Job
-    from simulator.predict import predict
-    from simulator.systems import megatron_placements, study_random_placements
-    from simulator.trace import chrome_trace
+    from simulator.predict import trace_first_row
+    from simulator.trace import chrome_trace, write_chrome_trace
 
-    row = table.rows[0]
-    candidates = {k: v for k, v in row.systems.items() if v.iteration_s is not None}
-    if not candidates:
-        raise InputError("--trace: no system of the first row fits in memory")
-    best = min(candidates, key=lambda k: candidates[k].iteration_s)
-    if best == "ours_random":
-        placement = study_random_placements(cluster.size, row.layers)[0]
-    else:
-        placement = megatron_placements(cluster.size, row.layers)[candidates[best].config]
-    job = Job(cluster=cluster, model=gpt3_xl(row.layers), training=TrainingSpec(global_batch=row.batch))
-    _, spans = predict(job, placement, engine="simpy", record_spans=True)
+    spans = trace_first_row(cluster, table, gpt3_xl)
     names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
-    write_atomic(path, json.dumps(chrome_trace(spans, device_names=names)))
+    write_chrome_trace(path, chrome_trace(spans, device_names=names))
 
 
 def cmd_cases(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ quantisation (NVIDIA "Matrix Multiplication Background" user's guide: a GEMM run
 output tiles spread over the SMs in waves, so small or odd shapes leave SMs idle), plus the
 memory-bound element-wise kernels (softmax, layer norm, GELU, dropout, residual) and a launch
 cost per kernel. One efficiency factor each for forward and backward scales the GEMM peak; it is
-solved so that a full GPT3-XL layer on a V100 takes the measured 5.3 ms forward and 9.3 ms
-backward (FACTS.md §2), and carried over to the datasheet GPU kinds. Tensor-parallel shards then
+solved so that the simulator reproduces the measured Megatron iteration on one p3.16xlarge (FACTS.md
+§2: 4.23 s with recompute, 3.10 s without; see simulator.calibration), and carried over to the
+datasheet GPU kinds. Tensor-parallel shards then
 run slower than 1/t of a full layer because their GEMMs are smaller and launches stay.
 """
 
@@ -117,9 +118,11 @@ def _solve_efficiency(target_s: float, time_at: "callable") -> float:
     return 0.5 * (low + high)
 
 
-@lru_cache(maxsize=1)
-def calibrated_efficiency() -> tuple[float, float]:
-    """GEMM efficiency (forward, backward) that reproduces the measured V100 layer (FACTS.md §2)."""
+def layer_efficiency() -> tuple[float, float]:
+    """GEMM efficiency (forward, backward) that makes one GPT3-XL layer on a V100 take FACTS.md §2's
+    per-layer figures. Those figures spread the whole measured iteration over the layers, head
+    and pipeline fill included, so this is only the starting point of the full calibration
+    (simulator.calibration)."""
     gpu, model, element = gpu_kind("V100-SXM2-16GB"), gpt3_xl(), PRECISIONS["fp16"]
     peak = gpu.peak_flops_per_s("fp16")
     gemms = layer_gemms(model, 1, 1)
@@ -131,11 +134,20 @@ def calibrated_efficiency() -> tuple[float, float]:
     return fwd, bwd
 
 
-def layer_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int) -> LayerTimes:
+@lru_cache(maxsize=1)
+def calibrated_efficiency() -> tuple[float, float]:
+    """GEMM efficiency (forward, backward) that reproduces FACTS.md §2's measured iterations."""
+    from simulator.calibration import solve_efficiency  # it simulates, so it sits above this module
+
+    return solve_efficiency()
+
+
+def layer_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int,
+                efficiency: tuple[float, float] | None = None) -> LayerTimes:
     """One layer shard, one micro-batch, compute only (tensor-parallel communication is separate)."""
     element = training.element_bytes
     peak = gpu.peak_flops_per_s(training.precision)
-    eff_fwd, eff_bwd = calibrated_efficiency()
+    eff_fwd, eff_bwd = efficiency or calibrated_efficiency()
     gemms = layer_gemms(model, training.micro_batch, tp)
     elem = layer_elementwise_bytes(model, training.micro_batch, tp, element)
     forward = _pass_time(gemms, elem, FORWARD_KERNELS, gpu, peak, eff_fwd, element)
@@ -144,13 +156,14 @@ def layer_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int)
                       recompute_s=forward if training.activation_recompute else 0.0)
 
 
-def head_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int) -> tuple[float, float]:
+def head_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int,
+               efficiency: tuple[float, float] | None = None) -> tuple[float, float]:
     """Output projection + cross entropy (vocabulary-parallel over tp), forward and backward.
     The loss runs in fp32 over the logits: read fp16, write fp32 softmax, read it back for the
     gradient (Megatron's vocab-parallel cross entropy)."""
     element = training.element_bytes
     peak = gpu.peak_flops_per_s(training.precision)
-    eff_fwd, eff_bwd = calibrated_efficiency()
+    eff_fwd, eff_bwd = efficiency or calibrated_efficiency()
     tokens = training.micro_batch * model.seq_len
     gemm = Gemm(tokens, model.vocab // tp, model.d_model)
     logits = tokens * (model.vocab // tp)

@@ -49,6 +49,40 @@ def _transfer_times(job: Job, topology: Topology, placement: Placement, flows: l
     return out
 
 
+def _streaming_times(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]],
+                     direction: str) -> dict:
+    """GPipe's transfers of one phase. Every pipeline streams one transfer per boundary per
+    period (its slowest stage or link); on a shared resource the other flows take their
+    time-average bandwidth, one activation per period each, and never leave a flow less than the
+    fair share it would get were they all in flight (a mean-field fixed point, three rounds)."""
+    flows = _pipeline_flows(placement, direction)
+    size = job.model.activation_bytes(job.training.micro_batch, job.training.precision) / placement.tp
+    routes = [topology.route(src, dst) for _, src, dst in flows]
+    c = _transfer_times(job, topology, placement, flows)
+    compute = [max(getattr(costs[s][r], "forward_s" if direction == "f" else "backward_s")
+                   for s in range(placement.pp)) for r in range(placement.dp)]
+    for _ in range(3):
+        period = [max(compute[r], max((t for (d, _, rr), t in c.items() if rr == r), default=0.0))
+                  for r in range(placement.dp)]
+        load = [0.0] * len(topology.capacities)
+        users = [0] * len(topology.capacities)
+        for (key, _, _), route in zip(flows, routes):
+            for resource in route.resources:
+                load[resource] += size / period[key[2]]
+                users[resource] += 1
+        updated: dict = {}
+        for (key, src, dst), route in zip(flows, routes):
+            mine = size / period[key[2]]
+            capacities = list(topology.capacities)
+            for resource in route.resources:
+                full = topology.capacities[resource]
+                capacities[resource] = max(full - (load[resource] - mine), full / users[resource])
+            rate = route_rates([route], capacities)[0]
+            updated[key] = max(updated.get(key, 0.0), route.latency_s + size / rate)
+        c = updated
+    return c
+
+
 def _exchange_times(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]]) -> dict:
     """1F1B's blocking exchanges. One boundary's exchange moves both directions of every
     pipeline at once. The neighbouring boundaries never overlap it: the stage between them makes
@@ -70,26 +104,32 @@ def _exchange_times(job: Job, topology: Topology, placement: Placement, costs: l
     for boundary, flows in by_boundary.items():
         c |= _transfer_times(job, topology, placement, flows)
     for _ in range(3):
-        cycle = max(_cycles(placement, costs, c, r) for r in range(placement.dp))
+        cycle = max(max(_exchanges_and_cycles(placement, costs, c, r)[1]) for r in range(placement.dp))
         updated: dict = {}
         for boundary, flows in by_boundary.items():
             capacities = list(topology.capacities)
+            sharing = [1] * len(capacities)
             for other, per in load.items():
                 if abs(other - boundary) > 1:
                     for resource, size_bytes in per.items():
-                        capacities[resource] = max(capacities[resource] - size_bytes / cycle,
-                                                   0.5 * topology.capacities[resource] / len(load))
+                        capacities[resource] -= size_bytes / cycle
+                        sharing[resource] += 1
+            # Never less than the fair share the boundary would get were all of them in flight.
+            capacities = [max(cap, full / sharing[i]) for i, (cap, full) in enumerate(zip(capacities, topology.capacities))]
             updated |= _transfer_times(job, topology, placement, flows, capacities)
         c = updated
     return c
 
 
-def _cycles(placement: Placement, costs: list[list[WorkerCost]], c: dict, r: int) -> float:
-    """The slowest stage's 1F1B cycle in pipeline r: F + B + its two exchanges."""
+def _exchanges_and_cycles(placement: Placement, costs: list[list[WorkerCost]], c: dict,
+                          r: int) -> tuple[list[float], list[float]]:
+    """Pipeline r under 1F1B: each boundary's exchange time (both directions at once) and each
+    stage's cycle, F + B + its two exchanges."""
     P = placement.pp
     x = [max(c["f", s, r], c["b", s, r]) for s in range(P - 1)]
-    return max(costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
-               + (x[s - 1] if s > 0 else 0.0) for s in range(P))
+    cycles = [costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
+              + (x[s - 1] if s > 0 else 0.0) for s in range(P)]
+    return x, cycles
 
 
 def _pipeline_flows(placement: Placement, direction: str) -> list[tuple]:
@@ -122,10 +162,8 @@ def _gpipe_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M
 
 def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M: int, r: int) -> list[float]:
     P = placement.pp
-    x = [max(c["f", s, r], c["b", s, r]) for s in range(P - 1)]  # an exchange moves both ways at once
+    x, cycles = _exchanges_and_cycles(placement, costs, c, r)
     round_trip = sum(costs[s][r].forward_s + costs[s][r].backward_s for s in range(P)) + 2 * sum(x)
-    cycles = [costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
-              + (x[s - 1] if s > 0 else 0.0) for s in range(P)]
     total = round_trip + (M - 1) * max(cycles)
     ready, behind = [0.0] * P, 0.0
     for s in range(P):
@@ -134,14 +172,15 @@ def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: d
     return ready
 
 
-def _sync_phases(topology: Topology, placement: Placement, size_of: list[float]) -> list[list[Phase]]:
+def _sync_phases(topology: Topology, placement: Placement, size_of: list[float],
+                 ready: list[list[float]]) -> list[list[Phase]]:
     """Each stage's parameter-server or sharded sync as phases of flows (the ring has its own
     recurrence); a stage's tensor-parallel ranks sync in separate groups side by side, so their
-    flows share each phase."""
+    flows share each phase. A first-phase flow starts once both its ends are ready."""
     D, out = placement.dp, []
     route = topology.route
     for s in range(placement.pp):
-        members = [[placement.devices[s][r][t] for r in range(D)] for t in range(placement.tp)]
+        members = [[(placement.devices[s][r][t], r) for r in range(D)] for t in range(placement.tp)]
         if D == 1:
             out.append([])
             continue
@@ -151,8 +190,9 @@ def _sync_phases(topology: Topology, placement: Placement, size_of: list[float])
         else:
             a2a = [(m[i], m[j]) for m in members for i in range(D) for j in range(D) if i != j]
             pairs, chunk = [a2a, a2a], size_of[s] / D
-        out.append([Phase(routes=tuple(route(a, b) for a, b in phase), sizes_bytes=(chunk,) * len(phase))
-                    for phase in pairs])
+        first = tuple(max(ready[a[1]][s], ready[b[1]][s]) for a, b in pairs[0])
+        out.append([Phase(routes=tuple(route(a[0], b[0]) for a, b in phase), sizes_bytes=(chunk,) * len(phase),
+                          not_before_s=first if k == 0 else ()) for k, phase in enumerate(pairs)])
     return out
 
 
@@ -202,60 +242,44 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     P, traits = placement.pp, TRAITS[placement.runtime]
     costs = costs or stage_costs(job, topology, placement)
     if placement.schedule is Schedule.GPIPE:
-        c = _transfer_times(job, topology, placement, _pipeline_flows(placement, "f"))
-        c |= _transfer_times(job, topology, placement, _pipeline_flows(placement, "b"))
+        c = _streaming_times(job, topology, placement, costs, "f") | _streaming_times(job, topology, placement, costs, "b")
         ready_of = _gpipe_ready
     else:
         c = _exchange_times(job, topology, placement, costs)
         ready_of = _one_f_one_b_ready
     per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
-    start = [max(ready[s] for ready in per_replica) for s in range(P)]
     sizes = [costs[s][0].params * traits.grad_bytes_per_param for s in range(P)]
     if placement.sync is Sync.RING:
         synced = _ring_sync_end(topology, placement, per_replica, sizes)
     else:
-        synced = fluid_phases_s(start, _sync_phases(topology, placement, sizes), topology.capacities)
+        synced = fluid_phases_s([min(r[s] for r in per_replica) for s in range(P)],
+                                _sync_phases(topology, placement, sizes, per_replica), topology.capacities)
     embedding = _embedding_sync_s(job, topology, placement)
     if embedding:
         both = max(synced[0], synced[-1]) + embedding
         synced[0] = synced[-1] = both
     ends = tuple(synced[s] + max(costs[s][r].optimizer_s for r in range(placement.dp)) for s in range(P))
     iteration = max(ends)
-    exposed = _exposed_pipeline(placement, c, M)
     return Estimate(iteration_s=iteration, stage_end_s=ends,
-                    breakdown=_breakdown(costs, exposed, [synced[s] - start[s] for s in range(P)], M, iteration))
+                    breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
 
 
-def _exposed_pipeline(placement: Placement, c: dict, M: int) -> list[list[float]]:
-    """Time each worker spends blocked in pipeline exchanges: Megatron's are blocking (each
-    micro-batch crosses each neighbouring boundary once each way), the study's runtime overlaps them."""
-    P, out = placement.pp, []
-    for s in range(P):
-        row = []
-        for r in range(placement.dp):
-            blocked = 0.0
-            if not TRAITS[placement.runtime].overlap_p2p:
-                for b in (s - 1, s):
-                    if 0 <= b < P - 1:
-                        blocked += M * max(c["f", b, r], c["b", b, r])
-            row.append(blocked)
-        out.append(row)
-    return out
-
-
-def _breakdown(costs: list[list[WorkerCost]], exposed: list[list[float]], sync: list[float], M: int,
-               iteration: float) -> dict[str, float]:
+def _breakdown(placement: Placement, costs: list[list[WorkerCost]], ready: list[list[float]],
+               synced: list[float], M: int, iteration: float) -> dict[str, float]:
+    """As the engine counts it: a blocking runtime's worker is inside a pipeline exchange
+    whenever its schedule is not computing; a worker is in the sync from its own readiness to the
+    stage's end of sync (waiting for its peers included); the rest is idle."""
     totals = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
+    blocking = not TRAITS[placement.runtime].overlap_p2p
     workers = 0
     for s, row in enumerate(costs):
         for r, cost in enumerate(row):
             tp = M * (cost.forward_tp_s + cost.backward_tp_s)
-            compute = M * (cost.forward_s + cost.backward_s) - tp + cost.optimizer_s
-            busy = compute + tp + exposed[s][r] + sync[s]
-            totals["compute_s"] += compute
+            work = M * (cost.forward_s + cost.backward_s)
+            totals["compute_s"] += work - tp + cost.optimizer_s
             totals["tp_comm_s"] += tp
-            totals["pipeline_s"] += exposed[s][r]
-            totals["dp_sync_s"] += sync[s]
-            totals["idle_s"] += max(0.0, iteration - busy)
+            totals["pipeline_s"] += max(0.0, ready[r][s] - work) if blocking else 0.0
+            totals["dp_sync_s"] += synced[s] - ready[r][s]
             workers += 1
+    totals["idle_s"] = workers * iteration - sum(totals.values())
     return {key: value / workers for key, value in totals.items()}

@@ -20,6 +20,8 @@ from simulator.topology import route_rates
 class Phase:
     routes: tuple[Route, ...]
     sizes_bytes: tuple[float, ...]
+    # Absolute earliest start of each flow (both its ends must be ready); empty: when the phase starts.
+    not_before_s: tuple[float, ...] = ()
 
 
 def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[float]) -> list[float]:
@@ -46,20 +48,20 @@ def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[flo
 
 def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: list[float]) -> list[float]:
     """When each group's last phase is delivered; group g starts its first phase at starts[g]."""
-    plan = phases
     finish = list(starts)
-    next_phase = [0] * len(plan)
-    outstanding = [0] * len(plan)
+    next_phase = [0] * len(phases)
+    outstanding = [0] * len(phases)
     launches = [(start, g) for g, start in enumerate(starts)]
     heapq.heapify(launches)
     deliveries: list[tuple[float, int]] = []
-    active: list[list] = []  # [route, remaining bytes, group]
+    pending: list[tuple[float, int, list]] = []  # flows waiting for their own start
+    active: list[list] = []  # [route, remaining bytes, group, size]
     now = 0.0
-    while launches or deliveries or active:
+    while launches or deliveries or active or pending:
         rates = route_rates([f[0] for f in active], capacities) if active else []
         byte_done = min((f[1] / r for f, r in zip(active, rates)), default=math.inf)
         candidates = [now + byte_done, launches[0][0] if launches else math.inf,
-                      deliveries[0][0] if deliveries else math.inf]
+                      deliveries[0][0] if deliveries else math.inf, pending[0][0] if pending else math.inf]
         later = max(min(candidates), now)
         for flow, rate in zip(active, rates):
             flow[1] -= rate * (later - now)
@@ -78,14 +80,20 @@ def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: l
                 heapq.heappush(launches, (now, g))
         while launches and launches[0][0] <= now:
             _, g = heapq.heappop(launches)
-            if next_phase[g] == len(plan[g]):
+            if next_phase[g] == len(phases[g]):
                 finish[g] = now
                 continue
-            phase = plan[g][next_phase[g]]
+            phase = phases[g][next_phase[g]]
             next_phase[g] += 1
             outstanding[g] = len(phase.routes)
             if not phase.routes:
                 heapq.heappush(launches, (now, g))
-            for route, size in zip(phase.routes, phase.sizes_bytes):
-                active.append([route, size, g, size])
+            for i, (route, size) in enumerate(zip(phase.routes, phase.sizes_bytes)):
+                start = phase.not_before_s[i] if phase.not_before_s else now
+                if start > now:
+                    heapq.heappush(pending, (start, len(pending) + len(active), [route, size, g, size]))
+                else:
+                    active.append([route, size, g, size])
+        while pending and pending[0][0] <= now:
+            active.append(heapq.heappop(pending)[2])
     return finish

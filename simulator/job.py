@@ -60,7 +60,8 @@ def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTrai
     return params
 
 
-def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, group: tuple[int, ...]) -> WorkerCost:
+def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, group: tuple[int, ...],
+                efficiency: tuple[float, float] | None = None) -> WorkerCost:
     """Slowest device of the group sets the pace: tensor-parallel ranks wait for each other."""
     traits = TRAITS[placement.runtime]
     model, training, tp = job.model, job.training, placement.tp
@@ -74,13 +75,13 @@ def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, 
     forward = backward = optimizer = 0.0
     for device in group:
         gpu = gpu_kind(job.cluster.devices[device].gpu)
-        lt = layer_times(gpu, model, training, tp)
+        lt = layer_times(gpu, model, training, tp, efficiency)
         fwd, bwd = layers * lt.forward_s, layers * (lt.backward_s + lt.recompute_s)
         if stage == 0:
             e_f, e_b = embedding_times(gpu, model, training, tp)
             fwd, bwd = fwd + e_f, bwd + e_b
         if stage == placement.pp - 1:
-            h_f, h_b = head_times(gpu, model, training, tp)
+            h_f, h_b = head_times(gpu, model, training, tp, efficiency)
             fwd, bwd = fwd + h_f, bwd + h_b
         forward, backward = max(forward, fwd), max(backward, bwd)
         optimizer = max(optimizer, optimizer_time(gpu, params, training))
@@ -88,9 +89,11 @@ def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, 
                       backward_tp_s=bwd_tp, optimizer_s=optimizer, params=params)
 
 
-def stage_costs(job: Job, topology: Topology, placement: Placement) -> list[list[WorkerCost]]:
+def stage_costs(job: Job, topology: Topology, placement: Placement,
+                efficiency: tuple[float, float] | None = None) -> list[list[WorkerCost]]:
     """``costs[stage][replica]`` for every worker of the placement."""
-    return [[worker_cost(job, topology, placement, s, placement.devices[s][r]) for r in range(placement.dp)]
+    return [[worker_cost(job, topology, placement, s, placement.devices[s][r], efficiency)
+             for r in range(placement.dp)]
             for s in range(placement.pp)]
 
 

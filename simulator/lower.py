@@ -196,7 +196,6 @@ def lower(job: Job, topology: Topology, placement: Placement,
     """The program of one iteration; ``costs`` replaces the computed per-worker costs (tests)."""
     placement.check_layers(job.model.layers)
     check_runtime(placement)
-    traits = TRAITS[placement.runtime]
     M = job.micro_batches(placement)
     b = _Builder()
     ids = _p2p(b, placement, M, job.model.activation_bytes(job.training.micro_batch, job.training.precision))

@@ -48,7 +48,9 @@ def in_flight(placement: Placement, stage: int, micro_batches: int) -> int:
 
 
 def stage_memory(job: Job, placement: Placement, stage: int) -> tuple[float, float]:
-    """(weight-related bytes, activation bytes) on each device of a stage."""
+    """(weight-related bytes, activation bytes) on each device of a stage at its peak: during the
+    schedule (activations held), or at the optimizer step, when the activations are freed but a
+    runtime may allocate fp32 copies of the gradients (reported as activation bytes then)."""
     traits = TRAITS[placement.runtime]
     training, model = job.training, job.model
     params = stage_params(job, placement, stage, traits)
@@ -69,7 +71,8 @@ def stage_memory(job: Job, placement: Placement, stage: int) -> tuple[float, flo
         # fp16 logits, their fp32 softmax and its gradient, for the micro-batch being processed
         logits = training.micro_batch * model.seq_len * model.vocab / placement.tp
         working += logits * (training.element_bytes + 4 + 4)
-    return params * per_param, stored + working
+    at_step = 4 * params if traits.fp32_grad_copy_at_step and training.element_bytes < 4 else 0.0
+    return params * per_param, max(stored + working, at_step)
 
 
 def memory_report(job: Job, placement: Placement) -> list[DeviceMemory]:

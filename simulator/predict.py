@@ -19,9 +19,9 @@ from simulator.topology import Topology
 ENGINES = ("analytic", "simpy")
 
 
-def megatron_pp_config(device_count: int) -> str:
+def megatron_pp_config(device_count: int) -> str | None:
     """FACTS.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
-    return f"P8T1D{device_count // 8}" if device_count % 8 == 0 else "P8T1"
+    return f"P8T1D{device_count // 8}" if device_count % 8 == 0 else None
 
 
 def peak_memory(job: Job, placement: Placement) -> tuple[tuple[float, ...], bool]:
@@ -94,7 +94,11 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch))
-            rows.append(_row(job, topology, megatron, randoms, engine))
+            row = _row(job, topology, megatron, randoms, engine)
+            if not row.systems:
+                raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
+                                 f"configuration of {n_layers} layers on {cluster.size} devices")
+            rows.append(row)
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
 
 
@@ -119,3 +123,20 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
+
+
+def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable[[int], ModelSpec]) -> tuple:
+    """Spans of a SimPy run of the first row's fastest system (the random placement of seed 0
+    for ``ours_random``)."""
+    row = table.rows[0]
+    candidates = {k: v for k, v in row.systems.items() if v.iteration_s is not None}
+    if not candidates:
+        raise InputError("--trace: no system of the first row fits in memory")
+    best = min(candidates, key=lambda k: candidates[k].iteration_s)
+    if best == "ours_random":
+        placement = study_random_placements(cluster.size, row.layers)[0]
+    else:
+        placement = megatron_placements(cluster.size, row.layers)[candidates[best].config]
+    job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch))
+    _, spans = predict(job, placement, engine="simpy", record_spans=True)
+    return spans

@@ -50,6 +50,9 @@ class Topology:
             self._caps.append(capacity)
         return index
 
+    def host_of(self, device: int):
+        return self._host_info[device]
+
     def route(self, src: int, dst: int) -> Route:
         key = (src, dst)
         route = self._routes.get(key)
@@ -71,7 +74,8 @@ class Topology:
         if a.name == b.name:
             res = (self._resource(f"gpu-out:{src}", a.interconnect_bandwidth_bytes_per_s),
                    self._resource(f"gpu-in:{dst}", b.interconnect_bandwidth_bytes_per_s))
-            return Route(resources=res, flow_cap_bytes_per_s=math.inf, latency_s=a.interconnect_latency_s)
+            cap = a.pair_bandwidth_bytes_per_s or math.inf
+            return Route(resources=res, flow_cap_bytes_per_s=cap, latency_s=a.interconnect_latency_s)
         link = self._links[frozenset((a.region, b.region))]
         g = NETWORK_GOODPUT_FRACTION
         res = (self._resource(f"egress:{a.name}", a.uplink_bandwidth_bytes_per_s * g),
@@ -106,6 +110,12 @@ def ring_allreduce_s(topology: Topology, group: Iterable[int], size_bytes: float
     k = len(members)
     if k < 2:
         return 0.0
+    hosts = {topology.host_of(d) for d in members}
+    if len(hosts) == 1 and topology.cluster.pair_latency_s is None:
+        # Inside one host NCCL runs several rings at once, one per channel, over all the GPUs'
+        # links: each step moves at the GPU's whole interconnect bandwidth.
+        host = next(iter(hosts))
+        return 2 * (k - 1) * (host.interconnect_latency_s + size_bytes / k / host.interconnect_bandwidth_bytes_per_s)
     routes = [topology.route(members[i], members[(i + 1) % k]) for i in range(k)]
     rates = route_rates(routes, topology.capacities)
     chunk = size_bytes / k

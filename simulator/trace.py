@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from profiler.atomic import write_atomic
 
 if TYPE_CHECKING:  # only for annotations: reading a trace should not need SimPy
     from simulator.engine import Span
@@ -57,17 +57,7 @@ def chrome_trace(
 
 def write_chrome_trace(path: str | os.PathLike[str], trace: dict[str, object]) -> None:
     """Write ``trace`` as JSON atomically: readers see the old file or the whole new one."""
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(trace, out)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, json.dumps(trace))
 
 
 def _thread_ids(spans: list[Span]) -> dict[str, tuple[int, int]]:

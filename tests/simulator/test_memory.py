@@ -12,7 +12,7 @@ from simulator.memory import RESERVED_BYTES, in_flight, layer_activation_bytes, 
 from simulator.predict import peak_memory, predict
 
 CLUSTER = SCENARIOS["ondemand"].build()
-V100_BYTES = 16 * 2**30
+V100_BYTES = 16160 * 2**20  # what nvidia-smi reports usable of the 16 GiB
 
 
 def job(layers: int = 24, batch: int = 1024, **training) -> Job:

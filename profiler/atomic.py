@@ -1,0 +1,35 @@
+"""Write an output file whole or not at all: nothing half-written is left behind on any failure."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from profiler.errors import InputError
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """A temporary file in the same folder, then a rename over ``path``. A path that cannot be
+    written (no such folder, a directory, no permission) is the user's InputError."""
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"{target}: folder {folder} does not exist")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise InputError(f"{target}: cannot write ({err.strerror})") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary open() would have made it
+        os.replace(temporary, target)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        raise InputError(f"{target}: cannot write ({err.strerror})") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
