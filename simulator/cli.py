@@ -34,7 +34,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
-                                             "decentralized GPU clusters.")
+                                             "decentralized GPU clusters.",
+                     epilog="examples:\n  sim predict --case spot\n  sim cases",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     predict = sub.add_parser("predict", help="the study's table of systems for a cluster",
                              epilog=EXAMPLES["predict"], formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -16,9 +16,6 @@ from simulator.program import Category, Program
 from simulator.systems import megatron_placements, study_random_placements, study_runtime_fits
 from simulator.topology import Topology
 
-ENGINES = ("analytic", "simpy")
-
-
 def megatron_pp_config(device_count: int) -> str | None:
     """FACTS.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
     return f"P8T1D{device_count // 8}" if device_count % 8 == 0 else None
@@ -37,6 +34,8 @@ def peak_memory(job: Job, placement: Placement) -> tuple[tuple[float, ...], bool
 def predict(job: Job, placement: Placement, *, engine: str = "simpy", topology: Topology | None = None,
             record_spans: bool = False) -> tuple[Prediction | None, tuple]:
     """(prediction, spans), or (None, ()) when the placement does not fit in memory."""
+    if engine not in ("analytic", "simpy"):
+        raise ValueError(f"engine must be 'analytic' or 'simpy', got {engine!r}")
     topology = topology or Topology(job.cluster)
     peaks, fits = peak_memory(job, placement)
     if not fits:
