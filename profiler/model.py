@@ -39,6 +39,19 @@ class ModelSpec:
         # QKV (3h² + 3h), attention out (h² + h), FFN in (hf + f), FFN out (fh + h), 2 layer norms (4h)
         return 4 * h * h + 2 * h * f + 9 * h + f
 
+    def layer_params_per_shard(self, tp: int) -> float:
+        """Parameters one of tp tensor-parallel ranks holds of a layer: Megatron splits the weight
+        matrices and the column-parallel biases (QKV, FFN in); layer norms and the row-parallel
+        biases (attention out, FFN out) stay whole on every rank."""
+        h, f = self.d_model, self.ffn
+        return (4 * h * h + 2 * h * f + 3 * h + f) / tp + 6 * h
+
+    def embedding_params_per_shard(self, tp: int) -> float:
+        return self.vocab * self.d_model / tp + self.seq_len * self.d_model  # position table stays whole
+
+    def head_params_per_shard(self, tp: int) -> float:
+        return self.vocab * self.d_model / tp + 2 * self.d_model  # final layer norm stays whole
+
     @property
     def embedding_params(self) -> int:
         return (self.vocab + self.seq_len) * self.d_model  # token + learned position embeddings

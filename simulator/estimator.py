@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.placement import Placement, Schedule, Sync
+from simulator.blocking import schedule_ends
 from simulator.fluid import Phase, fluid_finish_s, fluid_phases_s
 from simulator.job import Job, WorkerCost, check_runtime, stage_costs
 from simulator.prediction import BREAKDOWN_KEYS
@@ -162,14 +163,9 @@ def _gpipe_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M
 
 def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M: int, r: int) -> list[float]:
     P = placement.pp
-    x, cycles = _exchanges_and_cycles(placement, costs, c, r)
-    round_trip = sum(costs[s][r].forward_s + costs[s][r].backward_s for s in range(P)) + 2 * sum(x)
-    total = round_trip + (M - 1) * max(cycles)
-    ready, behind = [0.0] * P, 0.0
-    for s in range(P):
-        ready[s] = total - behind
-        behind += costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
-    return ready
+    transfer_s = {(d, b): c[d, b, r] for d in ("f", "b") for b in range(P - 1)}
+    return schedule_ends([costs[s][r].forward_s for s in range(P)], [costs[s][r].backward_s for s in range(P)],
+                         transfer_s, M)
 
 
 def _sync_phases(topology: Topology, placement: Placement, size_of: list[float],

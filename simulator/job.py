@@ -51,27 +51,43 @@ def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTrai
     embedding and several stages the last stage keeps its own copy of the word embedding."""
     model, tp = job.model, placement.tp
     start, end = placement.stage_layers[stage]
-    params = (end - start) * model.params_per_layer / tp
+    params = (end - start) * model.layer_params_per_shard(tp)
     if stage == 0:
-        params += model.embedding_params / tp
+        params += model.embedding_params_per_shard(tp)
     if stage == placement.pp - 1:
         shared = traits.tied_embedding and placement.pp == 1
-        params += (model.head_params - shared * model.vocab * model.d_model) / tp
+        params += model.head_params_per_shard(tp) - shared * model.vocab * model.d_model / tp
     return params
+
+
+def tp_comm_s(job: Job, topology: Topology, placement: Placement, stage: int,
+              group: tuple[int, ...]) -> tuple[float, float]:
+    """Blocking tensor-parallel all-reduces of one micro-batch, (forward, backward incl. recompute):
+    per layer 2 in forward, 2 in backward, 2 in the recompute (FACTS.md §4); the vocab-parallel
+    embedding's one in forward; at the head, the cross entropy's three of b·s fp32 values (max,
+    target logit, sum of exponentials) in forward and the head input gradient's in backward."""
+    model, training = job.model, job.training
+    start, end = placement.stage_layers[stage]
+    activation = ring_allreduce_s(topology, group, model.activation_bytes(training.micro_batch, training.precision))
+    recompute = TP_ALLREDUCES_FORWARD if training.activation_recompute else 0
+    forward = (end - start) * TP_ALLREDUCES_FORWARD * activation
+    backward = (end - start) * (TP_ALLREDUCES_BACKWARD + recompute) * activation
+    if stage == 0:
+        forward += activation
+    if stage == placement.pp - 1:
+        forward += 3 * ring_allreduce_s(topology, group, 4.0 * training.micro_batch * model.seq_len)
+        backward += activation
+    return forward, backward
 
 
 def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, group: tuple[int, ...],
                 efficiency: tuple[float, float] | None = None) -> WorkerCost:
     """Slowest device of the group sets the pace: tensor-parallel ranks wait for each other."""
-    traits = TRAITS[placement.runtime]
     model, training, tp = job.model, job.training, placement.tp
     start, end = placement.stage_layers[stage]
     layers = end - start
-    allreduce = ring_allreduce_s(topology, group, model.activation_bytes(training.micro_batch, training.precision))
-    recompute_reduces = TP_ALLREDUCES_FORWARD if training.activation_recompute else 0
-    fwd_tp = layers * TP_ALLREDUCES_FORWARD * allreduce + (allreduce if stage == 0 else 0.0)
-    bwd_tp = layers * (TP_ALLREDUCES_BACKWARD + recompute_reduces) * allreduce
-    params = stage_params(job, placement, stage, traits)
+    fwd_tp, bwd_tp = tp_comm_s(job, topology, placement, stage, group)
+    params = stage_params(job, placement, stage, TRAITS[placement.runtime])
     forward = backward = optimizer = 0.0
     for device in group:
         gpu = gpu_kind(job.cluster.devices[device].gpu)

@@ -1,0 +1,103 @@
+"""Megatron's 1F1B with blocking exchanges, timed without an event queue.
+
+Each stage runs its ops in order (lowering's `_one_f_one_b` order); an exchange op posts its
+transfers and waits until all are delivered; a transfer starts when both of its ops are posted
+and takes its boundary's time. Two stages joined by blocking exchanges can lock into a cycle longer
+than any single stage's F + B + exchanges (a block of stages on one host takes turns with its
+neighbours' links), so the estimator times the schedule itself instead of assuming a cycle: it
+runs M1 and M1 + P micro-batches and extends the periodic steady state to M.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+def _stage_ops(stage: int, stages: int, micro_batches: int) -> list[tuple]:
+    """Ops of one stage: ("F"|"B", m) compute, or ("X", ((transfer, is_send), ...)) exchanges,
+    a transfer being (direction, boundary, micro-batch)."""
+    first, last, M = stage == 0, stage == stages - 1, micro_batches
+    ops: list[tuple] = []
+
+    def exchange(*parts: tuple) -> None:
+        parts = tuple(p for p in parts if p is not None)
+        if parts:
+            ops.append(("X", parts))
+
+    recv_f = lambda m: None if first else (("f", stage - 1, m), False)
+    send_f = lambda m: None if last else (("f", stage, m), True)
+    recv_b = lambda m: None if last else (("b", stage, m), False)
+    send_b = lambda m: None if first else (("b", stage - 1, m), True)
+    warmup = min(stages - stage - 1, M)
+    for m in range(warmup):
+        exchange(recv_f(m))
+        ops.append(("F", m))
+        exchange(send_f(m))
+    if warmup < M:
+        exchange(recv_f(warmup))
+    for i in range(M - warmup):
+        fm, bm = warmup + i, i
+        ops.append(("F", fm))
+        exchange(send_f(fm), recv_b(bm))
+        ops.append(("B", bm))
+        exchange(send_b(bm), recv_f(fm + 1) if fm + 1 < M else None)
+    for bm in range(M - warmup, M):
+        exchange(recv_b(bm))
+        ops.append(("B", bm))
+        exchange(send_b(bm))
+    return ops
+
+
+def _peer(transfer: tuple, is_send: bool) -> int:
+    direction, boundary, _ = transfer
+    sender, receiver = (boundary, boundary + 1) if direction == "f" else (boundary + 1, boundary)
+    return receiver if is_send else sender
+
+
+def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+                 micro_batches: int) -> list[float]:
+    """When each stage finishes its schedule; ``transfer_s[direction, boundary]`` is one
+    transfer's time from start to delivery."""
+    P = len(forward)
+    programs = [_stage_ops(s, P, micro_batches) for s in range(P)]
+    position, clock = [0] * P, [0.0] * P
+    posted: dict[tuple, float] = {}  # (transfer, is_send) -> when that side was posted
+    blocked: set[int] = set()
+    work = deque(range(P))
+    while work:
+        s = work.popleft()
+        blocked.discard(s)
+        ops = programs[s]
+        while position[s] < len(ops):
+            kind, payload = ops[position[s]]
+            if kind != "X":
+                clock[s] += forward[s] if kind == "F" else backward[s]
+                position[s] += 1
+                continue
+            for transfer, is_send in payload:
+                if (transfer, is_send) not in posted:
+                    posted[transfer, is_send] = clock[s]
+                    peer = _peer(transfer, is_send)
+                    if peer in blocked:
+                        work.append(peer)
+            if any((transfer, not is_send) not in posted for transfer, is_send in payload):
+                blocked.add(s)
+                break
+            clock[s] = max(max(posted[t, True], posted[t, False]) + transfer_s[t[0], t[1]] for t, _ in payload)
+            position[s] += 1
+    if any(position[s] < len(programs[s]) for s in range(P)):
+        raise RuntimeError("1F1B schedule deadlocked")
+    return clock
+
+
+def schedule_ends(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+                  micro_batches: int) -> list[float]:
+    """As run_schedule, but long schedules are timed on two shorter ones and their periodic
+    steady state extended: every micro-batch past the transient adds the same time."""
+    P = len(forward)
+    short, longer = 4 * P + 4, 6 * P + 4
+    if micro_batches <= longer:
+        return run_schedule(forward, backward, transfer_s, micro_batches)
+    a = run_schedule(forward, backward, transfer_s, short)
+    b = run_schedule(forward, backward, transfer_s, longer)
+    return [y + (micro_batches - longer) * (y - x) / (longer - short) for x, y in zip(a, b)]
