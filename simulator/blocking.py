@@ -11,6 +11,7 @@ runs M1 and M1 + P micro-batches and extends the periodic steady state to M.
 from __future__ import annotations
 
 from collections import deque
+from functools import lru_cache
 
 
 def _stage_ops(stage: int, stages: int, micro_batches: int) -> list[tuple]:
@@ -90,14 +91,17 @@ def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[t
     return clock
 
 
-def schedule_ends(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
-                  micro_batches: int) -> list[float]:
+@lru_cache(maxsize=4096)
+def schedule_ends(forward: tuple[float, ...], backward: tuple[float, ...],
+                  transfer_s: tuple[tuple[tuple[str, int], float], ...], micro_batches: int) -> tuple[float, ...]:
     """As run_schedule, but long schedules are timed on two shorter ones and their periodic
-    steady state extended: every micro-batch past the transient adds the same time."""
+    steady state extended: every micro-batch past the transient adds the same time. Replicas
+    with the same costs share one answer (arguments are tuples for the cache)."""
+    transfer_s = dict(transfer_s)
     P = len(forward)
     short, longer = 4 * P + 4, 6 * P + 4
     if micro_batches <= longer:
-        return run_schedule(forward, backward, transfer_s, micro_batches)
+        return tuple(run_schedule(forward, backward, transfer_s, micro_batches))
     a = run_schedule(forward, backward, transfer_s, short)
     b = run_schedule(forward, backward, transfer_s, longer)
-    return [y + (micro_batches - longer) * (y - x) / (longer - short) for x, y in zip(a, b)]
+    return tuple(y + (micro_batches - longer) * (y - x) / (longer - short) for x, y in zip(a, b))

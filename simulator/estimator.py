@@ -163,9 +163,9 @@ def _gpipe_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M
 
 def _one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: dict, M: int, r: int) -> list[float]:
     P = placement.pp
-    transfer_s = {(d, b): c[d, b, r] for d in ("f", "b") for b in range(P - 1)}
-    return schedule_ends([costs[s][r].forward_s for s in range(P)], [costs[s][r].backward_s for s in range(P)],
-                         transfer_s, M)
+    transfer_s = tuple(((d, b), c[d, b, r]) for d in ("f", "b") for b in range(P - 1))
+    return list(schedule_ends(tuple(costs[s][r].forward_s for s in range(P)),
+                              tuple(costs[s][r].backward_s for s in range(P)), transfer_s, M))
 
 
 def _sync_phases(topology: Topology, placement: Placement, size_of: list[float],
