@@ -1,4 +1,4 @@
-"""Closed-form estimate of one iteration, fast enough for a search loop.
+"""Estimate of one iteration from the schedules' structure, fast enough for a search loop.
 
 It reads the same cost tables as the engine's program (simulator.job) and replaces the event
 simulation by the structure of each schedule:
@@ -7,8 +7,8 @@ simulation by the structure of each schedule:
 - GPipe with separate compute / send / receive streams is a flow shop whose machines are the
   stages and the links (a link serialises its transfers: a receive is posted when the previous
   one is delivered). For identical jobs a flow shop finishes after Σ p + (M-1)·max p;
-- Megatron's 1F1B with blocking exchanges: one micro-batch's round trip plus (M-1) cycles of the
-  slowest stage, whose cycle is F + B + its two exchanges;
+- Megatron's 1F1B with blocking exchanges is timed by its own op order without an event queue
+  (simulator.blocking), on a few dozen micro-batches, and its periodic steady state extended;
 - the gradient sync of all stages is evaluated together, each phase as a fluid max-min set of
   flows (simulator.fluid), so stages that share a host share its NIC.
 """
