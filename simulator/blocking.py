@@ -55,10 +55,9 @@ def _peer(transfer: tuple, is_send: bool) -> int:
     return receiver if is_send else sender
 
 
-def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
-                 micro_batches: int) -> list[float]:
-    """When each stage finishes its schedule; ``transfer_s[direction, boundary]`` is one
-    transfer's time from start to delivery."""
+def _timeline(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+              micro_batches: int) -> tuple[list[float], dict[tuple, float]]:
+    """Each stage's end, and when each side of each transfer was posted."""
     P = len(forward)
     programs = [_stage_ops(s, P, micro_batches) for s in range(P)]
     position, clock = [0] * P, [0.0] * P
@@ -88,7 +87,26 @@ def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[t
             position[s] += 1
     if any(position[s] < len(programs[s]) for s in range(P)):
         raise RuntimeError("1F1B schedule deadlocked")
-    return clock
+    return clock, posted
+
+
+def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+                 micro_batches: int) -> list[float]:
+    """When each stage finishes its schedule; ``transfer_s[direction, boundary]`` is one
+    transfer's time from start to delivery."""
+    return _timeline(forward, backward, transfer_s, micro_batches)[0]
+
+
+def transfer_windows(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+                     micro_batches: int) -> dict[tuple[str, int, int], tuple[float, float]]:
+    """(start, delivery) of every transfer, keyed (direction, boundary, micro-batch)."""
+    _, posted = _timeline(forward, backward, transfer_s, micro_batches)
+    windows = {}
+    for (transfer, is_send), _ in posted.items():
+        if is_send:
+            start = max(posted[transfer, True], posted[transfer, False])
+            windows[transfer] = (start, start + transfer_s[transfer[0], transfer[1]])
+    return windows
 
 
 @lru_cache(maxsize=4096)

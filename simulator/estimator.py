@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.placement import Placement, Schedule, Sync
-from simulator.blocking import schedule_ends
+from simulator.blocking import schedule_ends, transfer_windows
 from simulator.fluid import Phase, fluid_finish_s, fluid_phases_s
 from simulator.job import Job, WorkerCost, check_runtime, stage_costs
 from simulator.prediction import BREAKDOWN_KEYS
@@ -86,51 +86,89 @@ def _streaming_times(job: Job, topology: Topology, placement: Placement, costs: 
 
 def _exchange_times(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]]) -> dict:
     """1F1B's blocking exchanges. One boundary's exchange moves both directions of every
-    pipeline at once. The neighbouring boundaries never overlap it: the stage between them makes
-    its two exchanges one after the other. Farther boundaries come and go at other moments of the
-    cycle, so on a shared resource they take their time-average bandwidth, one activation per
-    cycle each (a mean-field fixed point, three rounds)."""
+    pipeline at once. Whether other boundaries' transfers overlap it depends on how the schedule
+    falls into step, so the schedule is timed (simulator.blocking) and the overlap read off it:
+    on each shared resource a boundary's flows meet, on average over their time, k flows of
+    other boundaries, and are timed with the resource cut to their share n / (n + k). Three
+    rounds of this fixed point."""
     both = _pipeline_flows(placement, "f") + _pipeline_flows(placement, "b")
     by_boundary: dict[int, list[tuple]] = {}
     for flow in both:
         by_boundary.setdefault(flow[0][1], []).append(flow)
-    size = job.model.activation_bytes(job.training.micro_batch, job.training.precision) / placement.tp
-    load: dict[int, dict[int, float]] = {}  # boundary -> resource -> bytes per cycle
-    for boundary, flows in by_boundary.items():
-        for _, src, dst in flows:
-            for resource in topology.route(src, dst).resources:
-                per = load.setdefault(boundary, {})
-                per[resource] = per.get(resource, 0.0) + size
     c: dict = {}
-    for boundary, flows in by_boundary.items():
+    for flows in by_boundary.values():
         c |= _transfer_times(job, topology, placement, flows)
-    for _ in range(3):
-        cycle = max(max(_exchanges_and_cycles(placement, costs, c, r)[1]) for r in range(placement.dp))
+    probe = min(job.micro_batches(placement), 4 * placement.pp + 4)
+    for _ in range(3 if both else 0):
+        meets = _meetings(topology, placement, costs, c, probe, both)
         updated: dict = {}
         for boundary, flows in by_boundary.items():
             capacities = list(topology.capacities)
-            sharing = [1] * len(capacities)
-            for other, per in load.items():
-                if abs(other - boundary) > 1:
-                    for resource, size_bytes in per.items():
-                        capacities[resource] -= size_bytes / cycle
-                        sharing[resource] += 1
-            # Never less than the fair share the boundary would get were all of them in flight.
-            capacities = [max(cap, full / sharing[i]) for i, (cap, full) in enumerate(zip(capacities, topology.capacities))]
+            for resource, (own, others) in meets.get(boundary, {}).items():
+                capacities[resource] *= own / (own + others)
             updated |= _transfer_times(job, topology, placement, flows, capacities)
         c = updated
     return c
 
 
-def _exchanges_and_cycles(placement: Placement, costs: list[list[WorkerCost]], c: dict,
-                          r: int) -> tuple[list[float], list[float]]:
-    """Pipeline r under 1F1B: each boundary's exchange time (both directions at once) and each
-    stage's cycle, F + B + its two exchanges."""
+def _meetings(topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict, probe: int,
+              flows: list[tuple]) -> dict[int, dict[int, tuple[float, float]]]:
+    """boundary -> resource -> (its own flows on the resource at once, the time-average number of
+    other boundaries' flows it meets there), from the schedule timed over ``probe`` micro-batches."""
     P = placement.pp
-    x = [max(c["f", s, r], c["b", s, r]) for s in range(P - 1)]
-    cycles = [costs[s][r].forward_s + costs[s][r].backward_s + (x[s] if s < P - 1 else 0.0)
-              + (x[s - 1] if s > 0 else 0.0) for s in range(P)]
-    return x, cycles
+    events: dict[int, list[tuple[float, int, int]]] = {}  # resource -> (time, +1/-1, boundary)
+    own: dict[tuple[int, int], int] = {}
+    timed: dict[tuple, dict[tuple[str, int], list[tuple[float, float]]]] = {}
+    by_replica: dict[int, list[tuple]] = {}
+    for flow in flows:
+        by_replica.setdefault(flow[0][2], []).append(flow)
+    crossing: dict[int, set[int]] = {}  # resource -> boundaries whose flows cross it
+    for flow, src, dst in flows:
+        for resource in topology.route(src, dst).resources:
+            crossing.setdefault(resource, set()).add(flow[1])
+    # Neighbouring boundaries never overlap (the stage between them exchanges with one, then the
+    # other), so only resources that boundaries two or more apart cross can be contended.
+    shared = {resource for resource, boundaries in crossing.items() if max(boundaries) - min(boundaries) > 1}
+    if not shared:
+        return {}
+    for r in range(placement.dp):
+        forward = tuple(costs[s][r].forward_s for s in range(P))
+        backward = tuple(costs[s][r].backward_s for s in range(P))
+        transfer_s = {(d, b): c[d, b, r] for d in ("f", "b") for b in range(P - 1)}
+        key = (forward, backward, tuple(transfer_s.items()))
+        if key not in timed:  # replicas with equal costs fall into the same step
+            by_link: dict[tuple[str, int], list[tuple[float, float]]] = {}
+            for (d, b, _), window in transfer_windows(list(forward), list(backward), transfer_s, probe).items():
+                by_link.setdefault((d, b), []).append(window)
+            timed[key] = by_link
+        for (flow, src, dst) in by_replica.get(r, ()):
+            resources = topology.route(src, dst).resources
+            for resource in resources:
+                if resource not in shared:
+                    continue
+                own[flow[1], resource] = own.get((flow[1], resource), 0) + 1
+                events.setdefault(resource, []).extend(
+                    mark for start, end in timed[key][flow[:2]] for mark in ((start, 1, flow[1]), (end, -1, flow[1])))
+    out: dict[int, dict[int, tuple[float, float]]] = {}
+    for resource, marks in events.items():
+        marks.sort()
+        count: dict[int, int] = {}
+        total, last = 0, marks[0][0]
+        mine: dict[int, float] = {}
+        met: dict[int, float] = {}
+        for time, step, b in marks:
+            span = time - last
+            for boundary, n in count.items():
+                if n:
+                    mine[boundary] = mine.get(boundary, 0.0) + n * span
+                    met[boundary] = met.get(boundary, 0.0) + n * (total - n) * span
+            count[b] = count.get(b, 0) + step
+            total += step
+            last = time
+        for boundary, weight in mine.items():
+            if weight > 0:
+                out.setdefault(boundary, {})[resource] = (own[boundary, resource], met[boundary] / weight)
+    return out
 
 
 def _pipeline_flows(placement: Placement, direction: str) -> list[tuple]:
