@@ -151,24 +151,29 @@ def _meetings(topology: Topology, placement: Placement, costs: list[list[WorkerC
                     mark for start, end in timed[key][flow[:2]] for mark in ((start, 1, flow[1]), (end, -1, flow[1])))
     out: dict[int, dict[int, tuple[float, float]]] = {}
     for resource, marks in events.items():
-        marks.sort()
-        count: dict[int, int] = {}
-        total, last = 0, marks[0][0]
-        mine: dict[int, float] = {}
-        met: dict[int, float] = {}
-        for time, step, b in marks:
-            span = time - last
-            for boundary, n in count.items():
-                if n:
-                    mine[boundary] = mine.get(boundary, 0.0) + n * span
-                    met[boundary] = met.get(boundary, 0.0) + n * (total - n) * span
-            count[b] = count.get(b, 0) + step
-            total += step
-            last = time
-        for boundary, weight in mine.items():
-            if weight > 0:
-                out.setdefault(boundary, {})[resource] = (own[boundary, resource], met[boundary] / weight)
+        for boundary, others in _others_met(marks).items():
+            out.setdefault(boundary, {})[resource] = (own[boundary, resource], others)
     return out
+
+
+def _others_met(marks: list[tuple[float, int, int]]) -> dict[int, float]:
+    """Sweep (time, +1/-1, boundary) marks of one resource: for each boundary, how many flows of
+    other boundaries its flows share the resource with, averaged over its flows' time there."""
+    marks.sort()  # at equal times an end (-1) comes before a start
+    count: dict[int, int] = {}
+    total, last = 0, marks[0][0]
+    mine: dict[int, float] = {}
+    met: dict[int, float] = {}
+    for time, step, b in marks:
+        span = time - last
+        for boundary, n in count.items():
+            if n:
+                mine[boundary] = mine.get(boundary, 0.0) + n * span
+                met[boundary] = met.get(boundary, 0.0) + n * (total - n) * span
+        count[b] = count.get(b, 0) + step
+        total += step
+        last = time
+    return {boundary: met[boundary] / weight for boundary, weight in mine.items() if weight > 0}
 
 
 def _pipeline_flows(placement: Placement, direction: str) -> list[tuple]:
