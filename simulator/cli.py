@@ -20,7 +20,8 @@ from profiler.scenarios import SCENARIOS, scenario
 
 EXAMPLES = {
     "predict": "examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
-               "  sim predict --cluster my-cluster.json --trace trace.json",
+               "  sim predict --cluster my-cluster.json --trace trace.json\n"
+               "  sim predict --plan examples/world-random-plan.json --trace trace.json",
     "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
 }
 
@@ -43,12 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     where = predict.add_mutually_exclusive_group(required=True)
     where.add_argument("--case", help="a built-in scenario: " + ", ".join(SCENARIOS) + " (or 1-5)")
     where.add_argument("--cluster", type=Path, help="a cluster JSON file (see `sim cases --export`)")
-    predict.add_argument("--layers", type=int, nargs="+", default=[24, 32, 40], help="layer counts (default 24 32 40)")
-    predict.add_argument("--batch", type=int, nargs="+", default=[1024, 2048, 4096],
-                         help="global batch sizes in sequences (default 1024 2048 4096)")
-    predict.add_argument("--engine", choices=("analytic", "simpy"), default="analytic",
-                         help="analytic estimator (default, held within 3%% of SimPy by the tests) or the "
-                              "SimPy simulation for every cell")
+    where.add_argument("--plan", type=Path, help="a plan file (plan/1): predict that one placement")
+    predict.add_argument("--layers", type=int, nargs="+", help="layer counts (default 24 32 40)")
+    predict.add_argument("--batch", type=int, nargs="+", help="global batch sizes in sequences (default 1024 2048 4096)")
+    predict.add_argument("--engine", choices=("analytic", "simpy"),
+                         help="analytic estimator (the tables' default, held within 3%% of SimPy by the tests) or "
+                              "the SimPy simulation (a plan's default)")
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
                               "(for ours_random: seed 0)")
@@ -81,6 +82,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from simulator.predict import predict_table
     from simulator.render import render_table
 
+    if args.plan is not None:
+        return _predict_plan(args)
+    args.layers = args.layers or [24, 32, 40]
+    args.batch = args.batch or [1024, 2048, 4096]
+    args.engine = args.engine or "analytic"
     _check_settings(args)
     cluster, name = _cluster(args)
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
@@ -91,6 +97,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(table.to_json(), indent=2))
     else:
         print(render_table(table, f"case {name}, GPT3-XL"))
+    return 0
+
+
+def _predict_plan(args: argparse.Namespace) -> int:
+    from scheduler.plan import load_plan
+    from simulator.predict import check_fits, predict
+    from simulator.render import render_prediction
+    from simulator.job import Job
+    from simulator.trace import chrome_trace, write_chrome_trace
+
+    if args.layers or args.batch:
+        raise InputError("--layers and --batch do not apply to --plan: the plan fixes them")
+    engine = args.engine or "simpy"
+    if args.trace and engine != "simpy":
+        raise InputError("--trace needs the SimPy engine")
+    plan = load_plan(args.plan)
+    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training)
+    check_fits(job, plan.placement, where=str(args.plan))
+    prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace))
+    if args.trace:
+        cluster = plan.cluster
+        names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
+        write_chrome_trace(args.trace, chrome_trace(spans, device_names=names))
+    if args.json:
+        print(json.dumps(prediction.to_json(), indent=2))
+    else:
+        print(render_prediction(prediction, plan, str(args.plan)))
     return 0
 
 

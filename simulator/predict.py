@@ -31,6 +31,14 @@ def peak_memory(job: Job, placement: Placement) -> tuple[tuple[float, ...], bool
     return tuple(peaks), fits
 
 
+def check_fits(job: Job, placement: Placement, where: str) -> None:
+    """InputError naming the first device that runs out of memory."""
+    for item in memory_report(job, placement):
+        if not item.fits:
+            raise InputError(f"{where}: does not fit in memory: device {item.device} needs "
+                             f"{item.total_bytes / 2**30:.2f} GiB of its {item.capacity_bytes / 2**30:.2f} GiB")
+
+
 def predict(job: Job, placement: Placement, *, engine: str = "simpy", topology: Topology | None = None,
             record_spans: bool = False) -> tuple[Prediction | None, tuple]:
     """(prediction, spans), or (None, ()) when the placement does not fit in memory."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulator.prediction import PredictionTable
+from simulator.prediction import Prediction, PredictionTable
 
 SYSTEM_TITLES = {"megatron_pp": "Megatron-PP", "megatron_optimal": "Megatron-Optimal",
                  "ours_random": "Ours w/o scheduler", "ours_scheduled": "Ours w/ scheduler"}
@@ -58,3 +58,20 @@ def render_table(table: PredictionTable, title: str) -> str:
              systems_table(table), "", "Megatron configurations (PxTyDz, default rank layout):", "",
              configs_table(table)]
     return "\n".join(parts)
+
+
+def render_prediction(prediction: Prediction, plan, source: str) -> str:
+    """One plan's prediction: the iteration, its breakdown, the fullest device."""
+    engine = "SimPy simulation" if prediction.engine == "simpy" else "analytic estimator"
+    p = plan.placement
+    lines = [f"plan {source}: {p.config} on {plan.cluster.name} ({plan.cluster.size} devices), "
+             f"{plan.model.name}, batch {plan.training.global_batch}, {p.schedule.value} / {p.sync.value} "
+             f"({p.runtime.value} runtime)",
+             f"iteration {prediction.iteration_s:.3f} s ({engine})"]
+    rows = [["part", "seconds", "share"]]
+    for key, seconds in prediction.breakdown.items():
+        rows.append([key.removesuffix("_s"), f"{seconds:.3f}", f"{100 * seconds / prediction.iteration_s:.1f}%"])
+    lines += ["", _align(rows), ""]
+    fullest = max(range(len(prediction.peak_memory_bytes)), key=lambda d: prediction.peak_memory_bytes[d])
+    lines.append(f"peak memory {prediction.peak_memory_bytes[fullest] / 2**30:.2f} GiB on device {fullest}")
+    return "\n".join(lines)

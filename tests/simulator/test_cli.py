@@ -318,3 +318,47 @@ def test_no_applicable_configuration_is_not_reported_as_oom(capsys) -> None:
         assert err.startswith("sim: error:") and err.count("\n") == 1
     else:
         assert rc == 0 and "OOM" not in data_rows(out)[0]
+
+
+# -- sim predict --plan ------------------------------------------------------------------------
+def test_predict_plan_json_matches_the_library(capsys, tmp_path) -> None:
+    from pathlib import Path
+
+    from scheduler.plan import load_plan
+    from simulator.job import Job
+    from simulator.predict import predict
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "world-random-plan.json"
+    trace = tmp_path / "trace.json"
+    rc, out, err = sim(capsys, "predict", "--plan", str(example), "--json", "--trace", str(trace))
+    assert rc == 0, err
+    doc = json.loads(out)
+    plan = load_plan(example)
+    expected, _ = predict(Job(cluster=plan.cluster, model=plan.model, training=plan.training), plan.placement,
+                          engine="simpy")
+    assert doc["schema"] == "prediction/1" and doc["engine"] == "simpy"
+    assert doc["iteration_s"] == pytest.approx(expected.iteration_s, rel=1e-12)
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_predict_plan_that_does_not_fit_is_exit_2(capsys, tmp_path) -> None:
+    from profiler.model import TrainingSpec, gpt3_xl
+    from profiler.scenarios import spot
+    from scheduler.layouts import megatron_layout
+    from scheduler.plan import Plan, Provenance
+
+    plan = Plan(cluster=spot(), case="spot", model=gpt3_xl(40), training=TrainingSpec(global_batch=1024),
+                placement=megatron_layout(64, 40, 1, 1), provenance=Provenance(method="megatron", objective="time"))
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(plan.to_json()))
+    rc, out, err = sim(capsys, "predict", "--plan", str(path))
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "does not fit in memory: device 0 needs" in err
+
+
+def test_predict_plan_rejects_table_flags(capsys) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "world-random-plan.json"
+    rc, _, err = sim(capsys, "predict", "--plan", str(example), "--layers", "24")
+    assert rc == 2 and "do not apply to --plan" in err
