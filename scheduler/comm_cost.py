@@ -74,8 +74,8 @@ def data_cost(groups: list[list[int]], tables: CommTables, dp_bytes: float) -> f
     return worst
 
 
-def _has_perfect_matching(allowed: np.ndarray) -> bool:
-    """Kuhn's augmenting paths on a k×k boolean matrix."""
+def _perfect_matching(allowed: np.ndarray) -> list[int] | None:
+    """Kuhn's augmenting paths on a k×k boolean matrix: right partner of each left vertex, or None."""
     k = allowed.shape[0]
     match = [-1] * k  # right vertex -> left vertex
 
@@ -88,23 +88,33 @@ def _has_perfect_matching(allowed: np.ndarray) -> bool:
                     return True
         return False
 
-    return all(augment(left, [False] * k) for left in range(k))
+    if not all(augment(left, [False] * k) for left in range(k)):
+        return None
+    partner = [0] * k
+    for right, left in enumerate(match):
+        partner[left] = right
+    return partner
 
 
-def matching_cost(a: list[int], b: list[int], tables: CommTables, pp_bytes: float) -> float:
+def bottleneck_matching(a: list[int], b: list[int], tables: CommTables, pp_bytes: float) -> tuple[float, list[int]]:
     """The bottleneck perfect matching between two groups: the smallest t such that every device
-    of ``a`` can be paired with its own device of ``b`` over edges costing at most t."""
+    of ``a`` can be paired with its own device of ``b`` over edges costing at most t, and such a
+    pairing (the partner of a[i] is b[partner[i]])."""
     ia, ib = np.array(a), np.array(b)
     edge = tables.latency_s[np.ix_(ia, ib)] + pp_bytes / tables.bandwidth_bytes_per_s[np.ix_(ia, ib)]
     values = np.unique(edge)
     low, high = 0, len(values) - 1
     while low < high:  # the answer is one of the edge costs: bisect over them
         mid = (low + high) // 2
-        if _has_perfect_matching(edge <= values[mid]):
+        if _perfect_matching(edge <= values[mid]) is not None:
             high = mid
         else:
             low = mid + 1
-    return float(values[low])
+    return float(values[low]), _perfect_matching(edge <= values[low])
+
+
+def matching_cost(a: list[int], b: list[int], tables: CommTables, pp_bytes: float) -> float:
+    return bottleneck_matching(a, b, tables, pp_bytes)[0]
 
 
 def open_path_cost(weights: np.ndarray) -> tuple[float, tuple[int, ...]]:
@@ -138,3 +148,14 @@ def pipeline_cost(groups: list[list[int]], tables: CommTables, pp_bytes: float) 
 def comm_objective(groups: list[list[int]], tables: CommTables, dp_bytes: float, pp_bytes: float) -> float:
     """The study's objective: DataPCost + 2·PipelinePCost (FACTS.md §5)."""
     return data_cost(groups, tables, dp_bytes) + 2 * pipeline_cost(groups, tables, pp_bytes)[0]
+
+
+def pipelines_of(groups: list[list[int]], tables: CommTables, pp_bytes: float) -> list[list[int]]:
+    """Turn a partition into stages × replicas: groups in the order of the cheapest open path,
+    and each replica's device in the next stage its bottleneck-matching partner."""
+    _, order = pipeline_cost(groups, tables, pp_bytes)
+    stages = [list(groups[order[0]])]
+    for nxt in order[1:]:
+        _, partner = bottleneck_matching(stages[-1], groups[nxt], tables, pp_bytes)
+        stages.append([groups[nxt][partner[i]] for i in range(len(partner))])
+    return stages

@@ -23,6 +23,8 @@ EXAMPLES = {
                "  sim predict --cluster my-cluster.json --trace trace.json\n"
                "  sim predict --plan examples/world-random-plan.json --trace trace.json",
     "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
+    "plan": "examples:\n  sim plan --case world -o plan.json\n"
+            "  sim plan --case universities --objective comm --dp-bytes 0.65e9 --pp-bytes 0.471e9 --samples 1000",
 }
 
 
@@ -54,6 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
                               "(for ours_random: seed 0)")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    plan = sub.add_parser("plan", help="search a placement of the study's runtime and write it as a plan file",
+                          epilog=EXAMPLES["plan"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = plan.add_mutually_exclusive_group(required=True)
+    where.add_argument("--case", help="a built-in scenario: " + ", ".join(SCENARIOS) + " (or 1-5)")
+    where.add_argument("--cluster", type=Path, help="a cluster JSON file")
+    plan.add_argument("--layers", type=int, default=24, help="layers (default 24)")
+    plan.add_argument("--batch", type=int, default=1024, help="global batch in sequences (default 1024)")
+    plan.add_argument("--method", choices=("random",), default="random",
+                      help="random: best of --samples random assignments (FACTS.md §5's baseline)")
+    plan.add_argument("--objective", choices=("time", "comm"), default="time",
+                      help="time: predicted seconds per iteration (analytic estimator); comm: the study's "
+                           "cost model, DataPCost + 2·PipelinePCost")
+    plan.add_argument("--pp", type=int, default=8, help="pipeline degree (default 8)")
+    plan.add_argument("--dp", type=int, help="data-parallel degree (default: devices / pp)")
+    plan.add_argument("--dp-bytes", type=float, help="c_dp in bytes (default: derived from the model)")
+    plan.add_argument("--pp-bytes", type=float, help="c_pp in bytes (default: derived from the model)")
+    plan.add_argument("--samples", type=int, default=200, help="random assignments to try (default 200)")
+    plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    plan.add_argument("-o", "--output", type=Path, help="write the plan here")
+    plan.add_argument("--json", action="store_true", help="print the plan to stdout (the summary goes to stderr)")
+    plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
     cases.add_argument("--export", metavar="NAME", help="write this scenario as a cluster JSON file")
@@ -136,6 +159,47 @@ def _write_trace(cluster: Cluster, table, path: Path) -> None:
     write_chrome_trace(path, chrome_trace(spans, device_names=names))
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from scheduler.comm_cost import comm_tables
+    from scheduler.plan import Plan, Provenance
+    from scheduler.search import Problem, derived_bytes, random_search
+    from simulator.predict import evaluator
+    from simulator.render import render_plan_summary
+    from profiler.model import TrainingSpec
+
+    cluster, name = _cluster(args)
+    model, training = gpt3_xl(args.layers), TrainingSpec(global_batch=args.batch)
+    dp = args.dp or cluster.size // args.pp
+    dp_bytes, pp_bytes = derived_bytes(model, training, args.pp, dp)
+    problem = Problem(device_count=cluster.size, layers=args.layers, pp=args.pp, dp=dp, tables=comm_tables(cluster),
+                      dp_bytes=args.dp_bytes or dp_bytes, pp_bytes=args.pp_bytes or pp_bytes)
+    if training.global_batch % dp:
+        raise InputError(f"--batch {args.batch} does not split over {dp} data-parallel replicas")
+    evaluate = evaluator(cluster, model, training)
+    step = max(1, args.samples // 10)
+
+    def progress(done: int, best: float) -> None:
+        if not args.quiet and done % step == 0:
+            print(f"[sim plan] {done}/{args.samples} assignments, best {best:.3f}", file=sys.stderr, flush=True)
+
+    result = random_search(problem, args.objective, evaluate, args.samples, args.seed, progress)
+    plan = Plan(cluster=cluster, case=name if args.case else None, model=model, training=training,
+                placement=result.placement,
+                provenance=Provenance(method=args.method, objective=args.objective, seed=args.seed,
+                                      solver_s=result.solver_s, objective_value=result.value,
+                                      predicted_iteration_s=evaluate(result.placement)))
+    text = json.dumps(plan.to_json(), indent=2) + "\n"
+    if args.output:
+        write_atomic(args.output, text)
+    summary = render_plan_summary(plan, cluster)
+    if args.json:
+        sys.stdout.write(text)
+        print(summary, file=sys.stderr)
+    else:
+        print(summary)
+    return 0
+
+
 def cmd_cases(args: argparse.Namespace) -> int:
     if args.export is None:
         if args.output:
@@ -155,7 +219,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"predict": cmd_predict, "cases": cmd_cases}[args.command](args)
+        return {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan}[args.command](args)
     except InputError as err:
         print(f"sim: error: {err}", file=sys.stderr)
         return 2

@@ -147,3 +147,16 @@ def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable
     job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch))
     _, spans = predict(job, placement, engine="simpy", record_spans=True)
     return spans
+
+
+def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Callable[[Placement], float]:
+    """``evaluate(placement) -> seconds`` for the scheduler: the analytic estimator, infinity for
+    a placement that does not fit in memory."""
+    job = Job(cluster=cluster, model=model, training=training)
+    topology = Topology(cluster)
+
+    def evaluate(placement: Placement) -> float:
+        prediction, _ = predict(job, placement, engine="analytic", topology=topology)
+        return float("inf") if prediction is None else prediction.iteration_s
+
+    return evaluate

@@ -75,3 +75,33 @@ def render_prediction(prediction: Prediction, plan, source: str) -> str:
     fullest = max(range(len(prediction.peak_memory_bytes)), key=lambda d: prediction.peak_memory_bytes[d])
     lines.append(f"peak memory {prediction.peak_memory_bytes[fullest] / 2**30:.2f} GiB on device {fullest}")
     return "\n".join(lines)
+
+
+def render_plan_summary(plan, cluster) -> str:
+    """What `sim plan` found: objective, bound and gap, predicted seconds, solver time, and where
+    each stage's replicas and each pipeline sit."""
+    prov, p = plan.provenance, plan.placement
+    bound = "-" if prov.lower_bound is None else f"{prov.lower_bound:.3f}"
+    gap = "-" if prov.lower_bound is None else f"{(prov.objective_value - prov.lower_bound) / prov.objective_value:.1%}"
+    unit = "s (modelled communication)" if prov.objective == "comm" else "s per iteration"
+    lines = [f"plan: {p.config} of {plan.model.name}, batch {plan.training.global_batch}, on {cluster.name} "
+             f"({cluster.size} devices); method {prov.method}, seed {prov.seed}",
+             f"objective ({prov.objective}) {prov.objective_value:.3f} {unit}; lower bound {bound}; gap {gap}",
+             f"predicted iteration {prov.predicted_iteration_s:.3f} s (analytic estimator); "
+             f"solver {prov.solver_s:.2f} s", ""]
+    rows = [["stage", "layers", "replicas by region"]]
+    for s, (layers, replicas) in enumerate(zip(p.stage_layers, p.devices)):
+        rows.append([str(s), f"{layers[0]}-{layers[1] - 1}", _regions(cluster, [d for g in replicas for d in g])])
+    lines.append(_align(rows))
+    crossings = [sum(cluster.region_of(p.devices[s][r][0]) != cluster.region_of(p.devices[s + 1][r][0])
+                     for s in range(p.pp - 1)) for r in range(p.dp)]
+    lines += ["", f"pipelines crossing regions: {sum(c > 0 for c in crossings)} of {p.dp} "
+                  f"({sum(crossings)} region crossings in all)"]
+    return "\n".join(lines)
+
+
+def _regions(cluster, devices: list[int]) -> str:
+    counts: dict[str, int] = {}
+    for d in devices:
+        counts[cluster.region_of(d)] = counts.get(cluster.region_of(d), 0) + 1
+    return " ".join(f"{region}×{n}" for region, n in counts.items())

@@ -362,3 +362,34 @@ def test_predict_plan_rejects_table_flags(capsys) -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "world-random-plan.json"
     rc, _, err = sim(capsys, "predict", "--plan", str(example), "--layers", "24")
     assert rc == 2 and "do not apply to --plan" in err
+
+
+# -- sim plan ------------------------------------------------------------------------------------
+def test_plan_writes_a_plan_that_predict_reads(capsys, tmp_path) -> None:
+    from scheduler.plan import load_plan
+
+    path = tmp_path / "plan.json"
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--dp-bytes", "0.65e9",
+                       "--pp-bytes", "0.471e9", "--samples", "20", "--seed", "3", "-o", str(path))
+    assert rc == 0, err
+    plan = load_plan(path)
+    assert plan.provenance.method == "random" and plan.provenance.seed == 3
+    assert f"objective (comm) {plan.provenance.objective_value:.3f}" in out
+    assert "replicas by region" in out and "[sim plan] 20/20" in err
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--dp-bytes", "0.65e9",
+                       "--pp-bytes", "0.471e9", "--samples", "20", "--seed", "3", "--json", "--quiet")
+    again, first = json.loads(out), json.loads(path.read_text())
+    again["provenance"].pop("solver_s"), first["provenance"].pop("solver_s")  # wall time differs
+    assert rc == 0 and again == first  # same seed, same plan
+    assert "objective (comm)" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--pp", "7"], "--pp 7"),
+    (["--samples", "0"], "--samples"),
+    (["--batch", "1001"], "does not split"),
+    (["--method", "ilp"], "invalid choice"),
+])
+def test_plan_bad_inputs(capsys, argv, words) -> None:
+    rc, out, err = sim(capsys, "plan", "--case", "world", "--quiet", *argv)
+    assert rc == 2 and out == "" and err.count("\n") == 1 and words in err, err

@@ -1,0 +1,101 @@
+"""Searches over placements of the study's runtime: devices into pipeline stages × replicas.
+
+A candidate is a device permutation cut into consecutive blocks of D_DP devices, block k being
+the replicas of stage k (the study's encoding, FACTS.md §5). Two objectives:
+- ``comm``: the study's cost model (scheduler.comm_cost); the plan's pipelines follow the
+  cheapest stage order and bottleneck matchings that the cost assumes;
+- ``time``: seconds per iteration from an ``evaluate(placement)`` callable the caller passes
+  (the simulator's estimator): the scheduler does not import the simulator.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from profiler.errors import InputError
+from profiler.model import ModelSpec, TrainingSpec
+from scheduler.comm_cost import CommTables, comm_objective, pipelines_of
+from scheduler.layouts import blocks_layout
+from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
+
+# FACTS.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
+# 1.3e9 / 8 parameters on a device).
+STUDY_GRAD_BYTES_PER_PARAM = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    device_count: int
+    layers: int
+    pp: int
+    dp: int
+    tables: CommTables
+    dp_bytes: float  # c_dp: gradient bytes a device holds
+    pp_bytes: float  # c_pp: activation bytes crossing one boundary per iteration for one pipeline
+
+    def __post_init__(self) -> None:
+        if self.pp * self.dp != self.device_count:
+            raise InputError(f"--pp {self.pp} × --dp {self.dp} = {self.pp * self.dp}, the cluster has "
+                             f"{self.device_count} devices")
+        if self.layers % self.pp:
+            raise InputError(f"{self.layers} layers do not divide into --pp {self.pp} stages")
+        if not (self.dp_bytes > 0 and self.pp_bytes > 0):
+            raise InputError("--dp-bytes and --pp-bytes must be positive")
+
+
+def derived_bytes(model: ModelSpec, training: TrainingSpec, pp: int, dp: int) -> tuple[float, float]:
+    """(c_dp, c_pp) from the model: a stage's share of the parameters at 4 B of gradient each,
+    and one micro-batch's activation times the micro-batches a pipeline runs per iteration."""
+    dp_bytes = model.total_params / pp * STUDY_GRAD_BYTES_PER_PARAM
+    micro_batches = training.global_batch // dp // training.micro_batch
+    return dp_bytes, float(model.activation_bytes(training.micro_batch, training.precision) * micro_batches)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    placement: Placement
+    value: float
+    solver_s: float
+    evaluated: int
+
+
+def placement_of(problem: Problem, groups: list[list[int]]) -> Placement:
+    """The study's runtime on these stage groups, pipelines chained as the comm cost assumes."""
+    stages = pipelines_of(groups, problem.tables, problem.pp_bytes)
+    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=even_layers(problem.layers, problem.pp),
+                     devices=tuple(tuple((d,) for d in stage) for stage in stages),
+                     schedule=Schedule.GPIPE, sync=Sync.PS, runtime=Runtime.DECENTRALIZED)
+
+
+def random_search(problem: Problem, objective: str, evaluate: Callable[[Placement], float] | None,
+                  samples: int, seed: int, progress: Callable[[int, float], None] | None = None) -> SearchResult:
+    """Best of ``samples`` random permutations (FACTS.md §5's "random" baseline); ties keep the
+    earlier sample, so a seed gives one answer."""
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    if objective == "time" and evaluate is None:
+        raise ValueError("the time objective needs an evaluate callable")
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    best: tuple[float, list[int]] | None = None
+    order = list(range(problem.device_count))
+    for k in range(samples):
+        rng.shuffle(order)
+        if objective == "comm":
+            groups = [order[s * problem.dp:(s + 1) * problem.dp] for s in range(problem.pp)]
+            value = comm_objective(groups, problem.tables, problem.dp_bytes, problem.pp_bytes)
+        else:
+            value = evaluate(blocks_layout(order, problem.layers, problem.pp, problem.dp))
+        if best is None or value < best[0]:
+            best = (value, list(order))
+        if progress:
+            progress(k + 1, best[0])
+    value, order = best
+    if objective == "comm":
+        placement = placement_of(problem, [order[s * problem.dp:(s + 1) * problem.dp] for s in range(problem.pp)])
+    else:
+        placement = blocks_layout(order, problem.layers, problem.pp, problem.dp)
+    return SearchResult(placement=placement, value=value, solver_s=time.perf_counter() - started, evaluated=samples)
