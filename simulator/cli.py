@@ -128,7 +128,6 @@ def _predict_plan(args: argparse.Namespace) -> int:
     from simulator.predict import check_fits, predict
     from simulator.render import render_prediction
     from simulator.job import Job
-    from simulator.trace import chrome_trace, write_chrome_trace
 
     if args.layers or args.batch:
         raise InputError("--layers and --batch do not apply to --plan: the plan fixes them")
@@ -140,9 +139,7 @@ def _predict_plan(args: argparse.Namespace) -> int:
     check_fits(job, plan.placement, where=str(args.plan))
     prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace))
     if args.trace:
-        cluster = plan.cluster
-        names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
-        write_chrome_trace(args.trace, chrome_trace(spans, device_names=names))
+        _write_spans(plan.cluster, spans, args.trace)
     if args.json:
         print(json.dumps(prediction.to_json(), indent=2))
     else:
@@ -152,9 +149,13 @@ def _predict_plan(args: argparse.Namespace) -> int:
 
 def _write_trace(cluster: Cluster, table, path: Path) -> None:
     from simulator.predict import trace_first_row
+
+    _write_spans(cluster, trace_first_row(cluster, table, gpt3_xl), path)
+
+
+def _write_spans(cluster: Cluster, spans, path: Path) -> None:
     from simulator.trace import chrome_trace, write_chrome_trace
 
-    spans = trace_first_row(cluster, table, gpt3_xl)
     names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
     write_chrome_trace(path, chrome_trace(spans, device_names=names))
 
@@ -167,6 +168,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from simulator.render import render_plan_summary
     from profiler.model import TrainingSpec
 
+    for flag in ("layers", "batch", "pp", "dp"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag} must be at least 1, got {value}")
     cluster, name = _cluster(args)
     model, training = gpt3_xl(args.layers), TrainingSpec(global_batch=args.batch)
     dp = args.dp or cluster.size // args.pp

@@ -389,6 +389,8 @@ def test_plan_writes_a_plan_that_predict_reads(capsys, tmp_path) -> None:
     (["--samples", "0"], "--samples"),
     (["--batch", "1001"], "does not split"),
     (["--method", "ilp"], "invalid choice"),
+    (["--pp", "0"], "--pp must be at least 1"),
+    (["--layers", "0"], "--layers must be at least 1"),
 ])
 def test_plan_bad_inputs(capsys, argv, words) -> None:
     rc, out, err = sim(capsys, "plan", "--case", "world", "--quiet", *argv)
