@@ -12,7 +12,6 @@ Two forms of network description, both in SI units:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.errors import InputError
+from profiler.files import read_json
 from profiler.gpus import GPU_KINDS
 
 CLUSTER_SCHEMA = "cluster/1"
@@ -148,14 +148,7 @@ class Cluster:
 def load_cluster(path: str | Path) -> Cluster:
     """Read a cluster JSON file; every problem becomes one InputError line naming the file."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read cluster file ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    doc = read_json(path, "cluster file")
     try:
         return Cluster.from_json(doc, where=str(path))
     except InputError as err:

@@ -18,6 +18,7 @@ from typing import Any
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
+from profiler.files import read_json
 from profiler.model import ModelSpec, TrainingSpec
 from profiler.scenarios import scenario
 from scheduler.placement import Placement
@@ -124,13 +125,4 @@ def _cluster_of(doc: Any, where: str) -> tuple[Cluster, str | None]:
 
 
 def load_plan(path: str | Path) -> Plan:
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"{path}: cannot read plan file ({err.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
-    return plan_from_json(doc, where=str(path))
+    return plan_from_json(read_json(path, "plan file"), where=str(path))

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from profiler.atomic import write_atomic
+from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import InputError
 from profiler.model import gpt3_xl

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from profiler.atomic import write_atomic
+from profiler.files import write_atomic
 
 if TYPE_CHECKING:  # only for annotations: reading a trace should not need SimPy
     from simulator.engine import Span

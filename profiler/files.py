@@ -1,12 +1,28 @@
-"""Write an output file whole or not at all: nothing half-written is left behind on any failure."""
+"""Reading and writing the user's files: a JSON file read is one InputError line on any problem;
+an output file is written whole or not at all, nothing half-written left behind on any failure."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from profiler.errors import InputError
+
+
+def read_json(path: str | os.PathLike[str], kind: str) -> Any:
+    """The JSON document in ``path``; ``kind`` names it in messages ("cluster file")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {kind} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
