@@ -32,6 +32,11 @@ class Runtime(StrEnum):
     DECENTRALIZED = "decentralized"  # the study's runtime
 
 
+# FACTS.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
+# 1.3e9 / 8 parameters on a device). The scheduler's c_dp and the simulator's traits both read it.
+STUDY_GRAD_BYTES_PER_PARAM = 4
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Placement:
     pp: int

@@ -19,11 +19,7 @@ from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
 from scheduler.comm_cost import CommTables, comm_objective, pipelines_of
 from scheduler.layouts import blocks_layout
-from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
-
-# FACTS.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
-# 1.3e9 / 8 parameters on a device).
-STUDY_GRAD_BYTES_PER_PARAM = 4
+from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Placement, Runtime, Schedule, Sync, even_layers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -136,8 +136,9 @@ def _predict_plan(args: argparse.Namespace) -> int:
         raise InputError("--trace needs the SimPy engine")
     plan = load_plan(args.plan)
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training)
-    check_fits(job, plan.placement, where=str(args.plan))
     prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace))
+    if prediction is None:
+        check_fits(job, plan.placement, where=str(args.plan))  # raises, naming the device
     if args.trace:
         _write_spans(plan.cluster, spans, args.trace)
     if args.json:

@@ -29,7 +29,6 @@ from simulator.topology import Topology, route_rates
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Estimate:
     iteration_s: float
-    stage_end_s: tuple[float, ...]
     breakdown: dict[str, float]  # as Prediction.breakdown: mean over workers, sums to iteration_s
 
 
@@ -299,7 +298,7 @@ def estimate(job: Job, topology: Topology, placement: Placement,
         synced[0] = synced[-1] = both
     ends = tuple(synced[s] + max(costs[s][r].optimizer_s for r in range(placement.dp)) for s in range(P))
     iteration = max(ends)
-    return Estimate(iteration_s=iteration, stage_end_s=ends,
+    return Estimate(iteration_s=iteration,
                     breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
 
 

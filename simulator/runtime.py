@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.placement import Runtime
+from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Runtime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +28,6 @@ TRAITS = {
     # gradient per parameter; the first stage holds the embedding, the last its own output head.
     # GPipe holds every micro-batch's checkpoint at once, so it checkpoints each stage's input
     # only (GPipe's re-materialisation), which is what lets batch 4096 fit on a 16 GB V100.
-    Runtime.DECENTRALIZED: RuntimeTraits(overlap_p2p=True, grad_bytes_per_param=4, checkpoint_per_layer=False,
+    Runtime.DECENTRALIZED: RuntimeTraits(overlap_p2p=True, grad_bytes_per_param=STUDY_GRAD_BYTES_PER_PARAM, checkpoint_per_layer=False,
                                          tied_embedding=False, fp32_grad_copy_at_step=False),
 }
