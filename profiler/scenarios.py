@@ -108,18 +108,33 @@ EXTRA_WAN_LINKS = {
     ("tokyo", "singapore"): (73, 1.01), ("seoul", "singapore"): (74, 1.14), ("singapore", "sydney"): (92, 0.816),
     ("singapore", "london"): (169, 0.500), ("sydney", "frankfurt"): (265, 0.328),
 }
-# FACTS.md §3: "5 ms, 2 Gbit/s (10 ms in the tc emulation)". The measured runs used the emulation.
+# FACTS.md §3: "5 ms, 2 Gbit/s (10 ms in the tc emulation)". The measured runs used the emulation;
+# the study's scheduler costed its matrices with the nominal 5 ms (its published optima need it:
+# see scheduler_matrices).
 GEO_WITHIN_REGION = (10, 2)
+NOMINAL_WITHIN_REGION = (5, 2)
 
 
-def regional() -> Cluster:
+def regional(within: tuple[float, float] = GEO_WITHIN_REGION) -> Cluster:
     regions = {"virginia": 16, "oregon": 16, "california": 16, "ohio": 16}
-    return geo("regional", regions, GEO_WITHIN_REGION, REGIONAL_LINKS)
+    return geo("regional", regions, within, REGIONAL_LINKS)
 
 
-def world() -> Cluster:
+def world(within: tuple[float, float] = GEO_WITHIN_REGION) -> Cluster:
     regions = {r: 8 for r in ("oregon", "virginia", "ohio", "tokyo", "seoul", "london", "frankfurt", "ireland")}
-    return geo("world", regions, GEO_WITHIN_REGION, WORLD_LINKS)
+    return geo("world", regions, within, WORLD_LINKS)
+
+
+def scheduler_matrices(name: str) -> Cluster:
+    """A case as the study's scheduler saw it: regional and world with the nominal 5 ms within a
+    region (FACTS.md §3) instead of the emulation's 10 ms. Its published optima (§5: 34.80 and
+    49.22 s) are reachable only with these; with 10 ms the best placements cost 34.87 and 49.27."""
+    item = scenario(name)
+    if item.name == "regional":
+        return regional(NOMINAL_WITHIN_REGION)
+    if item.name == "world":
+        return world(NOMINAL_WITHIN_REGION)
+    return item.build()
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (

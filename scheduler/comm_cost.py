@@ -154,8 +154,14 @@ def pipelines_of(groups: list[list[int]], tables: CommTables, pp_bytes: float) -
     """Turn a partition into stages × replicas: groups in the order of the cheapest open path,
     and each replica's device in the next stage its bottleneck-matching partner."""
     _, order = pipeline_cost(groups, tables, pp_bytes)
-    stages = [list(groups[order[0]])]
-    for nxt in order[1:]:
-        _, partner = bottleneck_matching(stages[-1], groups[nxt], tables, pp_bytes)
-        stages.append([groups[nxt][partner[i]] for i in range(len(partner))])
+    return chain_pipelines([groups[i] for i in order], tables, pp_bytes)
+
+
+def chain_pipelines(ordered: list[list[int]], tables: CommTables, pp_bytes: float) -> list[list[int]]:
+    """Stage groups already in pipeline order to stages × replicas: replica r's device in each
+    next stage is the bottleneck-matching partner of its device in the stage before."""
+    stages = [list(ordered[0])]
+    for nxt in ordered[1:]:
+        _, partner = bottleneck_matching(stages[-1], nxt, tables, pp_bytes)
+        stages.append([nxt[partner[i]] for i in range(len(partner))])
     return stages

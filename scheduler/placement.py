@@ -47,6 +47,9 @@ class Placement:
     schedule: Schedule
     sync: Sync
     runtime: Runtime
+    # Parameter-server sync: the replica of each stage that serves it (empty: replica 0 of
+    # every stage, which the study's runtime does; a plan may spread servers over hosts).
+    ps_servers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.pp, self.dp, self.tp) < 1:
@@ -59,6 +62,12 @@ class Placement:
             if start != previous_end or end <= start:
                 raise InputError(f"stage {stage} layer range [{start}, {end}) does not continue from {previous_end}")
             previous_end = end
+        if self.ps_servers and (len(self.ps_servers) != self.pp or
+                                any(not 0 <= r < self.dp for r in self.ps_servers)):
+            raise InputError(f"ps_servers {list(self.ps_servers)} must name one replica (0..{self.dp - 1}) "
+                             f"for each of the {self.pp} stages")
+        if self.ps_servers and self.sync is not Sync.PS:
+            raise InputError(f"ps_servers apply to the 'ps' sync, not {self.sync.value!r}")
         seen: set[int] = set()
         for stage, replicas in enumerate(self.devices):
             if len(replicas) != self.dp:
@@ -70,6 +79,10 @@ class Placement:
                     if device in seen:
                         raise InputError(f"device {device} is used twice")
                     seen.add(device)
+
+    def server_of(self, stage: int) -> int:
+        """The replica that is stage ``stage``'s parameter server."""
+        return self.ps_servers[stage] if self.ps_servers else 0
 
     @property
     def layers(self) -> int:
@@ -88,10 +101,13 @@ class Placement:
             raise InputError(f"placement covers {self.layers} layers, the model has {layers}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"pp": self.pp, "dp": self.dp, "tp": self.tp, "schedule": self.schedule.value,
-                "sync": self.sync.value, "runtime": self.runtime.value,
-                "stages": [{"layers": list(rng), "replicas": [list(g) for g in reps]}
-                           for rng, reps in zip(self.stage_layers, self.devices)]}
+        doc = {"pp": self.pp, "dp": self.dp, "tp": self.tp, "schedule": self.schedule.value,
+               "sync": self.sync.value, "runtime": self.runtime.value,
+               "stages": [{"layers": list(rng), "replicas": [list(g) for g in reps]}
+                          for rng, reps in zip(self.stage_layers, self.devices)]}
+        if self.ps_servers:
+            doc["ps_servers"] = list(self.ps_servers)
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "Placement":
@@ -99,7 +115,8 @@ class Placement:
         return cls(pp=doc["pp"], dp=doc["dp"], tp=doc["tp"], schedule=Schedule(doc["schedule"]),
                    sync=Sync(doc["sync"]), runtime=Runtime(doc["runtime"]),
                    stage_layers=tuple((s["layers"][0], s["layers"][1]) for s in stages),
-                   devices=tuple(tuple(tuple(g) for g in s["replicas"]) for s in stages))
+                   devices=tuple(tuple(tuple(g) for g in s["replicas"]) for s in stages),
+                   ps_servers=tuple(doc.get("ps_servers", ())))
 
 
 def even_layers(layers: int, pp: int) -> tuple[tuple[int, int], ...]:

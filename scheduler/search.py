@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
 from scheduler.comm_cost import CommTables, comm_objective, pipelines_of
@@ -56,6 +58,13 @@ class SearchResult:
     value: float
     solver_s: float
     evaluated: int
+    bound: float | None = None  # proven: no placement of these degrees does better (exact methods)
+
+    @property
+    def gap(self) -> float | None:
+        if self.bound is None:
+            return None
+        return max(0.0, (self.value - self.bound) / self.value) if self.value > 0 else 0.0
 
 
 def placement_of(problem: Problem, groups: list[list[int]]) -> Placement:
@@ -95,3 +104,28 @@ def random_search(problem: Problem, objective: str, evaluate: Callable[[Placemen
     else:
         placement = blocks_layout(order, problem.layers, problem.pp, problem.dp)
     return SearchResult(placement=placement, value=value, solver_s=time.perf_counter() - started, evaluated=samples)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeBoundInputs:
+    """What bounds the study runtime's iteration (GPipe, parameter-server sync) from below,
+    as plain numbers the simulator supplies (see scheduler.ilp.time_bound_model): per stage the
+    fastest worker's compute of one micro-batch and its gradient bytes, per device pair the
+    route latency and the rate a lone flow gets (contention only lowers it), and the network's
+    resources: ``resources(src, dst)`` are the ones a flow crosses, ``capacities[x]`` in bytes/s;
+    flows that cross one resource cannot pass their bytes faster than its capacity."""
+
+    micro_batches: int
+    forward_s: tuple[float, ...]
+    backward_s: tuple[float, ...]
+    optimizer_s: tuple[float, ...]
+    grad_bytes: tuple[float, ...]
+    activation_bytes: float
+    latency_s: np.ndarray
+    rate_bytes_per_s: np.ndarray
+    resources: Callable[[int, int], tuple[int, ...]]
+    capacities: tuple[float, ...]
+
+    @property
+    def tables(self) -> CommTables:
+        return CommTables(latency_s=self.latency_s, bandwidth_bytes_per_s=self.rate_bytes_per_s)

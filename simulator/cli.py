@@ -16,7 +16,9 @@ from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import InputError
 from profiler.model import gpt3_xl
-from profiler.scenarios import SCENARIOS, scenario
+from profiler.scenarios import SCENARIOS, scenario, scheduler_matrices
+from scheduler.methods import METHODS, OBJECTIVES
+from scheduler.ilp import SOLVERS
 
 EXAMPLES = {
     "predict": "examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
@@ -24,7 +26,9 @@ EXAMPLES = {
                "  sim predict --plan examples/world-random-plan.json --trace trace.json",
     "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
     "plan": "examples:\n  sim plan --case world -o plan.json\n"
-            "  sim plan --case universities --objective comm --dp-bytes 0.65e9 --pp-bytes 0.471e9 --samples 1000",
+            "  sim plan --case world --objective comm --study-matrices --dp-bytes 0.65e9 --pp-bytes 0.471e9\n"
+            "  sim plan --case universities --method evolutionary --objective comm --offspring 500\n"
+            "  sim plan --case spot --method random --samples 1000 --json > plan.json",
 }
 
 
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
                               "(for ours_random: seed 0)")
+    predict.add_argument("--plan-time-limit", type=float, default=5.0,
+                         help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 5; "
+                              "0 leaves the column out)")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
     plan = sub.add_parser("plan", help="search a placement of the study's runtime and write it as a plan file",
                           epilog=EXAMPLES["plan"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,17 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--cluster", type=Path, help="a cluster JSON file")
     plan.add_argument("--layers", type=int, default=24, help="layers (default 24)")
     plan.add_argument("--batch", type=int, default=1024, help="global batch in sequences (default 1024)")
-    plan.add_argument("--method", choices=("random",), default="random",
-                      help="random: best of --samples random assignments (FACTS.md §5's baseline)")
-    plan.add_argument("--objective", choices=("time", "comm"), default="time",
+    plan.add_argument("--method", choices=METHODS, default="ilp",
+                      help="ilp: exact MILP (PuLP) with a proven lower bound (default); evolutionary: the study's "
+                           "genetic algorithm (FACTS.md §5); random: best of --samples random assignments")
+    plan.add_argument("--objective", choices=OBJECTIVES, default="time",
                       help="time: predicted seconds per iteration (analytic estimator); comm: the study's "
                            "cost model, DataPCost + 2·PipelinePCost")
     plan.add_argument("--pp", type=int, default=8, help="pipeline degree (default 8)")
     plan.add_argument("--dp", type=int, help="data-parallel degree (default: devices / pp)")
     plan.add_argument("--dp-bytes", type=float, help="c_dp in bytes (default: derived from the model)")
     plan.add_argument("--pp-bytes", type=float, help="c_pp in bytes (default: derived from the model)")
-    plan.add_argument("--samples", type=int, default=200, help="random assignments to try (default 200)")
+    plan.add_argument("--study-matrices", action="store_true",
+                      help="cost regional/world with the nominal 5 ms within a region, as the study's scheduler "
+                           "did (FACTS.md §3), instead of the emulation's 10 ms")
+    plan.add_argument("--solver", choices=SOLVERS, default="highs", help="MILP solver for ilp (default highs; "
+                                                                          "cbc is the fallback)")
+    plan.add_argument("--time-limit", type=float, default=60.0, help="seconds the ilp method may take (default 60)")
+    plan.add_argument("--gap", type=float, default=1e-3,
+                      help="ilp stops once (found - bound) / found is this small (default 0.001)")
+    plan.add_argument("--samples", type=int, default=200, help="random: assignments to try (default 200)")
+    plan.add_argument("--population", type=int, default=100, help="evolutionary: population (default 100)")
+    plan.add_argument("--offspring", type=int, default=4900, help="evolutionary: offspring (default 4900)")
     plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    plan.add_argument("--lp", type=Path, help="ilp, comm objective: also write the MILP as an LP file")
     plan.add_argument("-o", "--output", type=Path, help="write the plan here")
     plan.add_argument("--json", action="store_true", help="print the plan to stdout (the summary goes to stderr)")
     plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -113,7 +132,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_settings(args)
     cluster, name = _cluster(args)
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
-    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, progress=progress)
+    if args.plan_time_limit < 0:
+        raise InputError(f"--plan-time-limit must be 0 or more, got {args.plan_time_limit}")
+    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine,
+                          plan_time_limit_s=args.plan_time_limit or None, progress=progress)
     if args.trace:
         _write_trace(cluster, table, args.trace)
     if args.json:
@@ -163,9 +185,10 @@ def _write_spans(cluster: Cluster, spans, path: Path) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from scheduler.comm_cost import comm_tables
+    from scheduler.methods import SearchSettings, plan_search
     from scheduler.plan import Plan, Provenance
-    from scheduler.search import Problem, derived_bytes, random_search
-    from simulator.predict import evaluator
+    from scheduler.search import Problem, derived_bytes
+    from simulator.predict import evaluator, time_bound_inputs
     from simulator.render import render_plan_summary
     from profiler.model import TrainingSpec
 
@@ -173,7 +196,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise InputError(f"--{flag} must be at least 1, got {value}")
+    if args.study_matrices and args.case is None:
+        raise InputError("--study-matrices applies to a built-in --case")
     cluster, name = _cluster(args)
+    if args.study_matrices:
+        cluster = scheduler_matrices(args.case)
     model, training = gpt3_xl(args.layers), TrainingSpec(global_batch=args.batch)
     dp = args.dp or cluster.size // args.pp
     dp_bytes, pp_bytes = derived_bytes(model, training, args.pp, dp)
@@ -181,19 +208,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
                       dp_bytes=args.dp_bytes or dp_bytes, pp_bytes=args.pp_bytes or pp_bytes)
     if training.global_batch % dp:
         raise InputError(f"--batch {args.batch} does not split over {dp} data-parallel replicas")
+    settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
+                              time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=args.samples,
+                              population=args.population, offspring=args.offspring)
+    if args.lp:
+        _write_lp(problem, args)
     evaluate = evaluator(cluster, model, training)
-    step = max(1, args.samples // 10)
-
-    def progress(done: int, best: float) -> None:
-        if not args.quiet and done % step == 0:
-            print(f"[sim plan] {done}/{args.samples} assignments, best {best:.3f}", file=sys.stderr, flush=True)
-
-    result = random_search(problem, args.objective, evaluate, args.samples, args.seed, progress)
-    plan = Plan(cluster=cluster, case=name if args.case else None, model=model, training=training,
-                placement=result.placement,
+    progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
+    result = plan_search(problem, settings, evaluate,
+                         lambda: time_bound_inputs(cluster, model, training, args.pp, dp), progress)
+    plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
+                training=training, placement=result.placement,
                 provenance=Provenance(method=args.method, objective=args.objective, seed=args.seed,
                                       solver_s=result.solver_s, objective_value=result.value,
-                                      predicted_iteration_s=evaluate(result.placement)))
+                                      lower_bound=result.bound, predicted_iteration_s=evaluate(result.placement)))
     text = json.dumps(plan.to_json(), indent=2) + "\n"
     if args.output:
         write_atomic(args.output, text)
@@ -204,6 +232,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(summary)
     return 0
+
+
+def _write_lp(problem, args: argparse.Namespace) -> None:
+    from scheduler.classes import device_classes
+    from scheduler.ilp import comm_model
+
+    if args.method != "ilp" or args.objective != "comm":
+        raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
+    comm_model(problem, device_classes(problem.tables)).model.writeLP(str(args.lp))
 
 
 def cmd_cases(args: argparse.Namespace) -> int:

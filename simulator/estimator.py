@@ -223,7 +223,9 @@ def _sync_phases(topology: Topology, placement: Placement, size_of: list[float],
             out.append([])
             continue
         if placement.sync is Sync.PS:
-            pairs = [[(c, m[0]) for m in members for c in m[1:]], [(m[0], c) for m in members for c in m[1:]]]
+            k = placement.server_of(s)
+            pairs = [[(m[i], m[k]) for m in members for i in range(D) if i != k],
+                     [(m[k], m[i]) for m in members for i in range(D) if i != k]]
             chunk = size_of[s]
         else:
             a2a = [(m[i], m[j]) for m in members for i in range(D) for j in range(D) if i != j]

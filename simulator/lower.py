@@ -126,14 +126,14 @@ def _ring(b: _Builder, members: list[int], size: float) -> list[list[Step]]:
     return steps
 
 
-def _parameter_server(b: _Builder, members: list[int], size: float) -> list[list[Step]]:
-    """Replica 0 of the stage is the server: every other replica sends its gradient, the server
-    sends the reduced gradient back."""
-    server, clients = members[0], members[1:]
-    up = tuple(b.transfer(c, server, size, Category.DP_SYNC) for c in clients)
-    down = tuple(b.transfer(server, c, size, Category.DP_SYNC) for c in clients)
-    steps = [[("ps reduce", (), up), ("ps broadcast", down, ())]]
-    steps += [[("ps push", (u,), ()), ("ps pull", (), (d,))] for u, d in zip(up, down)]
+def _parameter_server(b: _Builder, members: list[int], size: float, server: int = 0) -> list[list[Step]]:
+    """Member ``server`` serves: every other member sends its gradient, the server sends the
+    reduced gradient back. Steps in member order."""
+    clients = [m for i, m in enumerate(members) if i != server]
+    up = tuple(b.transfer(c, members[server], size, Category.DP_SYNC) for c in clients)
+    down = tuple(b.transfer(members[server], c, size, Category.DP_SYNC) for c in clients)
+    steps = [[("ps push", (u,), ()), ("ps pull", (), (d,))] for u, d in zip(up, down)]
+    steps.insert(server, [("ps reduce", (), up), ("ps broadcast", down, ())])
     return steps
 
 
@@ -163,7 +163,12 @@ def _sync_steps(b: _Builder, placement: Placement, job: Job, costs: list[list[Wo
         size = costs[s][0].params * traits.grad_bytes_per_param
         for t in range(placement.tp):
             members = [placement.devices[s][r][t] for r in range(placement.dp)]
-            per_member = _SYNC_BUILDERS[placement.sync](b, members, size) if len(members) > 1 else [[]]
+            if len(members) == 1:
+                per_member: list[list[Step]] = [[]]
+            elif placement.sync is Sync.PS:
+                per_member = _parameter_server(b, members, size, placement.server_of(s))
+            else:
+                per_member = _SYNC_BUILDERS[placement.sync](b, members, size)
             for r, steps in enumerate(per_member):
                 out[s, r, t] = list(steps)
     if traits.tied_embedding and placement.pp > 1:

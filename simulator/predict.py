@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
+from scheduler.comm_cost import comm_tables
+from scheduler.layouts import blocks_layout
+from scheduler.methods import SearchSettings, plan_search
 from scheduler.placement import Placement
+from scheduler.search import Problem, TimeBoundInputs, derived_bytes
 from simulator.estimator import estimate
-from simulator.job import Job
+from simulator.job import Job, worker_cost
+from simulator.runtime import TRAITS
 from simulator.memory import memory_report
 from simulator.prediction import BREAKDOWN_KEYS, Prediction, PredictionTable, SystemResult, TableRow
 from simulator.program import Category, Program
 from simulator.systems import megatron_placements, study_random_placements, study_runtime_fits
-from simulator.topology import Topology
+from simulator.topology import Topology, route_rates
 
 def megatron_pp_config(device_count: int) -> str | None:
     """FACTS.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
@@ -84,11 +91,13 @@ def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, fl
 
 
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
-                  batches: list[int], *, engine: str = "analytic",
+                  batches: list[int], *, engine: str = "analytic", plan_time_limit_s: float | None = None,
                   progress: Callable[[str], None] | None = None) -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
-    its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime."""
+    its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
+    with ``plan_time_limit_s`` ``ours_scheduled`` too: that runtime on the plan `sim plan` makes
+    with its defaults, given this many seconds."""
     topology = Topology(cluster)
     rows = []
     for n_layers in layers:
@@ -101,7 +110,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch))
-            row = _row(job, topology, megatron, randoms, engine)
+            row = _row(job, topology, megatron, randoms, engine, plan_time_limit_s)
             if not row.systems:
                 raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
                                  f"configuration of {n_layers} layers on {cluster.size} devices")
@@ -114,8 +123,21 @@ def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) ->
     return None if prediction is None else prediction.iteration_s
 
 
+def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float) -> SystemResult:
+    """The study's runtime on the default method's plan (ilp, time objective), simulated."""
+    cluster, model, training = job.cluster, job.model, job.training
+    dp_bytes, pp_bytes = derived_bytes(model, training, pp, dp)
+    problem = Problem(device_count=cluster.size, layers=model.layers, pp=pp, dp=dp, tables=comm_tables(cluster),
+                      dp_bytes=dp_bytes, pp_bytes=pp_bytes)
+    result = plan_search(problem, SearchSettings(time_limit_s=time_limit_s), evaluator(cluster, model, training),
+                         lambda: time_bound_inputs(cluster, model, training, pp, dp))
+    if result.value == float("inf"):  # no placement the search saw fits in memory
+        return SystemResult(iteration_s=None)
+    return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap)
+
+
 def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
-         engine: str) -> TableRow:
+         engine: str, plan_time_limit_s: float | None) -> TableRow:
     batch = job.training.global_batch
     configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
     systems: dict[str, SystemResult] = {}
@@ -129,6 +151,9 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
     if randoms and batch % randoms[0].dp == 0:
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
+        if plan_time_limit_s:
+            systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine,
+                                                   plan_time_limit_s)
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
 
 
@@ -160,3 +185,35 @@ def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Cal
         return float("inf") if prediction is None else prediction.iteration_s
 
     return evaluate
+
+
+def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int,
+                      dp: int) -> TimeBoundInputs:
+    """The numbers scheduler.ilp's iteration bound needs for the study's runtime on pp × dp of
+    this cluster: per stage the fastest GPU kind's costs (a lower bound whichever device runs it),
+    and per device pair its route's latency and the rate of a flow alone on it."""
+    job, topology = Job(cluster=cluster, model=model, training=training), Topology(cluster)
+    template = blocks_layout(list(range(pp * dp)), model.layers, pp, dp)
+    kinds: dict[str, int] = {}
+    for device in cluster.devices:
+        kinds.setdefault(device.gpu, device.id)
+    costs = [[worker_cost(job, topology, template, s, (d,)) for d in kinds.values()] for s in range(pp)]
+    n = cluster.size
+    latency, rate = np.zeros((n, n)), np.full((n, n), np.inf)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                route = topology.route(i, j)
+                latency[i, j] = route.latency_s
+                rate[i, j] = route_rates([route], topology.capacities)[0]
+    grad = TRAITS[template.runtime].grad_bytes_per_param
+
+    return TimeBoundInputs(micro_batches=job.micro_batches(template),
+                           forward_s=tuple(min(c.forward_s for c in row) for row in costs),
+                           backward_s=tuple(min(c.backward_s for c in row) for row in costs),
+                           optimizer_s=tuple(min(c.optimizer_s for c in row) for row in costs),
+                           grad_bytes=tuple(row[0].params * grad for row in costs),
+                           activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
+                           latency_s=latency, rate_bytes_per_s=rate,
+                           resources=lambda a, b: topology.route(a, b).resources,
+                           capacities=tuple(topology.capacities))

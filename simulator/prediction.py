@@ -39,11 +39,14 @@ class Prediction:
 class SystemResult:
     iteration_s: float | None  # None: does not fit in memory
     config: str | None = None
+    gap: float | None = None  # a scheduled plan: (found - proven bound) / found, as the planner saw it
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"iteration_s": self.iteration_s}
         if self.config is not None:
             doc["config"] = self.config
+        if self.gap is not None:
+            doc["gap"] = self.gap
         return doc
 
 

@@ -36,6 +36,8 @@ def systems_table(table: PredictionTable) -> str:
                 cells.append("-")
                 continue
             extra = f" ({result.config})" if key == "megatron_optimal" and result.config else ""
+            if result.gap is not None and result.iteration_s is not None:
+                extra = f" (gap {result.gap:.0%})"
             cells.append(_cell(result.iteration_s, best, extra))
         rows.append([str(row.layers), str(row.batch)] + cells)
     return _align(rows)
@@ -54,7 +56,8 @@ def configs_table(table: PredictionTable) -> str:
 
 def render_table(table: PredictionTable, title: str) -> str:
     engine = "SimPy simulation" if table.engine == "simpy" else "analytic estimator"
-    parts = [f"{title}: seconds per iteration ({engine}); * best in row, OOM does not fit in memory", "",
+    parts = [f"{title}: seconds per iteration ({engine}); * best in row, OOM does not fit in memory; "
+             "gap: how far the scheduled plan may be from the best, proven by its MILP bound", "",
              systems_table(table), "", "Megatron configurations (PxTyDz, default rank layout):", "",
              configs_table(table)]
     return "\n".join(parts)

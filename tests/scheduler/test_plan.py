@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def test_round_trip(case):
     assert doc["micro_batches"] == 1024 // 8
 
 
+def test_round_trip_with_parameter_servers():
+    plan = make_plan()
+    placement = dataclasses.replace(plan.placement, ps_servers=(0, 1, 2, 3, 4, 5, 6, 7))
+    plan = dataclasses.replace(plan, placement=placement)
+    doc = json.loads(json.dumps(plan.to_json()))
+    assert doc["placement"]["ps_servers"] == list(range(8))
+    assert plan_from_json(doc) == plan and plan.placement.server_of(5) == 5
+    assert "ps_servers" not in make_plan().to_json()["placement"]  # replica 0 everywhere: the study's default
+
+
 def test_example_plan_loads_and_is_the_seed_0_random_placement():
     plan = load_plan(EXAMPLE)
     assert plan.placement == random_layout(64, 24, 8, 8, seed=0)
@@ -55,6 +66,9 @@ BAD = {
     "micro-batch count off": (lambda d: d.__setitem__("micro_batches", 7), "disagree"),
     "unknown schedule": (lambda d: d["placement"].__setitem__("schedule", "zigzag"), "zigzag"),
     "changed case": (lambda d: d["cluster"].__setitem__("fingerprint", "sha256:0"), "has changed"),
+    "server per stage short": (lambda d: d["placement"].__setitem__("ps_servers", [0, 1]), "ps_servers"),
+    "server out of range": (lambda d: d["placement"].__setitem__("ps_servers", [8] * 8), "0..7"),
+    "servers with a ring": (lambda d: d["placement"].update(ps_servers=[1] * 8, sync="ring"), "'ring'"),
     "unknown case": (lambda d: d["cluster"].__setitem__("case", "mars"), "unknown case"),
 }
 

@@ -26,7 +26,12 @@ PREDICT_SPOT = ["predict", "--case", "spot", "--layers", "24", "--batch", "1024"
 
 
 def sim(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
+    """Run `sim`; a table without --plan-time-limit leaves the scheduled column out (its
+    time-limited search is tested on its own below), which keeps these runs short and exact."""
+    argv = [str(a) for a in argv]
+    if argv[:1] == ["predict"] and "--plan" not in argv and "--plan-time-limit" not in argv:
+        argv += ["--plan-time-limit", "0"]
+    rc = main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -89,6 +94,16 @@ def test_predict_json_is_one_document(capsys) -> None:
     assert row["systems"]["megatron_pp"]["config"] == "P8T1D8"
     assert "P1T8D8" in row["megatron_configs"]
     assert set(row["systems"]) == {"megatron_pp", "megatron_optimal", "ours_random"}
+
+
+def test_predict_table_with_the_scheduled_plan(capsys) -> None:
+    rc, out, _ = sim(capsys, "predict", "--case", "universities", "--layers", "24", "--batch", "1024", "--json",
+                     "--quiet", "--plan-time-limit", "4")
+    assert rc == 0
+    systems = json.loads(out)["rows"][0]["systems"]
+    scheduled, random = systems["ours_scheduled"], systems["ours_random"]
+    assert scheduled["iteration_s"] < random["iteration_s"]
+    assert 0 <= scheduled["gap"] < 1
 
 
 def test_progress_goes_to_stderr(capsys) -> None:
@@ -369,29 +384,80 @@ def test_plan_writes_a_plan_that_predict_reads(capsys, tmp_path) -> None:
     from scheduler.plan import load_plan
 
     path = tmp_path / "plan.json"
-    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--dp-bytes", "0.65e9",
-                       "--pp-bytes", "0.471e9", "--samples", "20", "--seed", "3", "-o", str(path))
+    random = ["--objective", "comm", "--dp-bytes", "0.65e9", "--pp-bytes", "0.471e9", "--method", "random",
+              "--samples", "20", "--seed", "3"]
+    rc, out, err = sim(capsys, "plan", "--case", "universities", *random, "-o", str(path))
     assert rc == 0, err
     plan = load_plan(path)
     assert plan.provenance.method == "random" and plan.provenance.seed == 3
     assert f"objective (comm) {plan.provenance.objective_value:.3f}" in out
     assert "replicas by region" in out and "[sim plan] 20/20" in err
-    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--dp-bytes", "0.65e9",
-                       "--pp-bytes", "0.471e9", "--samples", "20", "--seed", "3", "--json", "--quiet")
+    rc, out, err = sim(capsys, "plan", "--case", "universities", *random, "--json", "--quiet")
     again, first = json.loads(out), json.loads(path.read_text())
     again["provenance"].pop("solver_s"), first["provenance"].pop("solver_s")  # wall time differs
     assert rc == 0 and again == first  # same seed, same plan
     assert "objective (comm)" in err
+    rc, out, err = sim(capsys, "predict", "--plan", str(path), "--engine", "analytic", "--json")
+    assert rc == 0 and json.loads(out)["iteration_s"] == pytest.approx(plan.provenance.predicted_iteration_s)
+
+
+def test_plan_ilp_comm_reaches_the_study_optimum_with_a_bound(capsys, tmp_path) -> None:
+    from scheduler.plan import load_plan
+
+    path = tmp_path / "plan.json"
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--dp-bytes", "0.65e9",
+                       "--pp-bytes", "0.471e9", "-o", str(path), "--lp", str(tmp_path / "model.lp"))
+    assert rc == 0, err
+    prov = load_plan(path).provenance
+    assert prov.method == "ilp" and prov.objective_value <= 16.09  # FACTS.md §5, case 3
+    assert prov.lower_bound <= prov.objective_value <= prov.lower_bound * 1.001
+    assert "gap 0.0%" in out and "[sim plan] study cost (MILP)" in err
+    assert "data_cost_g0_c0" in (tmp_path / "model.lp").read_text()  # named constraints
+
+
+def test_plan_study_matrices_embed_the_cluster(capsys, tmp_path) -> None:
+    path = tmp_path / "plan.json"
+    rc, _, err = sim(capsys, "plan", "--case", "regional", "--objective", "comm", "--study-matrices",
+                     "--dp-bytes", "0.65e9", "--pp-bytes", "0.471e9", "--gap", "0.01", "--quiet", "-o", str(path))
+    doc = json.loads(path.read_text())
+    assert rc == 0, err
+    assert "case" not in doc["cluster"] and doc["provenance"]["objective_value"] <= 34.80
+    assert any(link["latency_s"] == pytest.approx(0.005) for link in doc["cluster"]["links"])
+
+
+def test_plan_ilp_time_records_servers_and_bound(capsys, tmp_path) -> None:
+    from scheduler.plan import load_plan
+
+    path = tmp_path / "plan.json"
+    rc, out, err = sim(capsys, "plan", "--case", "world", "--time-limit", "4", "-o", str(path))
+    assert rc == 0, err
+    plan = load_plan(path)
+    prov = plan.provenance
+    assert prov.objective == "time" and prov.objective_value == pytest.approx(prov.predicted_iteration_s)
+    assert 0 < prov.lower_bound <= prov.objective_value
+    assert len(plan.placement.ps_servers) == 8
+    assert "iteration bound (MILP)" in err and "lower bound" in out
 
 
 @pytest.mark.parametrize("argv, words", [
     (["--pp", "7"], "--pp 7"),
-    (["--samples", "0"], "--samples"),
+    (["--method", "random", "--samples", "0"], "--samples"),
     (["--batch", "1001"], "does not split"),
-    (["--method", "ilp"], "invalid choice"),
+    (["--method", "annealing"], "invalid choice"),
+    (["--solver", "gurobi"], "invalid choice"),
+    (["--time-limit", "0"], "--time-limit"),
+    (["--gap", "1.5"], "--gap"),
+    (["--method", "random", "--lp", "x.lp"], "--lp"),
     (["--pp", "0"], "--pp must be at least 1"),
     (["--layers", "0"], "--layers must be at least 1"),
 ])
 def test_plan_bad_inputs(capsys, argv, words) -> None:
     rc, out, err = sim(capsys, "plan", "--case", "world", "--quiet", *argv)
     assert rc == 2 and out == "" and err.count("\n") == 1 and words in err, err
+
+
+def test_study_matrices_need_a_case(capsys, tmp_path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(universities().to_json()))
+    rc, out, err = sim(capsys, "plan", "--cluster", str(path), "--study-matrices", "--quiet")
+    assert rc == 2 and "--study-matrices" in err

@@ -1,0 +1,373 @@
+"""Exact placement by mixed-integer programming (PuLP; HiGHS, or CBC as the fallback).
+
+The model works on twin classes of devices (scheduler.classes), not on devices: a solution is
+how many devices of each class every stage group holds, and which class pairs carry each
+pipeline boundary. Positions along the pipeline are the stages in order, so the stage order
+(the study's open path) is part of the solution rather than a search of its own.
+
+The study's objective (FACTS.md §5), for groups g = 0..P-1 in pipeline order:
+- DataPCost T ≥ Σ_q a[r,q]·n[g,q] - a[r,r] for every class r present in group g (a device's
+  sum over its peers; a[r,q] = 2·(α + c_dp/(D·β)) between classes);
+- boundary g's bottleneck matching: a transport of group g's counts onto group g+1's, and the
+  boundary costs at least every class pair it uses, b[r,q] = α + c_pp/β. The cost is written as
+  a staircase over the distinct values of b (binary "uses a pair costing ≥ level k", monotone in
+  k), which bounds far tighter than one big-M per pair, plus the valid cut "the bottleneck is at
+  least the mean edge cost of the transport".
+Minimise T + 2·Σ_g L_g. The transport polytope is integral, so the flows need not be integer.
+
+A solve always reports the best plan found and the solver's proven lower bound (MIP dual bound),
+and stops at --time-limit or once the relative gap is within the tolerance asked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pulp
+
+from profiler.errors import InputError
+from scheduler.classes import DeviceClasses, device_classes
+from scheduler.comm_cost import comm_objective
+
+SOLVERS = ("highs", "cbc")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IlpResult:
+    groups: list[list[int]]  # stage groups of devices, in pipeline order
+    value: float  # the objective of these groups, recomputed on devices
+    bound: float  # proven: no placement has a lower objective
+    optimal: bool  # the solver proved optimality within its gap tolerance
+    solver_s: float
+
+    @property
+    def gap(self) -> float:
+        return max(0.0, (self.value - self.bound) / self.value) if self.value > 0 else 0.0
+
+
+@dataclass(slots=True)
+class CompositionModel:
+    """Counts of each class in each of ``positions`` groups of ``group_size`` devices."""
+
+    model: pulp.LpProblem
+    classes: DeviceClasses
+    positions: int
+    group_size: int
+    count: dict[tuple[int, int], pulp.LpVariable]
+    present: dict[tuple[int, int], pulp.LpVariable]
+    _at_least: dict[tuple[int, int, int], pulp.LpVariable] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, name: str, classes: DeviceClasses, positions: int, group_size: int) -> "CompositionModel":
+        model = pulp.LpProblem(name, pulp.LpMinimize)
+        cap = [min(group_size, s) for s in classes.sizes]
+        R = len(classes)
+        count = {(g, r): model.add_variable(f"count_g{g}_c{r}", 0, cap[r], cat=pulp.LpInteger)
+                 for g in range(positions) for r in range(R)}
+        present = {(g, r): model.add_variable(f"present_g{g}_c{r}", 0, 1, cat=pulp.LpInteger)
+                   for g in range(positions) for r in range(R)}
+        for g in range(positions):
+            model += pulp.lpSum(count[g, r] for r in range(R)) == group_size, f"group_size_g{g}"
+            for r in range(R):
+                model += count[g, r] <= cap[r] * present[g, r], f"present_if_counted_g{g}_c{r}"
+                model += present[g, r] <= count[g, r], f"counted_if_present_g{g}_c{r}"
+        for r in range(R):
+            model += pulp.lpSum(count[g, r] for g in range(positions)) == classes.sizes[r], f"class_size_c{r}"
+        return cls(model=model, classes=classes, positions=positions, group_size=group_size, count=count,
+                   present=present)
+
+    def at_least(self, g: int, r: int, k: int) -> pulp.LpVariable | None:
+        """A binary forced to 1 when group g holds at least k devices of class r (k ≥ 1), or
+        None if it never can."""
+        if k == 1:
+            return self.present[g, r]
+        cap = min(self.group_size, self.classes.sizes[r])
+        if k > cap:
+            return None
+        key = (g, r, k)
+        if key not in self._at_least:
+            var = self._at_least[key] = self.model.add_variable(f"at_least_{k}_g{g}_c{r}", 0, 1, pulp.LpInteger)
+            self.model += self.count[g, r] <= (k - 1) + (cap - k + 1) * var, f"at_least_{k}_g{g}_c{r}"
+        return self._at_least[key]
+
+    def peer_sum_bound(self, g: int, edge: np.ndarray, bound: pulp.LpVariable, tag: str) -> None:
+        """bound ≥ Σ_q edge[r,q]·count[g,q] - edge[r,r] for every class r present in group g:
+        the largest sum, over a device of the group, of its edges to its peers."""
+        R = len(self.classes)
+        # Any device has group_size - 1 peers, none cheaper than the cheapest edge: a floor for
+        # the bound, which keeps the big-M of an absent class small.
+        floor = (self.group_size - 1) * float(np.nanmin(edge))
+        bound.lowBound = max(bound.lowBound or 0.0, floor)
+        for r in range(R):
+            row = [float(edge[r, q]) if not np.isnan(edge[r, q]) else 0.0 for q in range(R)]
+            big = max(0.0, self.group_size * max(row[q] for q in range(R) if q != r) - row[r] - floor) \
+                if R > 1 else 0.0
+            self.model += (bound >= pulp.lpSum(row[q] * self.count[g, q] for q in range(R)) - row[r]
+                           - big * (1 - self.present[g, r])), f"{tag}_g{g}_c{r}"
+
+    def bottleneck(self, g: int, edge: np.ndarray, tag: str) -> pulp.LpVariable:
+        """A variable ≥ the bottleneck perfect matching of group g onto group g+1 under ``edge``."""
+        R, sizes = len(self.classes), self.classes.sizes
+        pairs = [(r, q) for r in range(R) for q in range(R) if not np.isnan(edge[r, q])]
+        levels = sorted({float(edge[r, q]) for r, q in pairs})
+        level_of = {v: k for k, v in enumerate(levels)}
+        m = self.model
+        flow = {(r, q): m.add_variable(f"{tag}_flow_g{g}_c{r}_c{q}", 0) for r, q in pairs}
+        uses = {k: m.add_variable(f"{tag}_uses_g{g}_l{k}", 0, 1, pulp.LpInteger) for k in range(1, len(levels))}
+        cost = m.add_variable(f"{tag}_g{g}", levels[0])
+        for k in range(2, len(levels)):
+            m += uses[k] <= uses[k - 1], f"{tag}_staircase_g{g}_l{k}"
+        m += cost >= levels[0] + pulp.lpSum((levels[k] - levels[k - 1]) * uses[k] for k in uses), f"{tag}_levels_g{g}"
+        m += cost >= pulp.lpSum(float(edge[r, q]) * flow[r, q] for r, q in pairs) / self.group_size, \
+            f"{tag}_mean_edge_g{g}"
+        for r in range(R):
+            m += pulp.lpSum(flow[r, q] for q in range(R) if (r, q) in flow) == self.count[g, r], f"{tag}_out_g{g}_c{r}"
+            m += pulp.lpSum(flow[q, r] for q in range(R) if (q, r) in flow) == self.count[g + 1, r], \
+                f"{tag}_in_g{g}_c{r}"
+        for (r, q), var in flow.items():
+            k = level_of[float(edge[r, q])]
+            if k:
+                m += var <= min(self.group_size, sizes[r], sizes[q]) * uses[k], f"{tag}_pair_g{g}_c{r}_c{q}"
+        return cost
+
+    def groups(self) -> list[list[int]]:
+        """The solution as device groups: each class's devices handed out in ascending order."""
+        left = [list(m) for m in self.classes.members]
+        out = []
+        for g in range(self.positions):
+            group = []
+            for r in range(len(self.classes)):
+                k = int(round(self.count[g, r].varValue or 0))
+                group += left[r][:k]
+                del left[r][:k]
+            out.append(sorted(group))
+        return out
+
+
+@contextmanager
+def _quiet_stdout():
+    """HiGHS prints its banner on the C stdout when a solver object is made, whatever its
+    options say; `sim plan --json` writes the plan there. Point the descriptor at /dev/null."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def solve(model: pulp.LpProblem, solver: str, time_limit_s: float, gap: float,
+          threads: int = 2) -> tuple[bool, float]:
+    """Run the solver; (proved optimal within ``gap``, proven lower bound). A fixed thread
+    count keeps the answer independent of the machine's cores (as long as no limit is hit)."""
+    if solver not in SOLVERS:
+        raise InputError(f"--solver {solver!r}: choose one of {', '.join(SOLVERS)}")
+    if time_limit_s <= 0:
+        raise InputError(f"--time-limit must be positive, got {time_limit_s}")
+    if solver == "highs":
+        with _quiet_stdout():
+            model.solve(pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads))
+        info = model.solverModel.getInfo()
+        optimal = model.solverModel.getModelStatus() == model.solverModel.getModelStatus().kOptimal
+        return optimal, float(info.mip_dual_bound)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "cbc.log"
+        model.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads,
+                                      logPath=str(log)))
+        text = log.read_text()
+    found = re.search(r"^Lower bound:\s*(\S+)", text, re.MULTILINE)
+    optimal = "Result - Optimal solution found" in text
+    if found:
+        return optimal, float(found.group(1))
+    # CBC prints no bound when it proves optimality: it stopped within its relative gap.
+    value = pulp.value(model.objective)
+    return optimal, value * (1 - gap) if optimal else 0.0
+
+
+def _check_solution(model: pulp.LpProblem, what: str) -> None:
+    # pulp reports "Optimal" after a time-out too; the solution status says whether one was found.
+    if model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        raise InputError(f"the {what} ILP found no feasible placement within its time limit; raise --time-limit")
+
+
+def comm_model(problem, classes: DeviceClasses) -> CompositionModel:
+    """The study's objective as a MILP over class counts (see the module docstring)."""
+    D, P = problem.dp, problem.pp
+    alpha, beta = classes.latency_s, classes.bandwidth_bytes_per_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        data_edge = 2 * (alpha + problem.dp_bytes / (D * beta))
+        pipe_edge = alpha + problem.pp_bytes / beta
+    built = CompositionModel.build("study_comm_cost", classes, P, D)
+    data_cost = built.model.add_variable("data_cost", 0)
+    for g in range(P):
+        built.peer_sum_bound(g, data_edge, data_cost, "data_cost")
+    pipeline = [built.bottleneck(g, pipe_edge, "pipeline") for g in range(P - 1)]
+    built.model += data_cost + 2 * pulp.lpSum(pipeline), "data_plus_twice_pipeline"
+    return built
+
+
+def comm_ilp(problem, *, solver: str = "highs", time_limit_s: float = 60.0, gap: float = 1e-3,
+             lp_file: str | Path | None = None) -> IlpResult:
+    """Minimise the study's cost (scheduler.comm_cost) exactly, with a proven bound."""
+    started = time.perf_counter()
+    built = comm_model(problem, device_classes(problem.tables))
+    if lp_file:
+        built.model.writeLP(str(lp_file))
+    optimal, bound = solve(built.model, solver, time_limit_s, gap)
+    _check_solution(built.model, "comm")
+    groups = built.groups()
+    value = comm_objective(groups, problem.tables, problem.dp_bytes, problem.pp_bytes)
+    return IlpResult(groups=groups, value=value, bound=min(bound, value), optimal=optimal,
+                     solver_s=time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeBound:
+    groups: list[list[int]]  # the model's best stage groups, in pipeline order
+    servers: list[int]  # per stage, the class its parameter server should come from
+    bound: float  # proven: the estimator gives no placement of these degrees less
+    optimal: bool
+    solver_s: float
+
+
+def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[CompositionModel, dict]:
+    """A lower bound on the study runtime's iteration (GPipe, parameter-server sync), as the
+    analytic estimator times it, minimised over placements. With M micro-batches, per stage
+    forward f, backward b, a flow shop of stages and links finishes after Σ p + (M-1)·max p, and
+    every transfer takes at least latency + bytes / lone rate. Stage g's replicas are ready no
+    sooner than the forward flow shop plus the backward one from the last stage down to g, its
+    sync's reduce ends no sooner than every replica's readiness plus its slowest flow to the
+    server, and the broadcast adds the slowest flow back. Two bounds per stage, one through the
+    forward links' bottleneck, one through the backward's (each is one replica's chain), and
+    where transfers cost the same both ways, one per link through both directions of it (the
+    replica slowest across a link is slowest back across it too)."""
+    P, D, M = pp, dp, inputs.micro_batches
+    f, b, o = inputs.forward_s, inputs.backward_s, inputs.optimizer_s
+    alpha, rate = classes.latency_s, classes.bandwidth_bytes_per_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        act = alpha + inputs.activation_bytes / rate
+    built = CompositionModel.build("study_runtime_iteration_bound", classes, P, D)
+    m, R = built.model, len(classes)
+    t_min = float(np.nanmin(act)) if R > 1 or classes.sizes[0] > 1 else 0.0
+    forward_links = [built.bottleneck(g, act, "forward_link") for g in range(P - 1)]
+    symmetric = np.allclose(np.nan_to_num(act), np.nan_to_num(act.T))
+    backward_links = forward_links if symmetric else [built.bottleneck(g, act.T, "backward_link")
+                                                     for g in range(P - 1)]
+    slowest_forward = m.add_variable("slowest_forward_period", max(f))
+    forward_periods = []
+    for g, link in enumerate(forward_links):
+        m += slowest_forward >= link, f"forward_period_link{g}"
+        forward_periods.append(m.add_variable(f"forward_period_via_link{g}", max(f)))
+        m += forward_periods[-1] >= link, f"forward_period_via_link{g}"
+    iteration = m.add_variable("iteration", 0)
+    servers = {}
+    for g in range(P):
+        tail = range(g, P - 1)  # backward links from the last stage down to g
+        slowest_backward = m.add_variable(f"slowest_backward_period_g{g}", max(b[g:]))
+        for h in tail:
+            m += slowest_backward >= backward_links[h], f"backward_period_g{g}_link{h}"
+        sync_in, sync_out, first_flow, servers[g] = _server_terms(built, inputs, g, inputs.grad_bytes[g], D)
+        ready = sum(f) + (P - 1) * t_min + sum(b[g:]) + len(tail) * t_min
+        m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * max(b[g:]) + first_flow + sync_out + o[g], \
+            f"through_forward_g{g}"
+        m += iteration >= ready + (M - 1) * max(f) + (M - 1) * slowest_backward + first_flow + sync_out + o[g], \
+            f"through_backward_g{g}"
+        m += iteration >= ready + (M - 1) * (max(f) + max(b[g:])) + sync_in + sync_out + o[g], f"through_sync_g{g}"
+        if symmetric:  # the replica slowest across link h forward is the slowest back across it too
+            for h in tail:
+                both = m.add_variable(f"backward_period_g{g}_via_link{h}", max(b[g:]))
+                m += both >= backward_links[h], f"backward_period_g{g}_via_link{h}"
+                m += iteration >= ready + (M - 1) * (forward_periods[h] + both) + first_flow + sync_out + o[g], \
+                    f"through_link{h}_both_ways_g{g}"
+    m += iteration, "iteration_bound"
+    return built, servers
+
+
+def _server_terms(built: CompositionModel, inputs, g: int, size: float, D: int):
+    """Stage g's reduce (into its server) and broadcast (out of it); the server's class is the
+    model's choice. Each phase lasts at least its slowest flow alone, at least the bytes of its
+    k flows to (from) one class over the capacity they all cross, and at least the bytes that
+    cross any one resource of the server's (its NIC, say) over that resource's capacity. Also
+    the cheapest flow any phase has."""
+    m, classes = built.model, built.classes
+    R = len(classes)
+    sync_in = m.add_variable(f"reduce_g{g}", 0)
+    sync_out = m.add_variable(f"broadcast_g{g}", 0)
+    server = {r: m.add_variable(f"server_g{g}_c{r}", 0, 1, pulp.LpInteger) for r in range(R)}
+    if D == 1:
+        m += pulp.lpSum(server.values()) == 0, f"no_server_g{g}"
+        return sync_in, sync_out, 0.0, server
+    m += pulp.lpSum(server.values()) == 1, f"one_server_g{g}"
+    cheapest = np.inf
+    for r in range(R):
+        m += server[r] <= built.present[g, r], f"server_present_g{g}_c{r}"
+        hub = classes.members[r][0]
+        for q in range(R):
+            peers = [d for d in classes.members[q] if d != hub]
+            for k in range(1, min(len(peers), D - 1) + 1):
+                held = built.at_least(g, q, k + (q == r))
+                if held is None:
+                    break
+                into = _least_s(inputs, [(p, hub) for p in peers[:k]], size)
+                out_of = _least_s(inputs, [(hub, p) for p in peers[:k]], size)
+                cheapest = min(cheapest, into, out_of)
+                both = server[r] + held - 1
+                m += sync_in >= into * both, f"reduce_g{g}_c{q}x{k}_to_c{r}"
+                m += sync_out >= out_of * both, f"broadcast_g{g}_c{r}_to_c{q}x{k}"
+        _resource_terms(built, inputs, g, r, size, server[r], sync_in, sync_out)
+    return sync_in, sync_out, float(cheapest), server
+
+
+def _least_s(inputs, pairs: list[tuple[int, int]], size: float) -> float:
+    """Least time for ``size`` bytes over each of these flows at once: the slowest alone, and
+    all their bytes over the smallest capacity they all cross."""
+    alone = max(inputs.latency_s[a, b] + size / inputs.rate_bytes_per_s[a, b] for a, b in pairs)
+    common = set.intersection(*(set(inputs.resources(a, b)) for a, b in pairs))
+    capacity = min((inputs.capacities[x] for x in common), default=np.inf)
+    together = min(inputs.latency_s[a, b] for a, b in pairs) + len(pairs) * size / capacity
+    return float(max(alone, together))
+
+
+def _resource_terms(built: CompositionModel, inputs, g: int, r: int, size: float, serves, sync_in, sync_out) -> None:
+    """With the server in class r: each resource that every member of a class crosses on the
+    way into (out of) the server carries one gradient per member of that class in the group."""
+    m, classes = built.model, built.classes
+    hub = classes.members[r][0]
+    for phase, bound, route in (("reduce", sync_in, lambda d: inputs.resources(d, hub)),
+                                ("broadcast", sync_out, lambda d: inputs.resources(hub, d))):
+        crossing: dict[int, list[int]] = {}  # resource -> classes all of whose members cross it
+        for q, members in enumerate(classes.members):
+            others = [d for d in members if d != hub]
+            if not others:
+                continue
+            for x in set.intersection(*(set(route(d)) for d in others)):
+                crossing.setdefault(x, []).append(q)
+        for x, qs in crossing.items():
+            if sum(min(classes.sizes[q], built.group_size) for q in qs) < 2:
+                continue  # a single flow: the lone-flow terms cover it
+            per = size / inputs.capacities[x]
+            load = pulp.lpSum(built.count[g, q] for q in qs) - (1 if r in qs else 0)
+            m += bound >= per * load - per * built.group_size * (1 - serves), f"{phase}_g{g}_c{r}_via_{x}"
+
+
+def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,
+               gap: float = 1e-3) -> TimeBound:
+    started = time.perf_counter()
+    classes = device_classes(inputs.tables)
+    built, servers = time_bound_model(inputs, pp, dp, classes)
+    optimal, bound = solve(built.model, solver, time_limit_s, gap)
+    _check_solution(built.model, "iteration-bound")
+    chosen = [max(range(len(classes)), key=lambda r: (servers[g][r].varValue or 0.0, -r)) for g in range(pp)]
+    return TimeBound(groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
+                     solver_s=time.perf_counter() - started)

@@ -1,0 +1,159 @@
+"""The ``ilp`` method for the ``time`` objective: seconds per iteration of the study's runtime.
+
+The estimator is no linear program, so the search works in three steps:
+1. a MILP lower bound on the estimator (scheduler.ilp.time_bound_model), minimised over all
+   placements of the degrees: its bound is the certificate, its argmin the first candidate;
+2. two structured candidates: every stage group spread evenly over the classes (each pipeline
+   can stay in a host or region: the structure of the study's comm optima), and groups packed
+   class by class (data-parallel groups inside a host or region);
+3. a seeded local search from the better one: swap two devices that no cost tells apart never,
+   other pairs in a shuffled order, keep a swap when the estimator says it is faster, until a
+   whole round brings nothing or the evaluations run out.
+Every candidate is realised as stages in pipeline order with replicas chained by bottleneck
+matchings of the transfer times; then each stage's parameter server is chosen by the estimator,
+one stage at a time (the plan records it: Placement.ps_servers).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from scheduler.classes import device_classes
+from scheduler.comm_cost import chain_pipelines
+from scheduler.ilp import time_bound
+from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
+from scheduler.search import Problem, SearchResult, TimeBoundInputs
+
+# Share of --time-limit the bound may use; the rest goes to the candidates and the local search.
+BOUND_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeSearchSettings:
+    solver: str = "highs"
+    time_limit_s: float = 60.0
+    gap: float = 1e-3
+    max_evaluations: int = 400  # local-search budget; the time limit stops it too
+    seed: int = 0
+
+
+def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] | None = None) -> Placement:
+    """Stages × replicas (one device each) as the study's runtime, with these parameter servers."""
+    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=even_layers(problem.layers, problem.pp),
+                     devices=tuple(tuple((d,) for d in row) for row in grid), schedule=Schedule.GPIPE,
+                     sync=Sync.PS, runtime=Runtime.DECENTRALIZED,
+                     ps_servers=tuple(servers) if servers else ())
+
+
+def _spread_servers(grid: list[list[int]], cls: dict[int, int]) -> list[int]:
+    """Each stage's server on the replica whose device's class (host or region) serves the
+    fewest stages so far: stages whose servers share a host share its NIC."""
+    load: dict[int, int] = {}
+    servers = []
+    for row in grid:
+        r = min(range(len(row)), key=lambda i: (load.get(cls[row[i]], 0), i))
+        load[cls[row[r]]] = load.get(cls[row[r]], 0) + 1
+        servers.append(r)
+    return servers
+
+
+def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict[int, int],
+                    preferred: list[int] | None = None) -> tuple[float, list[int]]:
+    """Start from the best of: servers spread over classes, replica 0 everywhere (the study's
+    runtime), and each stage's ``preferred`` class; then one pass over the stages: each stage's
+    server becomes the replica that makes the iteration fastest, the others as they are."""
+    starts = [_spread_servers(grid, cls), [0] * problem.pp]
+    if preferred:
+        starts.append([next((r for r, d in enumerate(row) if cls[d] == c), 0) for row, c in zip(grid, preferred)])
+    value, servers = min((evaluate(stage_placement(problem, grid, start)), start) for start in starts)
+    for s in range(problem.pp):
+        firsts = {}
+        for r, device in enumerate(grid[s]):  # a twin of the server serves alike
+            firsts.setdefault(cls[device], r)
+        for r in firsts.values():
+            if cls[grid[s][r]] == cls[grid[s][servers[s]]]:
+                continue
+            trial = servers[:s] + [r] + servers[s + 1:]
+            candidate = evaluate(stage_placement(problem, grid, trial))
+            if candidate < value * (1 - 1e-9):
+                value, servers = candidate, trial
+    return value, servers
+
+
+def _local_search(problem: Problem, grid: list[list[int]], servers: list[int], value: float,
+                  evaluate: Callable[[Placement], float], cls: dict[int, int], settings: TimeSearchSettings,
+                  deadline: float) -> tuple[float, list[list[int]], list[int]]:
+    """First-improvement swaps of two workers' devices (see the module docstring)."""
+    slots = [(s, r) for s in range(problem.pp) for r in range(problem.dp)]
+    pairs = [(a, b) for i, a in enumerate(slots) for b in slots[i + 1:]]
+    rng = random.Random(settings.seed)
+    grid = [list(row) for row in grid]
+    evaluations, improved = 0, True
+    while improved:
+        improved = False
+        rng.shuffle(pairs)
+        for (s1, r1), (s2, r2) in pairs:
+            if evaluations >= settings.max_evaluations or time.perf_counter() > deadline:
+                return value, grid, servers
+            x, y = grid[s1][r1], grid[s2][r2]
+            serving = {(s1, r1), (s2, r2)} & {(s, servers[s]) for s in (s1, s2)}
+            if cls[x] == cls[y] and not serving:
+                continue  # twins in the same role: the swap changes nothing
+            grid[s1][r1], grid[s2][r2] = y, x
+            candidate = evaluate(stage_placement(problem, grid, servers))
+            evaluations += 1
+            if candidate < value * (1 - 1e-9):
+                value, improved = candidate, True
+            else:
+                grid[s1][r1], grid[s2][r2] = x, y
+    return value, grid, servers
+
+
+def _spread(classes: tuple[tuple[int, ...], ...], pp: int) -> list[list[int]] | None:
+    """Every stage group takes the same share of every class, so each pipeline can stay inside
+    one class (the structure of the study's optima, FACTS.md §5); None if a class does not split."""
+    if any(len(members) % pp for members in classes):
+        return None
+    return [[d for members in classes for d in members[g::pp]] for g in range(pp)]
+
+
+def _packed(classes: tuple[tuple[int, ...], ...], dp: int) -> list[list[int]] | None:
+    """Stage groups filled class after class: data-parallel groups inside a host or region."""
+    if any(len(members) % dp for members in classes):
+        return None
+    flat = [d for members in classes for d in members]
+    return [flat[i:i + dp] for i in range(0, len(flat), dp)]
+
+
+def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], inputs: TimeBoundInputs,
+                    settings: TimeSearchSettings,
+                    progress: Callable[[str], None] | None = None) -> SearchResult:
+    started = time.perf_counter()
+    deadline = started + settings.time_limit_s
+    say = progress or (lambda _: None)
+    calls = 0
+
+    def counted(placement: Placement) -> float:
+        nonlocal calls
+        calls += 1
+        return evaluate(placement)
+
+    say("iteration bound (MILP)")
+    bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
+                       time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap)
+    classes = device_classes(inputs.tables)
+    cls = {d: k for k, members in enumerate(classes.members) for d in members}
+    stages = chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes)
+    best = (*_choose_servers(problem, stages, counted, cls, bound.servers), stages)
+    say(f"bound {bound.bound:.3f} s; its placement {best[0]:.3f} s; structured candidates")
+    for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp)):
+        if groups is not None:
+            stages = chain_pipelines(groups, inputs.tables, inputs.activation_bytes)
+            best = min(best, (*_choose_servers(problem, stages, counted, cls), stages), key=lambda t: t[0])
+    say(f"best candidate {best[0]:.3f} s; local search")
+    value, grid, servers = _local_search(problem, best[2], best[1], best[0], counted, cls, settings, deadline)
+    return SearchResult(placement=stage_placement(problem, grid, servers), value=value,
+                        solver_s=time.perf_counter() - started, evaluated=calls, bound=min(bound.bound, value))

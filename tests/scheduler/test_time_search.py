@@ -1,0 +1,97 @@
+"""The time objective's MILP bound never exceeds the estimator on any placement (checked over
+every placement of small clusters), and the ilp method's plan is deterministic and no worse
+than its candidates or random search."""
+
+from __future__ import annotations
+
+from itertools import permutations, product
+
+import pytest
+
+from profiler.model import TrainingSpec, gpt3_xl
+from profiler.scenarios import geo, spot
+from scheduler.comm_cost import comm_tables
+from scheduler.ilp import time_bound
+from scheduler.methods import SearchSettings, plan_search
+from scheduler.search import Problem, derived_bytes, random_search
+from scheduler.time_search import stage_placement
+from simulator.predict import evaluator, time_bound_inputs
+
+TRAINING = TrainingSpec(global_batch=8)
+
+
+def two_regions():
+    return geo("two", {"near": 2, "far": 2}, (1, 5), {("near", "far"): (40, 0.3)})
+
+
+def three_regions():
+    return geo("three", {"a": 2, "b": 2, "c": 2}, (2, 4),
+               {("a", "b"): (20, 1.0), ("a", "c"): (80, 0.4), ("b", "c"): (30, 0.7)})
+
+
+def every_placement(problem: Problem):
+    """Every assignment of devices to (stage, replica) slots, with every server choice."""
+    for order in permutations(range(problem.device_count)):
+        grid = [list(order[s * problem.dp:(s + 1) * problem.dp]) for s in range(problem.pp)]
+        for servers in product(range(problem.dp), repeat=problem.pp):
+            yield stage_placement(problem, grid, list(servers))
+
+
+def problem_of(cluster, pp: int, dp: int, layers: int) -> Problem:
+    model = gpt3_xl(layers)
+    dp_bytes, pp_bytes = derived_bytes(model, TRAINING, pp, dp)
+    return Problem(device_count=cluster.size, layers=layers, pp=pp, dp=dp, tables=comm_tables(cluster),
+                   dp_bytes=dp_bytes, pp_bytes=pp_bytes)
+
+
+@pytest.mark.parametrize("make,pp,dp", [(two_regions, 2, 2), (two_regions, 4, 1), (two_regions, 1, 4)])
+def test_the_bound_is_below_every_placement(make, pp, dp):
+    cluster = make()
+    layers = 4
+    problem = problem_of(cluster, pp, dp, layers)
+    inputs = time_bound_inputs(cluster, gpt3_xl(layers), TRAINING, pp, dp)
+    bound = time_bound(inputs, pp, dp, time_limit_s=30, gap=0.0)
+    evaluate = evaluator(cluster, gpt3_xl(layers), TRAINING)
+    best = min(evaluate(p) for p in every_placement(problem))
+    assert bound.optimal
+    assert 0 < bound.bound <= best * (1 + 1e-9)
+
+
+def test_the_bound_is_below_every_placement_of_three_regions():
+    cluster, pp, dp = three_regions(), 3, 2
+    problem = problem_of(cluster, pp, dp, 3)
+    inputs = time_bound_inputs(cluster, gpt3_xl(3), TRAINING, pp, dp)
+    bound = time_bound(inputs, pp, dp, time_limit_s=30, gap=0.0)
+    evaluate = evaluator(cluster, gpt3_xl(3), TRAINING)
+    seen = [evaluate(p) for p in every_placement(problem)]
+    assert bound.bound <= min(seen) * (1 + 1e-9)
+
+
+def search(cluster, pp: int, dp: int, layers: int, seed: int = 0, limit: float = 20.0):
+    problem = problem_of(cluster, pp, dp, layers)
+    evaluate = evaluator(cluster, gpt3_xl(layers), TRAINING)
+    settings = SearchSettings(method="ilp", objective="time", time_limit_s=limit, seed=seed, max_evaluations=60)
+    return problem, evaluate, plan_search(problem, settings, evaluate,
+                                          lambda: time_bound_inputs(cluster, gpt3_xl(layers), TRAINING, pp, dp))
+
+
+def test_the_ilp_plan_is_deterministic_bounded_and_beats_random():
+    problem, evaluate, first = search(three_regions(), 3, 2, 3)
+    _, _, again = search(three_regions(), 3, 2, 3)
+    assert first.placement == again.placement and first.value == again.value
+    assert first.value == pytest.approx(evaluate(first.placement))
+    assert first.bound <= first.value
+    for seed in range(3):
+        assert first.value <= random_search(problem, "time", evaluate, samples=20, seed=seed).value
+
+
+def test_spot_plan_spreads_parameter_servers_over_hosts():
+    """Spot's p3.8xlarge hosts hold 4 GPUs behind one 10 Gbit/s NIC: stages whose servers share a
+    host share its NIC, so the plan records a server per stage (Placement.ps_servers)."""
+    cluster = spot()
+    _, evaluate, result = search(cluster, 8, 8, 24, limit=20)
+    placement = result.placement
+    assert len(placement.ps_servers) == 8
+    hosts = [cluster.devices[placement.devices[s][placement.server_of(s)][0]].host for s in range(8)]
+    assert len(set(hosts)) == 8
+    assert result.bound <= result.value
