@@ -104,6 +104,10 @@ class Cluster:
         return self.host_of(device).region
 
     @property
+    def gpu_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d.gpu for d in self.devices))
+
+    @property
     def regions(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for device in self.devices:

@@ -41,15 +41,16 @@ def _twins(tables: CommTables, i: int, j: int) -> bool:
                for m in (tables.latency_s, tables.bandwidth_bytes_per_s))
 
 
-def device_classes(tables: CommTables) -> DeviceClasses:
-    """Partition the devices into twin classes, in order of their first device."""
+def device_classes(tables: CommTables, labels: tuple[str, ...] | None = None) -> DeviceClasses:
+    """Partition the devices into twin classes, in order of their first device; with ``labels``
+    (a GPU kind per device, say) twins must also share their label."""
     members: list[list[int]] = []
     symmetric = all(np.array_equal(m, m.T) for m in (tables.latency_s, tables.bandwidth_bytes_per_s))
     buckets: dict[bytes, list[list[int]]] = {}
     for device in range(tables.size):
         # Twins of a symmetric table have equal sorted rows: compare only within such a bucket.
         key = (np.sort(tables.latency_s[device]).tobytes() + np.sort(tables.bandwidth_bytes_per_s[device]).tobytes()
-               if symmetric else b"")
+               if symmetric else b"") + (labels[device].encode() if labels else b"")
         bucket = buckets.setdefault(key, [])
         for group in bucket:
             if _twins(tables, device, group[0]):

@@ -39,23 +39,30 @@ class CommTables:
 def comm_tables(cluster: Cluster) -> CommTables:
     """Tables from a cluster: the per-pair matrices where given; else the GPU interconnect inside
     a host and the region link between hosts."""
-    n = cluster.size
     if cluster.pair_latency_s is not None:
         return CommTables(latency_s=np.array(cluster.pair_latency_s, dtype=float),
                           bandwidth_bytes_per_s=np.array(cluster.pair_bandwidth_bytes_per_s, dtype=float))
-    latency, bandwidth = np.zeros((n, n)), np.full((n, n), np.inf)
-    for i in range(n):
-        a = cluster.host_of(i)
-        for j in range(n):
-            if i == j:
-                continue
-            b = cluster.host_of(j)
-            if a.name == b.name:
-                latency[i, j] = a.interconnect_latency_s
-                bandwidth[i, j] = a.pair_bandwidth_bytes_per_s or a.interconnect_bandwidth_bytes_per_s
-            else:
-                link = cluster.link(a.region, b.region)
-                latency[i, j], bandwidth[i, j] = link.latency_s, link.bandwidth_bytes_per_s
+    hosts = {host.name: host for host in cluster.hosts}
+    host_of = [hosts[d.host] for d in cluster.devices]
+    regions = list(dict.fromkeys(h.region for h in host_of))
+    region = np.array([regions.index(h.region) for h in host_of])
+    link_latency, link_bandwidth = np.zeros((len(regions),) * 2), np.zeros((len(regions),) * 2)
+    hosts_in = {r: {h.name for h in host_of if h.region == r} for r in regions}
+    for a, ra in enumerate(regions):
+        for b, rb in enumerate(regions):
+            if a != b or len(hosts_in[ra]) > 1:  # a region of one host needs no link to itself
+                link = cluster.link(ra, rb)
+                link_latency[a, b], link_bandwidth[a, b] = link.latency_s, link.bandwidth_bytes_per_s
+    latency, bandwidth = link_latency[np.ix_(region, region)], link_bandwidth[np.ix_(region, region)]
+    names = np.array([d.host for d in cluster.devices])
+    for name in dict.fromkeys(names):
+        inside = np.flatnonzero(names == name)
+        host = hosts[name]
+        block = np.ix_(inside, inside)
+        latency[block] = host.interconnect_latency_s
+        bandwidth[block] = host.pair_bandwidth_bytes_per_s or host.interconnect_bandwidth_bytes_per_s
+    np.fill_diagonal(latency, 0.0)
+    np.fill_diagonal(bandwidth, np.inf)
     return CommTables(latency_s=latency, bandwidth_bytes_per_s=bandwidth)
 
 

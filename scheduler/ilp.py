@@ -253,7 +253,8 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
     where transfers cost the same both ways, one per link through both directions of it (the
     replica slowest across a link is slowest back across it too)."""
     P, D, M = pp, dp, inputs.micro_batches
-    f, b, o = inputs.forward_s, inputs.backward_s, inputs.optimizer_s
+    f_total, f_max, o = inputs.forward_total_s, inputs.forward_period_s, inputs.optimizer_s
+    b_tail, b_max = inputs.backward_tail_s, inputs.backward_period_s
     alpha, rate = classes.latency_s, classes.bandwidth_bytes_per_s
     with np.errstate(divide="ignore", invalid="ignore"):
         act = alpha + inputs.activation_bytes / rate
@@ -264,29 +265,29 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
     symmetric = np.allclose(np.nan_to_num(act), np.nan_to_num(act.T))
     backward_links = forward_links if symmetric else [built.bottleneck(g, act.T, "backward_link")
                                                      for g in range(P - 1)]
-    slowest_forward = m.add_variable("slowest_forward_period", max(f))
+    slowest_forward = m.add_variable("slowest_forward_period", f_max)
     forward_periods = []
     for g, link in enumerate(forward_links):
         m += slowest_forward >= link, f"forward_period_link{g}"
-        forward_periods.append(m.add_variable(f"forward_period_via_link{g}", max(f)))
+        forward_periods.append(m.add_variable(f"forward_period_via_link{g}", f_max))
         m += forward_periods[-1] >= link, f"forward_period_via_link{g}"
     iteration = m.add_variable("iteration", 0)
     servers = {}
     for g in range(P):
         tail = range(g, P - 1)  # backward links from the last stage down to g
-        slowest_backward = m.add_variable(f"slowest_backward_period_g{g}", max(b[g:]))
+        slowest_backward = m.add_variable(f"slowest_backward_period_g{g}", b_max[g])
         for h in tail:
             m += slowest_backward >= backward_links[h], f"backward_period_g{g}_link{h}"
         sync_in, sync_out, first_flow, servers[g] = _server_terms(built, inputs, g, inputs.grad_bytes[g], D)
-        ready = sum(f) + (P - 1) * t_min + sum(b[g:]) + len(tail) * t_min
-        m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * max(b[g:]) + first_flow + sync_out + o[g], \
+        ready = f_total + (P - 1) * t_min + b_tail[g] + len(tail) * t_min
+        m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * b_max[g] + first_flow + sync_out + o[g], \
             f"through_forward_g{g}"
-        m += iteration >= ready + (M - 1) * max(f) + (M - 1) * slowest_backward + first_flow + sync_out + o[g], \
+        m += iteration >= ready + (M - 1) * f_max + (M - 1) * slowest_backward + first_flow + sync_out + o[g], \
             f"through_backward_g{g}"
-        m += iteration >= ready + (M - 1) * (max(f) + max(b[g:])) + sync_in + sync_out + o[g], f"through_sync_g{g}"
+        m += iteration >= ready + (M - 1) * (f_max + b_max[g]) + sync_in + sync_out + o[g], f"through_sync_g{g}"
         if symmetric:  # the replica slowest across link h forward is the slowest back across it too
             for h in tail:
-                both = m.add_variable(f"backward_period_g{g}_via_link{h}", max(b[g:]))
+                both = m.add_variable(f"backward_period_g{g}_via_link{h}", b_max[g])
                 m += both >= backward_links[h], f"backward_period_g{g}_via_link{h}"
                 m += iteration >= ready + (M - 1) * (forward_periods[h] + both) + first_flow + sync_out + o[g], \
                     f"through_link{h}_both_ways_g{g}"
@@ -315,7 +316,7 @@ def _server_terms(built: CompositionModel, inputs, g: int, size: float, D: int):
         hub = classes.members[r][0]
         for q in range(R):
             peers = [d for d in classes.members[q] if d != hub]
-            for k in range(1, min(len(peers), D - 1) + 1):
+            for k in _fan_sizes(min(len(peers), D - 1)):
                 held = built.at_least(g, q, k + (q == r))
                 if held is None:
                     break
@@ -327,6 +328,17 @@ def _server_terms(built: CompositionModel, inputs, g: int, size: float, D: int):
                 m += sync_out >= out_of * both, f"broadcast_g{g}_c{r}_to_c{q}x{k}"
         _resource_terms(built, inputs, g, r, size, server[r], sync_in, sync_out)
     return sync_in, sync_out, float(cheapest), server
+
+
+def _fan_sizes(most: int) -> list[int]:
+    """Flow counts to bound a fan by: every count up to 8, then doubling (each bound is valid on
+    its own; a large group would otherwise need one binary per count)."""
+    sizes = list(range(1, min(most, 8) + 1))
+    while sizes and sizes[-1] * 2 <= most:
+        sizes.append(sizes[-1] * 2)
+    if most > 8 and sizes[-1] != most:
+        sizes.append(most)
+    return sizes
 
 
 def _least_s(inputs, pairs: list[tuple[int, int]], size: float) -> float:
@@ -364,7 +376,7 @@ def _resource_terms(built: CompositionModel, inputs, g: int, r: int, size: float
 def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,
                gap: float = 1e-3) -> TimeBound:
     started = time.perf_counter()
-    classes = device_classes(inputs.tables)
+    classes = device_classes(inputs.tables, inputs.kinds)
     built, servers = time_bound_model(inputs, pp, dp, classes)
     optimal, bound = solve(built.model, solver, time_limit_s, gap)
     _check_solution(built.model, "iteration-bound")

@@ -31,6 +31,7 @@ class SearchSettings:
     population: int = 100  # evolutionary (FACTS.md §5)
     offspring: int = 4900
     max_evaluations: int = 400  # ilp with the time objective: the local search's budget
+    uneven: bool = False  # ilp with the time objective: stages may hold different layer counts
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -44,9 +45,9 @@ class SearchSettings:
 
 
 def plan_search(problem: Problem, settings: SearchSettings, evaluate: Callable[[Placement], float] | None,
-                bound_inputs: Callable[[], TimeBoundInputs] | None = None,
+                bound_inputs: Callable[[bool], TimeBoundInputs] | None = None,
                 progress: Callable[[str], None] | None = None) -> SearchResult:
-    """Run the method; ``bound_inputs`` is called only when the ilp method needs them."""
+    """Run the method; ``bound_inputs(uneven)`` is called only when the ilp method needs them."""
     say = progress or (lambda _: None)
     if settings.method == "random":
         step = max(1, settings.samples // 10)
@@ -71,7 +72,7 @@ def plan_search(problem: Problem, settings: SearchSettings, evaluate: Callable[[
 
     if evaluate is None or bound_inputs is None:
         raise ValueError("the time objective needs evaluate and bound_inputs")
-    return time_ilp_search(problem, evaluate, bound_inputs(),
+    return time_ilp_search(problem, evaluate, bound_inputs(settings.uneven),
                            TimeSearchSettings(solver=settings.solver, time_limit_s=settings.time_limit_s,
                                               gap=settings.gap, max_evaluations=settings.max_evaluations,
-                                              seed=settings.seed), progress=say)
+                                              seed=settings.seed, uneven=settings.uneven), progress=say)

@@ -109,15 +109,19 @@ def random_search(problem: Problem, objective: str, evaluate: Callable[[Placemen
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeBoundInputs:
     """What bounds the study runtime's iteration (GPipe, parameter-server sync) from below,
-    as plain numbers the simulator supplies (see scheduler.ilp.time_bound_model): per stage the
-    fastest worker's compute of one micro-batch and its gradient bytes, per device pair the
-    route latency and the rate a lone flow gets (contention only lowers it), and the network's
-    resources: ``resources(src, dst)`` are the ones a flow crosses, ``capacities[x]`` in bytes/s;
-    flows that cross one resource cannot pass their bytes faster than its capacity."""
+    as plain numbers the simulator supplies (see scheduler.ilp.time_bound_model). Compute is one
+    micro-batch on the fastest GPU kind, each figure a lower bound over the layer splits the
+    search may use: all forward stages together, the slowest stage's forward, and per stage g
+    the backward of stages g..P-1 together and their slowest; per stage its optimizer step and
+    gradient bytes. Per device pair: the route latency and the rate a lone flow gets (contention
+    only lowers it); the network's resources: ``resources(src, dst)`` are the ones a flow
+    crosses, ``capacities[x]`` in bytes/s, which flows crossing x share."""
 
     micro_batches: int
-    forward_s: tuple[float, ...]
-    backward_s: tuple[float, ...]
+    forward_total_s: float
+    forward_period_s: float
+    backward_tail_s: tuple[float, ...]
+    backward_period_s: tuple[float, ...]
     optimizer_s: tuple[float, ...]
     grad_bytes: tuple[float, ...]
     activation_bytes: float
@@ -125,6 +129,7 @@ class TimeBoundInputs:
     rate_bytes_per_s: np.ndarray
     resources: Callable[[int, int], tuple[int, ...]]
     capacities: tuple[float, ...]
+    kinds: tuple[str, ...]  # each device's GPU kind: devices of two kinds are never twins
 
     @property
     def tables(self) -> CommTables:

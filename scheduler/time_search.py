@@ -6,9 +6,12 @@ The estimator is no linear program, so the search works in three steps:
 2. two structured candidates: every stage group spread evenly over the classes (each pipeline
    can stay in a host or region: the structure of the study's comm optima), and groups packed
    class by class (data-parallel groups inside a host or region);
-3. a seeded local search from the better one: swap two devices that no cost tells apart never,
+3. a seeded local search from the best: swap two devices that no cost tells apart never,
    other pairs in a shuffled order, keep a swap when the estimator says it is faster, until a
-   whole round brings nothing or the evaluations run out.
+   whole round brings nothing or the evaluations run out;
+4. with ``uneven``, layers moved across stage boundaries while that is faster (faster GPUs take
+   more layers; the stages with the embedding and the head may take fewer). The bound's
+   inputs must then hold for any split (simulator.predict.time_bound_inputs(uneven=True)).
 Every candidate is realised as stages in pipeline order with replicas chained by bottleneck
 matchings of the transfer times; then each stage's parameter server is chosen by the estimator,
 one stage at a time (the plan records it: Placement.ps_servers).
@@ -18,17 +21,20 @@ from __future__ import annotations
 
 import random
 import time
+from itertools import accumulate
 from dataclasses import dataclass
 from typing import Callable
 
 from scheduler.classes import device_classes
-from scheduler.comm_cost import chain_pipelines
+from scheduler.comm_cost import chain_pipelines, pipelines_of
 from scheduler.ilp import time_bound
 from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
 from scheduler.search import Problem, SearchResult, TimeBoundInputs
 
-# Share of --time-limit the bound may use; the rest goes to the candidates and the local search.
-BOUND_SHARE = 0.5
+# Shares of --time-limit: the bound may use the first, the layer balancing keeps the last; the
+# candidates and the local search have what is between.
+BOUND_SHARE, BALANCE_SHARE = 0.5, 0.1
+HELD_KARP_MAX = 10  # stages: beyond this the exact open path over stage groups costs seconds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,11 +44,19 @@ class TimeSearchSettings:
     gap: float = 1e-3
     max_evaluations: int = 400  # local-search budget; the time limit stops it too
     seed: int = 0
+    uneven: bool = False  # balance layers over the stages (the bound's inputs must allow it)
 
 
-def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] | None = None) -> Placement:
-    """Stages × replicas (one device each) as the study's runtime, with these parameter servers."""
-    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=even_layers(problem.layers, problem.pp),
+def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] | None = None,
+                    counts: list[int] | None = None) -> Placement:
+    """Stages × replicas (one device each) as the study's runtime, with these parameter servers
+    and these layers per stage (default: even)."""
+    if counts:
+        ends = list(accumulate(counts))
+        layers = tuple((end - n, end) for n, end in zip(counts, ends))
+    else:
+        layers = even_layers(problem.layers, problem.pp)
+    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=layers,
                      devices=tuple(tuple((d,) for d in row) for row in grid), schedule=Schedule.GPIPE,
                      sync=Sync.PS, runtime=Runtime.DECENTRALIZED,
                      ps_servers=tuple(servers) if servers else ())
@@ -83,7 +97,7 @@ def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict
     return value, servers
 
 
-def _local_search(problem: Problem, grid: list[list[int]], servers: list[int], value: float,
+def _local_search(problem: Problem, grid: list[list[int]], servers: list[int], counts: list[int] | None, value: float,
                   evaluate: Callable[[Placement], float], cls: dict[int, int], settings: TimeSearchSettings,
                   deadline: float) -> tuple[float, list[list[int]], list[int]]:
     """First-improvement swaps of two workers' devices (see the module docstring)."""
@@ -103,13 +117,36 @@ def _local_search(problem: Problem, grid: list[list[int]], servers: list[int], v
             if cls[x] == cls[y] and not serving:
                 continue  # twins in the same role: the swap changes nothing
             grid[s1][r1], grid[s2][r2] = y, x
-            candidate = evaluate(stage_placement(problem, grid, servers))
+            candidate = evaluate(stage_placement(problem, grid, servers, counts))
             evaluations += 1
             if candidate < value * (1 - 1e-9):
                 value, improved = candidate, True
             else:
                 grid[s1][r1], grid[s2][r2] = x, y
     return value, grid, servers
+
+
+def _balance_layers(problem: Problem, grid: list[list[int]], servers: list[int], value: float,
+                    evaluate: Callable[[Placement], float], deadline: float,
+                    counts: list[int] | None = None) -> tuple[float, list[int]]:
+    """Move one layer from a stage to another while the estimator says the iteration gets
+    shorter: stages of faster GPUs take more layers, and the first and last stage, which also
+    hold the embedding and the head, may take fewer."""
+    counts = list(counts or [problem.layers // problem.pp] * problem.pp)
+    moves = [(give, take) for give in range(problem.pp) for take in range(problem.pp) if give != take]
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        for give, take in moves:
+            if counts[give] == 1 or time.perf_counter() > deadline:
+                continue
+            trial = list(counts)
+            trial[give] -= 1
+            trial[take] += 1
+            candidate = evaluate(stage_placement(problem, grid, servers, trial))
+            if candidate < value * (1 - 1e-9):
+                value, counts, improved = candidate, trial, True
+    return value, counts
 
 
 def _spread(classes: tuple[tuple[int, ...], ...], pp: int) -> list[list[int]] | None:
@@ -144,16 +181,30 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
     say("iteration bound (MILP)")
     bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
                        time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap)
-    classes = device_classes(inputs.tables)
+    classes = device_classes(inputs.tables, inputs.kinds)
     cls = {d: k for k, members in enumerate(classes.members) for d in members}
-    stages = chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes)
-    best = (*_choose_servers(problem, stages, counted, cls, bound.servers), stages)
-    say(f"bound {bound.bound:.3f} s; its placement {best[0]:.3f} s; structured candidates")
+    candidates = [(chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes), bound.servers)]
     for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp)):
-        if groups is not None:
-            stages = chain_pipelines(groups, inputs.tables, inputs.activation_bytes)
-            best = min(best, (*_choose_servers(problem, stages, counted, cls), stages), key=lambda t: t[0])
-    say(f"best candidate {best[0]:.3f} s; local search")
-    value, grid, servers = _local_search(problem, best[2], best[1], best[0], counted, cls, settings, deadline)
-    return SearchResult(placement=stage_placement(problem, grid, servers), value=value,
+        if groups is not None:  # stages along the cheapest open path of their transfers
+            ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
+                       else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
+            candidates.append((ordered, None))
+    say(f"bound {bound.bound:.3f} s; {len(candidates)} candidates")
+    share = (deadline - time.perf_counter()) * 0.5 / len(candidates)
+    best = None
+    for grid, preferred in candidates:
+        value, servers = _choose_servers(problem, grid, counted, cls, preferred)
+        counts = None
+        if settings.uneven:
+            value, counts = _balance_layers(problem, grid, servers, value, counted, time.perf_counter() + share)
+        if best is None or value < best[0]:
+            best = (value, grid, servers, counts)
+    value, grid, servers, counts = best
+    say(f"best candidate {value:.3f} s; local search")
+    value, grid, servers = _local_search(problem, grid, servers, counts, value, counted, cls, settings,
+                                         deadline - settings.time_limit_s * BALANCE_SHARE * settings.uneven)
+    if settings.uneven:
+        say(f"after local search {value:.3f} s; layers per stage")
+        value, counts = _balance_layers(problem, grid, servers, value, counted, deadline, counts)
+    return SearchResult(placement=stage_placement(problem, grid, servers, counts), value=value,
                         solver_s=time.perf_counter() - started, evaluated=calls, bound=min(bound.bound, value))

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--samples", type=int, default=200, help="random: assignments to try (default 200)")
     plan.add_argument("--population", type=int, default=100, help="evolutionary: population (default 100)")
     plan.add_argument("--offspring", type=int, default=4900, help="evolutionary: offspring (default 4900)")
+    plan.add_argument("--split", choices=("auto", "even", "uneven"), default="auto",
+                      help="layers per stage with --method ilp --objective time: even (the study's), uneven (balanced "
+                           "by the estimator), auto: uneven when the cluster mixes GPU kinds (default)")
     plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     plan.add_argument("--lp", type=Path, help="ilp, comm objective: also write the MILP as an LP file")
     plan.add_argument("-o", "--output", type=Path, help="write the plan here")
@@ -210,13 +213,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise InputError(f"--batch {args.batch} does not split over {dp} data-parallel replicas")
     settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
                               time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=args.samples,
-                              population=args.population, offspring=args.offspring)
+                              population=args.population, offspring=args.offspring,
+                              uneven=args.split == "uneven" or (args.split == "auto" and len(cluster.gpu_kinds) > 1))
     if args.lp:
         _write_lp(problem, args)
     evaluate = evaluator(cluster, model, training)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
     result = plan_search(problem, settings, evaluate,
-                         lambda: time_bound_inputs(cluster, model, training, args.pp, dp), progress)
+                         lambda uneven: time_bound_inputs(cluster, model, training, args.pp, dp, uneven), progress)
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
                 training=training, placement=result.placement,
                 provenance=Provenance(method=args.method, objective=args.objective, seed=args.seed,

@@ -8,6 +8,7 @@ import numpy as np
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
+from profiler.gpus import gpu_kind
 from profiler.model import ModelSpec, TrainingSpec
 from scheduler.comm_cost import comm_tables
 from scheduler.layouts import blocks_layout
@@ -15,6 +16,7 @@ from scheduler.methods import SearchSettings, plan_search
 from scheduler.placement import Placement
 from scheduler.search import Problem, TimeBoundInputs, derived_bytes
 from simulator.estimator import estimate
+from simulator.compute import layer_times
 from simulator.job import Job, worker_cost
 from simulator.runtime import TRAITS
 from simulator.memory import memory_report
@@ -129,8 +131,9 @@ def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time
     dp_bytes, pp_bytes = derived_bytes(model, training, pp, dp)
     problem = Problem(device_count=cluster.size, layers=model.layers, pp=pp, dp=dp, tables=comm_tables(cluster),
                       dp_bytes=dp_bytes, pp_bytes=pp_bytes)
-    result = plan_search(problem, SearchSettings(time_limit_s=time_limit_s), evaluator(cluster, model, training),
-                         lambda: time_bound_inputs(cluster, model, training, pp, dp))
+    settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(cluster.gpu_kinds) > 1)
+    result = plan_search(problem, settings, evaluator(cluster, model, training),
+                         lambda uneven: time_bound_inputs(cluster, model, training, pp, dp, uneven))
     if result.value == float("inf"):  # no placement the search saw fits in memory
         return SystemResult(iteration_s=None)
     return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap)
@@ -187,18 +190,58 @@ def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Cal
     return evaluate
 
 
-def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int,
-                      dp: int) -> TimeBoundInputs:
+def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int, dp: int,
+                      uneven: bool = False) -> TimeBoundInputs:
     """The numbers scheduler.ilp's iteration bound needs for the study's runtime on pp × dp of
-    this cluster: per stage the fastest GPU kind's costs (a lower bound whichever device runs it),
-    and per device pair its route's latency and the rate of a flow alone on it."""
+    this cluster: compute on the fastest GPU kind, field by field (a lower bound whichever device
+    runs it), for the even split or, with ``uneven``, for any split with at least one layer a
+    stage; per device pair its route's latency and the rate of a flow alone on it."""
     job, topology = Job(cluster=cluster, model=model, training=training), Topology(cluster)
     template = blocks_layout(list(range(pp * dp)), model.layers, pp, dp)
-    kinds: dict[str, int] = {}
-    for device in cluster.devices:
-        kinds.setdefault(device.gpu, device.id)
-    costs = [[worker_cost(job, topology, template, s, (d,)) for d in kinds.values()] for s in range(pp)]
-    n = cluster.size
+    firsts = {device.gpu: device.id for device in reversed(cluster.devices)}
+    per_kind = [_split_bounds(job, topology, template, d, uneven) for d in firsts.values()]
+    fields = [min(values) if not isinstance(values[0], tuple) else tuple(map(min, zip(*values)))
+              for values in zip(*per_kind)]
+    f_total, f_max, tail, b_max, opt, grad = fields
+    latency, rate = _lone_flows(topology, cluster.size)
+    return TimeBoundInputs(micro_batches=job.micro_batches(template), forward_total_s=f_total, forward_period_s=f_max,
+                           backward_tail_s=tail, backward_period_s=b_max, optimizer_s=opt, grad_bytes=grad,
+                           activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
+                           latency_s=latency, rate_bytes_per_s=rate,
+                           resources=lambda a, b: topology.route(a, b).resources,
+                           capacities=tuple(topology.capacities), kinds=tuple(d.gpu for d in cluster.devices))
+
+
+def _split_bounds(job: Job, topology: Topology, template: Placement, device: int, uneven: bool) -> tuple:
+    """For one GPU kind (that of ``device``): (forward of all stages, slowest stage's forward,
+    per stage g the backward of g..P-1 and its slowest, per stage optimizer and gradient bytes).
+    Even split: exact. Any split: a stage holds at least one layer, the first the embedding, the
+    last the head; totals do not depend on the split; a slowest stage is no faster than the mean."""
+    pp = template.pp
+    costs = [worker_cost(job, topology, template, s, (device,)) for s in range(pp)]
+    f, b = [c.forward_s for c in costs], [c.backward_s for c in costs]
+    grad_per_param = TRAITS[template.runtime].grad_bytes_per_param
+    params = [c.params for c in costs]
+    if not uneven or pp == 1:
+        tail = tuple(sum(b[g:]) for g in range(pp))
+        return (sum(f), max(f), tail, tuple(max(b[g:]) for g in range(pp)),
+                tuple(c.optimizer_s for c in costs), tuple(p * grad_per_param for p in params))
+    gpu = gpu_kind(job.cluster.devices[device].gpu)
+    lt = layer_times(gpu, job.model, job.training, 1)
+    layer_f, layer_b = lt.forward_s, lt.backward_s + lt.recompute_s
+    layers = [end - start for start, end in template.stage_layers]
+    least_f = [fs - (n - 1) * layer_f for fs, n in zip(f, layers)]  # the stage with one layer only
+    least_b = [bs - (n - 1) * layer_b for bs, n in zip(b, layers)]
+    tail = (sum(b),) + tuple(sum(least_b[g:]) for g in range(1, pp))
+    layer_params = job.model.layer_params_per_shard(1)
+    least_params = [p - (n - 1) * layer_params for p, n in zip(params, layers)]
+    return (sum(f), max(sum(f) / pp, max(least_f)), tail,
+            tuple(max(tail[g] / (pp - g), least_b[-1]) for g in range(pp)),
+            tuple(c.optimizer_s * lp / p for c, lp, p in zip(costs, least_params, params)),  # SGD: linear in params
+            tuple(lp * grad_per_param for lp in least_params))
+
+
+def _lone_flows(topology: Topology, n: int) -> tuple[np.ndarray, np.ndarray]:
     latency, rate = np.zeros((n, n)), np.full((n, n), np.inf)
     for i in range(n):
         for j in range(n):
@@ -206,14 +249,4 @@ def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec
                 route = topology.route(i, j)
                 latency[i, j] = route.latency_s
                 rate[i, j] = route_rates([route], topology.capacities)[0]
-    grad = TRAITS[template.runtime].grad_bytes_per_param
-
-    return TimeBoundInputs(micro_batches=job.micro_batches(template),
-                           forward_s=tuple(min(c.forward_s for c in row) for row in costs),
-                           backward_s=tuple(min(c.backward_s for c in row) for row in costs),
-                           optimizer_s=tuple(min(c.optimizer_s for c in row) for row in costs),
-                           grad_bytes=tuple(row[0].params * grad for row in costs),
-                           activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
-                           latency_s=latency, rate_bytes_per_s=rate,
-                           resources=lambda a, b: topology.route(a, b).resources,
-                           capacities=tuple(topology.capacities))
+    return latency, rate

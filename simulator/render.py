@@ -92,9 +92,11 @@ def render_plan_summary(plan, cluster) -> str:
              f"objective ({prov.objective}) {prov.objective_value:.3f} {unit}; lower bound {bound}; gap {gap}",
              f"predicted iteration {prov.predicted_iteration_s:.3f} s (analytic estimator); "
              f"solver {prov.solver_s:.2f} s", ""]
-    rows = [["stage", "layers", "replicas by region"]]
+    rows = [["stage", "layers", "replicas by region", "server"]]
     for s, (layers, replicas) in enumerate(zip(p.stage_layers, p.devices)):
-        rows.append([str(s), f"{layers[0]}-{layers[1] - 1}", _regions(cluster, [d for g in replicas for d in g])])
+        server = replicas[p.server_of(s)][0] if p.sync.value == "ps" else None
+        rows.append([str(s), f"{layers[0]}-{layers[1] - 1}", _regions(cluster, [d for g in replicas for d in g]),
+                     "-" if server is None else f"{server} ({cluster.region_of(server)})"])
     lines.append(_align(rows))
     crossings = [sum(cluster.region_of(p.devices[s][r][0]) != cluster.region_of(p.devices[s + 1][r][0])
                      for s in range(p.pp - 1)) for r in range(p.dp)]

@@ -4,10 +4,12 @@ than its candidates or random search."""
 
 from __future__ import annotations
 
+import dataclasses
 from itertools import permutations, product
 
 import pytest
 
+from profiler.cluster import Cluster, Device, Host, Interconnect, Link
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import geo, spot
 from scheduler.comm_cost import comm_tables
@@ -72,7 +74,7 @@ def search(cluster, pp: int, dp: int, layers: int, seed: int = 0, limit: float =
     evaluate = evaluator(cluster, gpt3_xl(layers), TRAINING)
     settings = SearchSettings(method="ilp", objective="time", time_limit_s=limit, seed=seed, max_evaluations=60)
     return problem, evaluate, plan_search(problem, settings, evaluate,
-                                          lambda: time_bound_inputs(cluster, gpt3_xl(layers), TRAINING, pp, dp))
+                                          lambda uneven: time_bound_inputs(cluster, gpt3_xl(layers), TRAINING, pp, dp, uneven))
 
 
 def test_the_ilp_plan_is_deterministic_bounded_and_beats_random():
@@ -95,3 +97,62 @@ def test_spot_plan_spreads_parameter_servers_over_hosts():
     hosts = [cluster.devices[placement.devices[s][placement.server_of(s)][0]].host for s in range(8)]
     assert len(set(hosts)) == 8
     assert result.bound <= result.value
+
+
+def mixed(kinds: dict[str, list[str]], links: dict[tuple[str, str], tuple[float, float]]):
+    """One single-GPU host per device, ``kinds[region]`` its GPUs; links as (ms, Gbit/s), the
+    first pair of a region with itself the link inside it."""
+    hosts, devices = [], []
+    for region, gpus in kinds.items():
+        for i, gpu in enumerate(gpus):
+            name = f"{region}-{i}"
+            hosts.append(Host(name=name, region=region, interconnect=Interconnect.PCIE,
+                              interconnect_bandwidth_bytes_per_s=16e9, interconnect_latency_s=1e-5,
+                              uplink_bandwidth_bytes_per_s=1.25e9))
+            devices.append(Device(id=len(devices), gpu=gpu, host=name))
+    return Cluster(name="mixed", devices=tuple(devices), hosts=tuple(hosts),
+                   links=tuple(Link(a=a, b=b, latency_s=ms * 1e-3, bandwidth_bytes_per_s=gbit * 1.25e8)
+                               for (a, b), (ms, gbit) in links.items()))
+
+
+def test_the_uneven_bound_is_below_every_split_of_a_mixed_cluster():
+    cluster = mixed({"east": ["V100-SXM2-16GB", "A100-80GB"], "west": ["RTX-4090", "A100-80GB"]},
+                    {("east", "east"): (1, 10), ("west", "west"): (1, 10), ("east", "west"): (30, 1)})
+    pp, dp, layers = 2, 2, 4
+    problem = problem_of(cluster, pp, dp, layers)
+    model = gpt3_xl(layers)
+    even = time_bound(time_bound_inputs(cluster, model, TRAINING, pp, dp), pp, dp, time_limit_s=30, gap=0.0)
+    uneven = time_bound(time_bound_inputs(cluster, model, TRAINING, pp, dp, uneven=True), pp, dp,
+                        time_limit_s=30, gap=0.0)
+    evaluate = evaluator(cluster, model, TRAINING)
+    best = {split: min(evaluate(dataclasses.replace(p, stage_layers=((0, split), (split, layers))))
+                       for p in every_placement(problem)) for split in (1, 2, 3)}
+    assert uneven.bound <= min(best.values()) * (1 + 1e-9)
+    assert even.bound <= best[2] * (1 + 1e-9)
+    assert uneven.bound <= even.bound + 1e-12
+
+
+def test_mixed_gpus_get_an_uneven_split_that_beats_the_even_one():
+    from pathlib import Path
+
+    from profiler.cluster import load_cluster
+
+    cluster = load_cluster(Path(__file__).resolve().parents[2] / "examples" / "mixed-gpus-cluster.json")
+    layers, batch = 40, TrainingSpec(global_batch=1024)
+    problem = problem_of(cluster, 8, 8, layers)
+    evaluate = evaluator(cluster, gpt3_xl(layers), batch)
+    settings = SearchSettings(time_limit_s=15, uneven=True, max_evaluations=100)
+    result = plan_search(problem, settings, evaluate,
+                         lambda uneven: time_bound_inputs(cluster, gpt3_xl(layers), batch, 8, 8, uneven))
+    counts = [end - start for start, end in result.placement.stage_layers]
+    even = dataclasses.replace(result.placement, stage_layers=tuple((5 * s, 5 * s + 5) for s in range(8)))
+    assert sum(counts) == layers and len(set(counts)) > 1
+    assert result.value == pytest.approx(evaluate(result.placement))
+    assert result.value < evaluate(even) and result.bound <= result.value
+
+
+def test_evolutionary_method_through_plan_search():
+    problem = problem_of(three_regions(), 3, 2, 3)
+    settings = SearchSettings(method="evolutionary", objective="comm", population=6, offspring=20, seed=2)
+    first, again = plan_search(problem, settings, None), plan_search(problem, settings, None)
+    assert first.placement == again.placement and first.bound is None

@@ -1,0 +1,129 @@
+"""The scheduler's targets (issue 3), measured. Run as ``python benchmarks/bench_scheduler.py
+[section ...]`` with sections ``study``, ``random``, ``scale``, ``mixed``, ``ga`` (default: all).
+
+- study: the study's cost model (FACTS.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
+  on universities, regional and world, by the ilp method, with the study's matrices (5 ms inside
+  a region) and with the emulation's (10 ms): cost, proven bound, gap, seconds;
+- random: the time objective on every built-in case and setting, `sim predict`'s "Ours w/
+  scheduler" (ilp, 5 s a row) against "Ours w/o scheduler" (mean of 3 random placements), gaps,
+  and the seconds of the whole `sim predict --case world` table;
+- scale: world-like clusters of 256 and 1,024 devices (32 / 128 GPUs per city), time objective:
+  seconds, gap, peak memory of the process;
+- mixed: 32 V100 + 16 A100 + 16 RTX 4090 in three regions (examples/mixed-gpus-cluster.json):
+  the best even split against the uneven one;
+- ga: the study's evolutionary search (full size: 100 + 4,900) on the comm objective.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from profiler.cluster import load_cluster  # noqa: E402
+from profiler.model import TrainingSpec, gpt3_xl  # noqa: E402
+from profiler.scenarios import GEO_WITHIN_REGION, SCENARIOS, WORLD_LINKS, geo, scheduler_matrices  # noqa: E402
+from scheduler.comm_cost import comm_tables  # noqa: E402
+from scheduler.ilp import comm_ilp  # noqa: E402
+from scheduler.methods import SearchSettings, plan_search  # noqa: E402
+from scheduler.search import Problem, derived_bytes  # noqa: E402
+from simulator.predict import evaluator, predict_table, time_bound_inputs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = {"universities": 16.09, "regional": 34.80, "world": 49.22}  # FACTS.md §5
+
+
+def study() -> None:
+    print("## study's cost model, ilp (HiGHS), gap tolerance 1%")
+    print("case          matrices  cost     bound    gap     seconds  published")
+    for name, published in PUBLISHED.items():
+        for label, cluster in (("study", scheduler_matrices(name)), ("tc-10ms", SCENARIOS[name].build())):
+            problem = Problem(device_count=64, layers=24, pp=8, dp=8, tables=comm_tables(cluster),
+                              dp_bytes=0.65e9, pp_bytes=0.471e9)
+            start = time.perf_counter()
+            result = comm_ilp(problem, time_limit_s=60, gap=0.01)
+            print(f"{name:<13} {label:<9} {result.value:7.3f}  {result.bound:7.3f}  {result.gap:6.2%}  "
+                  f"{time.perf_counter() - start:7.2f}  {published}")
+
+
+def versus_random() -> None:
+    print("## time objective: Ours w/ scheduler (ilp, 5 s a row) vs w/o (mean of 3 random)")
+    print("case          layers batch  scheduled  random    gap    ratio")
+    worst_gap, wins, rows = 0.0, 0, 0
+    for name, item in SCENARIOS.items():
+        start = time.perf_counter()
+        table = predict_table(item.build(), name, gpt3_xl, [24, 32, 40], [1024, 2048, 4096], plan_time_limit_s=5.0)
+        seconds = time.perf_counter() - start
+        for row in table.rows:
+            ours, rand = row.systems.get("ours_scheduled"), row.systems.get("ours_random")
+            if ours is None or ours.iteration_s is None or rand.iteration_s is None:
+                print(f"{name:<13} {row.layers:>6} {row.batch:>5}  OOM")
+                continue
+            rows += 1
+            wins += ours.iteration_s <= rand.iteration_s
+            worst_gap = max(worst_gap, ours.gap)
+            print(f"{name:<13} {row.layers:>6} {row.batch:>5}  {ours.iteration_s:9.2f}  {rand.iteration_s:8.2f}  "
+                  f"{ours.gap:5.1%}  {ours.iteration_s / rand.iteration_s:5.2f}")
+        print(f"  whole table for {name}: {seconds:.1f} s")
+    print(f"scheduled <= random in {wins}/{rows} rows; largest gap {worst_gap:.1%}")
+
+
+def world_like(per_city: int):
+    cities = ("oregon", "virginia", "ohio", "tokyo", "seoul", "london", "frankfurt", "ireland")
+    return geo(f"world-{8 * per_city}", {c: per_city for c in cities}, GEO_WITHIN_REGION, WORLD_LINKS)
+
+
+def plan_time(cluster, layers: int, batch: int, limit_s: float, uneven: bool = False, pp: int = 8):
+    model, training = gpt3_xl(layers), TrainingSpec(global_batch=batch)
+    dp = cluster.size // pp
+    dp_bytes, pp_bytes = derived_bytes(model, training, pp, dp)
+    problem = Problem(device_count=cluster.size, layers=layers, pp=pp, dp=dp, tables=comm_tables(cluster),
+                      dp_bytes=dp_bytes, pp_bytes=pp_bytes)
+    start = time.perf_counter()
+    result = plan_search(problem, SearchSettings(time_limit_s=limit_s, uneven=uneven), evaluator(cluster, model, training),
+                         lambda u: time_bound_inputs(cluster, model, training, pp, dp, u))
+    return result, time.perf_counter() - start
+
+
+def scale() -> None:
+    print("## scale: world-like clusters, time objective, batch 16 per replica")
+    for per_city, limit in ((32, 50.0), (128, 540.0)):
+        cluster = world_like(per_city)
+        result, seconds = plan_time(cluster, 24, 16 * cluster.size // 8, limit)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"{cluster.size} devices: {result.value:.2f} s/iteration, bound {result.bound:.2f}, gap {result.gap:.1%}, "
+              f"{seconds:.1f} s, peak RSS so far {rss:.2f} GiB")
+
+
+def mixed() -> None:
+    print("## mixed GPUs: examples/mixed-gpus-cluster.json, 40 layers, batch 1024")
+    cluster = load_cluster(ROOT / "examples" / "mixed-gpus-cluster.json")
+    even, s_even = plan_time(cluster, 40, 1024, 30.0, uneven=False)
+    uneven, s_uneven = plan_time(cluster, 40, 1024, 30.0, uneven=True)
+    layers = [end - start for start, end in uneven.placement.stage_layers]
+    print(f"even split:   {even.value:.2f} s/iteration (bound {even.bound:.2f}), {s_even:.1f} s")
+    print(f"uneven split: {uneven.value:.2f} s/iteration (bound {uneven.bound:.2f}), {s_uneven:.1f} s, "
+          f"layers per stage {layers}")
+
+
+def ga() -> None:
+    from scheduler.evolutionary import evolutionary_search
+
+    print("## the study's genetic algorithm (100 + 4,900), comm objective, study matrices, seed 0")
+    for name, published in PUBLISHED.items():
+        problem = Problem(device_count=64, layers=24, pp=8, dp=8, tables=comm_tables(scheduler_matrices(name)),
+                          dp_bytes=0.65e9, pp_bytes=0.471e9)
+        start = time.perf_counter()
+        result = evolutionary_search(problem, "comm", None, seed=0)
+        print(f"{name:<13} {result.value:7.3f} in {time.perf_counter() - start:6.1f} s (published {published})")
+
+
+SECTIONS = {"study": study, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga}
+
+if __name__ == "__main__":
+    for section in sys.argv[1:] or list(SECTIONS):
+        SECTIONS[section]()
+        print(flush=True)
