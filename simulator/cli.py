@@ -14,7 +14,7 @@ from pathlib import Path
 
 from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
-from profiler.errors import InputError
+from profiler.errors import InputError, NoSolution
 from profiler.model import gpt3_xl
 from profiler.scenarios import SCENARIOS, scenario, scheduler_matrices
 from scheduler.methods import METHODS, OBJECTIVES
@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--objective", choices=OBJECTIVES, default="time",
                       help="time: predicted seconds per iteration (analytic estimator); comm: the study's "
                            "cost model, DataPCost + 2·PipelinePCost")
-    plan.add_argument("--pp", type=int, default=8, help="pipeline degree (default 8)")
+    plan.add_argument("--pp", default="8", help="pipeline degree, or auto: try the divisors of the layers among "
+                                                "1, 2, 4, 8, 16, 32 (time objective; default 8, the study's)")
     plan.add_argument("--dp", type=int, help="data-parallel degree (default: devices / pp)")
+    plan.add_argument("--micro-batch", default="1", help="sequences per micro-batch, or auto: try 1, 2, 4 "
+                                                        "(time objective; default 1, the study's)")
     plan.add_argument("--dp-bytes", type=float, help="c_dp in bytes (default: derived from the model)")
     plan.add_argument("--pp-bytes", type=float, help="c_pp in bytes (default: derived from the model)")
     plan.add_argument("--study-matrices", action="store_true",
@@ -187,45 +190,40 @@ def _write_spans(cluster: Cluster, spans, path: Path) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from scheduler.comm_cost import comm_tables
-    from scheduler.methods import SearchSettings, plan_search
+    from scheduler.methods import SearchSettings
     from scheduler.plan import Plan, Provenance
-    from scheduler.search import Problem, derived_bytes
-    from simulator.predict import evaluator, time_bound_inputs
+    from simulator.planning import degree_options, plan_job
     from simulator.render import render_plan_summary
-    from profiler.model import TrainingSpec
 
-    for flag in ("layers", "batch", "pp", "dp"):
-        value = getattr(args, flag)
+    pp, micro = _auto(args.pp, "--pp"), _auto(args.micro_batch, "--micro-batch")
+    for flag, value in (("layers", args.layers), ("batch", args.batch), ("dp", args.dp)):
         if value is not None and value < 1:
             raise InputError(f"--{flag} must be at least 1, got {value}")
+    if (pp is None or micro is None) and args.objective != "time":
+        raise InputError("--pp auto and --micro-batch auto compare plans by time: use --objective time")
+    if args.dp and pp is None:
+        raise InputError("--dp needs a given --pp")
     if args.study_matrices and args.case is None:
         raise InputError("--study-matrices applies to a built-in --case")
     cluster, name = _cluster(args)
     if args.study_matrices:
         cluster = scheduler_matrices(args.case)
-    model, training = gpt3_xl(args.layers), TrainingSpec(global_batch=args.batch)
-    dp = args.dp or cluster.size // args.pp
-    dp_bytes, pp_bytes = derived_bytes(model, training, args.pp, dp)
-    problem = Problem(device_count=cluster.size, layers=args.layers, pp=args.pp, dp=dp, tables=comm_tables(cluster),
-                      dp_bytes=args.dp_bytes or dp_bytes, pp_bytes=args.pp_bytes or pp_bytes)
-    if training.global_batch % dp:
-        raise InputError(f"--batch {args.batch} does not split over {dp} data-parallel replicas")
+    model = gpt3_xl(args.layers)
+    options = degree_options(cluster.size, args.layers, args.batch, pp, args.dp, micro)
     settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
                               time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=args.samples,
                               population=args.population, offspring=args.offspring,
                               uneven=args.split == "uneven" or (args.split == "auto" and len(cluster.gpu_kinds) > 1))
     if args.lp:
-        _write_lp(problem, args)
-    evaluate = evaluator(cluster, model, training)
+        _write_lp(cluster, model, options, args)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
-    result = plan_search(problem, settings, evaluate,
-                         lambda uneven: time_bound_inputs(cluster, model, training, args.pp, dp, uneven), progress)
+    planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress)
+    result = planned.result
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
-                training=training, placement=result.placement,
+                training=planned.training, placement=result.placement,
                 provenance=Provenance(method=args.method, objective=args.objective, seed=args.seed,
                                       solver_s=result.solver_s, objective_value=result.value,
-                                      lower_bound=result.bound, predicted_iteration_s=evaluate(result.placement)))
+                                      lower_bound=result.bound, predicted_iteration_s=planned.predicted_iteration_s))
     text = json.dumps(plan.to_json(), indent=2) + "\n"
     if args.output:
         write_atomic(args.output, text)
@@ -238,12 +236,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_lp(problem, args: argparse.Namespace) -> None:
+def _auto(value: str, flag: str) -> int | None:
+    """A positive integer, or None for "auto"."""
+    if value == "auto":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"{flag} must be a positive integer or 'auto', got {value!r}") from None
+    if number < 1:
+        raise InputError(f"{flag} must be at least 1, got {number}")
+    return number
+
+
+def _write_lp(cluster: Cluster, model, options, args: argparse.Namespace) -> None:
+    from profiler.model import TrainingSpec
     from scheduler.classes import device_classes
     from scheduler.ilp import comm_model
+    from simulator.planning import problem_of
 
     if args.method != "ilp" or args.objective != "comm":
         raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
+    training = TrainingSpec(global_batch=args.batch, micro_batch=options[0].micro_batch)
+    problem = problem_of(cluster, model, training, options[0], args.dp_bytes, args.pp_bytes)
     comm_model(problem, device_classes(problem.tables)).model.writeLP(str(args.lp))
 
 
@@ -270,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"sim: error: {err}", file=sys.stderr)
         return 2
+    except NoSolution as err:
+        print(f"sim: no solution: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sim: interrupted", file=sys.stderr)
         return 130

@@ -441,6 +441,9 @@ def test_plan_ilp_time_records_servers_and_bound(capsys, tmp_path) -> None:
 
 @pytest.mark.parametrize("argv, words", [
     (["--pp", "7"], "--pp 7"),
+    (["--pp", "auto", "--objective", "comm"], "--objective time"),
+    (["--micro-batch", "x"], "--micro-batch"),
+    (["--pp", "auto", "--dp", "4"], "--dp needs"),
     (["--method", "random", "--samples", "0"], "--samples"),
     (["--batch", "1001"], "does not split"),
     (["--method", "annealing"], "invalid choice"),
@@ -449,6 +452,7 @@ def test_plan_ilp_time_records_servers_and_bound(capsys, tmp_path) -> None:
     (["--gap", "1.5"], "--gap"),
     (["--method", "random", "--lp", "x.lp"], "--lp"),
     (["--pp", "0"], "--pp must be at least 1"),
+    (["--pp", "8", "--dp", "4"], "--pp 8 × --dp 4"),
     (["--layers", "0"], "--layers must be at least 1"),
 ])
 def test_plan_bad_inputs(capsys, argv, words) -> None:
@@ -461,3 +465,27 @@ def test_study_matrices_need_a_case(capsys, tmp_path) -> None:
     path.write_text(json.dumps(universities().to_json()))
     rc, out, err = sim(capsys, "plan", "--cluster", str(path), "--study-matrices", "--quiet")
     assert rc == 2 and "--study-matrices" in err
+
+
+def test_plan_without_a_solution_is_exit_1(capsys, monkeypatch) -> None:
+    """A solver stopped by its limit before any placement: one line, exit code 1 (not bad input)."""
+    import scheduler.ilp
+
+    monkeypatch.setattr(scheduler.ilp, "solve", lambda *args, **kwargs: (False, 0.0))
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--quiet")
+    assert rc == 1 and out == "" and err.count("\n") == 1 and "raise --time-limit" in err
+
+
+def test_plan_chooses_degrees_and_micro_batch(capsys, tmp_path) -> None:
+    from scheduler.plan import load_plan
+
+    path = tmp_path / "plan.json"
+    rc, out, err = sim(capsys, "plan", "--case", "ondemand", "--pp", "auto", "--micro-batch", "auto",
+                       "--time-limit", "24", "-o", str(path))
+    assert rc == 0, err
+    plan = load_plan(path)
+    tried = [line for line in err.splitlines() if "micro-batch" in line and line.startswith("[sim plan] P")]
+    assert len(tried) == 12  # pipeline 1, 2, 4, 8 (divisors of 24 layers) × micro-batch 1, 2, 4
+    assert plan.placement.pp in (1, 2, 4, 8) and plan.training.micro_batch in (1, 2, 4)
+    prov = plan.provenance
+    assert prov.lower_bound <= prov.objective_value == pytest.approx(prov.predicted_iteration_s)
