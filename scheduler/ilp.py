@@ -234,8 +234,8 @@ def comm_ilp(problem, *, solver: str = "highs", time_limit_s: float = 60.0, gap:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeBound:
-    groups: list[list[int]]  # the model's best stage groups, in pipeline order
-    servers: list[int]  # per stage, the class its parameter server should come from
+    groups: list[list[int]] | None  # the model's best stage groups, in pipeline order (None: none found in time)
+    servers: list[int] | None  # per stage, the class its parameter server should come from
     bound: float  # proven: the estimator gives no placement of these degrees less
     optimal: bool
     solver_s: float
@@ -379,7 +379,10 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     classes = device_classes(inputs.tables, inputs.kinds)
     built, servers = time_bound_model(inputs, pp, dp, classes)
     optimal, bound = solve(built.model, solver, time_limit_s, gap)
-    _check_solution(built.model, "iteration-bound")
+    bound = bound if np.isfinite(bound) and bound > 0 else 0.0
+    if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        # The dual bound holds without a placement; the search goes on from its other candidates.
+        return TimeBound(groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)
     chosen = [max(range(len(classes)), key=lambda r: (servers[g][r].varValue or 0.0, -r)) for g in range(pp)]
     return TimeBound(groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
                      solver_s=time.perf_counter() - started)

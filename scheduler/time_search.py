@@ -19,6 +19,7 @@ one stage at a time (the plan records it: Placement.ps_servers).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from itertools import accumulate
@@ -75,7 +76,7 @@ def _spread_servers(grid: list[list[int]], cls: dict[int, int]) -> list[int]:
 
 
 def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict[int, int],
-                    preferred: list[int] | None = None) -> tuple[float, list[int]]:
+                    preferred: list[int] | None = None, deadline: float = math.inf) -> tuple[float, list[int]]:
     """Start from the best of: servers spread over classes, replica 0 everywhere (the study's
     runtime), and each stage's ``preferred`` class; then one pass over the stages: each stage's
     server becomes the replica that makes the iteration fastest, the others as they are."""
@@ -90,6 +91,8 @@ def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict
         for r in firsts.values():
             if cls[grid[s][r]] == cls[grid[s][servers[s]]]:
                 continue
+            if time.perf_counter() > deadline:
+                return value, servers
             trial = servers[:s] + [r] + servers[s + 1:]
             candidate = evaluate(stage_placement(problem, grid, trial))
             if candidate < value * (1 - 1e-9):
@@ -183,8 +186,14 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
                        time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap)
     classes = device_classes(inputs.tables, inputs.kinds)
     cls = {d: k for k, members in enumerate(classes.members) for d in members}
-    candidates = [(chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes), bound.servers)]
-    for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp)):
+    candidates = []
+    if bound.groups is not None:
+        candidates.append((chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes), bound.servers))
+    in_order = [list(range(g * problem.dp, (g + 1) * problem.dp)) for g in range(problem.pp)]
+    structured = [_spread(classes.members, problem.pp), _packed(classes.members, problem.dp)]
+    if not candidates and not any(structured):
+        structured.append(in_order)  # devices in order: something to start the local search from
+    for groups in structured:
         if groups is not None:  # stages along the cheapest open path of their transfers
             ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
                        else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
@@ -193,7 +202,7 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
     share = (deadline - time.perf_counter()) * 0.5 / len(candidates)
     best = None
     for grid, preferred in candidates:
-        value, servers = _choose_servers(problem, grid, counted, cls, preferred)
+        value, servers = _choose_servers(problem, grid, counted, cls, preferred, time.perf_counter() + share)
         counts = None
         if settings.uneven:
             value, counts = _balance_layers(problem, grid, servers, value, counted, time.perf_counter() + share)

@@ -156,3 +156,13 @@ def test_evolutionary_method_through_plan_search():
     settings = SearchSettings(method="evolutionary", objective="comm", population=6, offspring=20, seed=2)
     first, again = plan_search(problem, settings, None), plan_search(problem, settings, None)
     assert first.placement == again.placement and first.bound is None
+
+
+def test_the_search_goes_on_when_the_bound_finds_no_placement(monkeypatch):
+    """A bound MILP stopped before any placement still bounds; the structured candidates and the
+    local search give the plan."""
+    import scheduler.ilp
+
+    monkeypatch.setattr(scheduler.ilp, "solve", lambda *args, **kwargs: (False, 0.0))
+    problem, evaluate, result = search(three_regions(), 3, 2, 3)
+    assert result.bound == 0.0 and result.value == pytest.approx(evaluate(result.placement))
