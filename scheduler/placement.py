@@ -62,8 +62,8 @@ class Placement:
             if start != previous_end or end <= start:
                 raise InputError(f"stage {stage} layer range [{start}, {end}) does not continue from {previous_end}")
             previous_end = end
-        if self.ps_servers and (len(self.ps_servers) != self.pp or
-                                any(not 0 <= r < self.dp for r in self.ps_servers)):
+        if self.ps_servers and (len(self.ps_servers) != self.pp or any(
+                isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < self.dp for r in self.ps_servers)):
             raise InputError(f"ps_servers {list(self.ps_servers)} must name one replica (0..{self.dp - 1}) "
                              f"for each of the {self.pp} stages")
         if self.ps_servers and self.sync is not Sync.PS:
@@ -116,7 +116,15 @@ class Placement:
                    sync=Sync(doc["sync"]), runtime=Runtime(doc["runtime"]),
                    stage_layers=tuple((s["layers"][0], s["layers"][1]) for s in stages),
                    devices=tuple(tuple(tuple(g) for g in s["replicas"]) for s in stages),
-                   ps_servers=tuple(doc.get("ps_servers", ())))
+                   ps_servers=_servers(doc.get("ps_servers")))
+
+
+def _servers(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InputError(f"ps_servers must be a list of replica numbers, got {value!r}")
+    return tuple(value)
 
 
 def even_layers(layers: int, pp: int) -> tuple[tuple[int, int], ...]:

@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--time-limit", type=float, default=60.0, help="seconds the ilp method may take (default 60)")
     plan.add_argument("--gap", type=float, default=1e-3,
                       help="ilp stops once (found - bound) / found is this small (default 0.001)")
-    plan.add_argument("--samples", type=int, default=200, help="random: assignments to try (default 200)")
-    plan.add_argument("--population", type=int, default=100, help="evolutionary: population (default 100)")
-    plan.add_argument("--offspring", type=int, default=4900, help="evolutionary: offspring (default 4900)")
+    plan.add_argument("--samples", type=int, help="random: assignments to try (default 200)")
+    plan.add_argument("--population", type=int, help="evolutionary: population (default 100)")
+    plan.add_argument("--offspring", type=int, help="evolutionary: offspring (default 4900)")
     plan.add_argument("--split", choices=("auto", "even", "uneven"), default="auto",
                       help="layers per stage with --method ilp --objective time: even (the study's), uneven (balanced "
                            "by the estimator), auto: uneven when the cluster mixes GPU kinds (default)")
@@ -205,14 +205,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise InputError("--dp needs a given --pp")
     if args.study_matrices and args.case is None:
         raise InputError("--study-matrices applies to a built-in --case")
+    _check_method_flags(args)
     cluster, name = _cluster(args)
     if args.study_matrices:
         cluster = scheduler_matrices(args.case)
     model = gpt3_xl(args.layers)
     options = degree_options(cluster.size, args.layers, args.batch, pp, args.dp, micro)
     settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
-                              time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=args.samples,
-                              population=args.population, offspring=args.offspring,
+                              time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=200 if args.samples is None else args.samples,
+                              population=100 if args.population is None else args.population,
+                              offspring=4900 if args.offspring is None else args.offspring,
                               uneven=args.split == "uneven" or (args.split == "auto" and len(cluster.gpu_kinds) > 1))
     if args.lp:
         _write_lp(cluster, model, options, args)
@@ -234,6 +236,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(summary)
     return 0
+
+
+def _check_method_flags(args: argparse.Namespace) -> None:
+    """A flag of another method would be silently ignored: refuse it."""
+    owners = {"samples": "random", "population": "evolutionary", "offspring": "evolutionary"}
+    for flag, method in owners.items():
+        if getattr(args, flag) is not None and args.method != method:
+            raise InputError(f"--{flag} applies to --method {method}, not {args.method}")
 
 
 def _auto(value: str, flag: str) -> int | None:

@@ -193,52 +193,59 @@ def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Cal
 def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int, dp: int,
                       uneven: bool = False) -> TimeBoundInputs:
     """The numbers scheduler.ilp's iteration bound needs for the study's runtime on pp × dp of
-    this cluster: compute on the fastest GPU kind, field by field (a lower bound whichever device
-    runs it), for the even split or, with ``uneven``, for any split with at least one layer a
-    stage; per device pair its route's latency and the rate of a flow alone on it."""
+    this cluster: compute from the fastest GPU kind component by component (a layer, each
+    stage's extras: embedding, head), a lower bound whichever devices run it, for the even split
+    or, with ``uneven``, for any split with at least one layer a stage; per device pair its
+    route's latency and the rate of a flow alone on it."""
     job, topology = Job(cluster=cluster, model=model, training=training), Topology(cluster)
     template = blocks_layout(list(range(pp * dp)), model.layers, pp, dp)
     firsts = {device.gpu: device.id for device in reversed(cluster.devices)}
-    per_kind = [_split_bounds(job, topology, template, d, uneven) for d in firsts.values()]
-    fields = [min(values) if not isinstance(values[0], tuple) else tuple(map(min, zip(*values)))
-              for values in zip(*per_kind)]
-    f_total, f_max, tail, b_max, opt, grad = fields
+    fields = _split_bounds(job, topology, template, list(firsts.values()), uneven)
     latency, rate = _lone_flows(topology, cluster.size)
-    return TimeBoundInputs(micro_batches=job.micro_batches(template), forward_total_s=f_total, forward_period_s=f_max,
-                           backward_tail_s=tail, backward_period_s=b_max, optimizer_s=opt, grad_bytes=grad,
+    hosts = {h.name: h for h in cluster.hosts}
+    # Twins must also share what the bound reads off one of them: GPU kind, NIC and GPU port.
+    labels = tuple(f"{d.gpu}|{hosts[d.host].uplink_bandwidth_bytes_per_s}|"
+                   f"{hosts[d.host].interconnect_bandwidth_bytes_per_s}" for d in cluster.devices)
+    return TimeBoundInputs(micro_batches=job.micro_batches(template), **fields,
                            activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
                            latency_s=latency, rate_bytes_per_s=rate,
                            resources=lambda a, b: topology.route(a, b).resources,
-                           capacities=tuple(topology.capacities), kinds=tuple(d.gpu for d in cluster.devices))
+                           capacities=tuple(topology.capacities), kinds=labels)
 
 
-def _split_bounds(job: Job, topology: Topology, template: Placement, device: int, uneven: bool) -> tuple:
-    """For one GPU kind (that of ``device``): (forward of all stages, slowest stage's forward,
-    per stage g the backward of g..P-1 and its slowest, per stage optimizer and gradient bytes).
-    Even split: exact. Any split: a stage holds at least one layer, the first the embedding, the
-    last the head; totals do not depend on the split; a slowest stage is no faster than the mean."""
+def _split_bounds(job: Job, topology: Topology, template: Placement, devices: list[int], uneven: bool) -> dict:
+    """Compute bounds from one device of each GPU kind: the cheapest kind's layer and, per stage,
+    the cheapest kind's extras (what the stage holds beyond its layers), so a stage of any kind
+    costs at least layers × layer + extras. Even split: per stage exactly that. Any split: a
+    stage holds at least one layer; totals do not depend on the split; the slowest stage is no
+    faster than the mean, nor than the last stage with one layer."""
     pp = template.pp
-    costs = [worker_cost(job, topology, template, s, (device,)) for s in range(pp)]
-    f, b = [c.forward_s for c in costs], [c.backward_s for c in costs]
-    grad_per_param = TRAITS[template.runtime].grad_bytes_per_param
-    params = [c.params for c in costs]
-    if not uneven or pp == 1:
-        tail = tuple(sum(b[g:]) for g in range(pp))
-        return (sum(f), max(f), tail, tuple(max(b[g:]) for g in range(pp)),
-                tuple(c.optimizer_s for c in costs), tuple(p * grad_per_param for p in params))
-    gpu = gpu_kind(job.cluster.devices[device].gpu)
-    lt = layer_times(gpu, job.model, job.training, 1)
-    layer_f, layer_b = lt.forward_s, lt.backward_s + lt.recompute_s
     layers = [end - start for start, end in template.stage_layers]
-    least_f = [fs - (n - 1) * layer_f for fs, n in zip(f, layers)]  # the stage with one layer only
-    least_b = [bs - (n - 1) * layer_b for bs, n in zip(b, layers)]
-    tail = (sum(b),) + tuple(sum(least_b[g:]) for g in range(1, pp))
-    layer_params = job.model.layer_params_per_shard(1)
-    least_params = [p - (n - 1) * layer_params for p, n in zip(params, layers)]
-    return (sum(f), max(sum(f) / pp, max(least_f)), tail,
-            tuple(max(tail[g] / (pp - g), least_b[-1]) for g in range(pp)),
-            tuple(c.optimizer_s * lp / p for c, lp, p in zip(costs, least_params, params)),  # SGD: linear in params
-            tuple(lp * grad_per_param for lp in least_params))
+    costs = [[worker_cost(job, topology, template, s, (d,)) for s in range(pp)] for d in devices]
+    timing = [layer_times(gpu_kind(job.cluster.devices[d].gpu), job.model, job.training, 1) for d in devices]
+    layer_f = min(t.forward_s for t in timing)
+    layer_b = min(t.backward_s + t.recompute_s for t in timing)
+    extra_f = [min(c[s].forward_s - layers[s] * (t.forward_s) for c, t in zip(costs, timing)) for s in range(pp)]
+    extra_b = [min(c[s].backward_s - layers[s] * (t.backward_s + t.recompute_s) for c, t in zip(costs, timing))
+               for s in range(pp)]
+    params = [costs[0][s].params for s in range(pp)]  # the same on every kind
+    opt = [min(c[s].optimizer_s for c in costs) for s in range(pp)]
+    held = layers if not uneven else [1] * pp
+    least_params = [p - (n - h) * job.model.layer_params_per_shard(1) for p, n, h in zip(params, layers, held)]
+    f = [h * layer_f + e for h, e in zip(held, extra_f)]
+    b = [h * layer_b + e for h, e in zip(held, extra_b)]
+    f_total = sum(layers) * layer_f + sum(extra_f)
+    tail = [sum(layers[g:]) * layer_b + sum(extra_b[g:]) if g == 0 or not uneven else sum(b[g:]) for g in range(pp)]
+    b_max = [max(b[g:]) for g in range(pp)]
+    f_max = max(f)
+    if uneven:
+        f_max = max(f_max, f_total / pp)
+        b_max = [max(tail[g] / (pp - g), b[-1]) for g in range(pp)]
+    grad_per_param = TRAITS[template.runtime].grad_bytes_per_param
+    return dict(forward_total_s=f_total, forward_period_s=f_max, backward_tail_s=tuple(tail),
+                backward_period_s=tuple(b_max),
+                optimizer_s=tuple(o * lp / p for o, lp, p in zip(opt, least_params, params)),  # SGD: linear in params
+                grad_bytes=tuple(lp * grad_per_param for lp in least_params))
 
 
 def _lone_flows(topology: Topology, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -69,6 +69,9 @@ BAD = {
     "server per stage short": (lambda d: d["placement"].__setitem__("ps_servers", [0, 1]), "ps_servers"),
     "server out of range": (lambda d: d["placement"].__setitem__("ps_servers", [8] * 8), "0..7"),
     "servers with a ring": (lambda d: d["placement"].update(ps_servers=[1] * 8, sync="ring"), "'ring'"),
+    "server not a number": (lambda d: d["placement"].__setitem__("ps_servers", ["1"] * 8), "ps_servers"),
+    "server a float": (lambda d: d["placement"].__setitem__("ps_servers", [1.0] * 8), "ps_servers"),
+    "servers not a list": (lambda d: d["placement"].__setitem__("ps_servers", 3), "ps_servers"),
     "unknown case": (lambda d: d["cluster"].__setitem__("case", "mars"), "unknown case"),
 }
 

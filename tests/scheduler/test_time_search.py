@@ -166,3 +166,18 @@ def test_the_search_goes_on_when_the_bound_finds_no_placement(monkeypatch):
     monkeypatch.setattr(scheduler.ilp, "solve", lambda *args, **kwargs: (False, 0.0))
     problem, evaluate, result = search(three_regions(), 3, 2, 3)
     assert result.bound == 0.0 and result.value == pytest.approx(evaluate(result.placement))
+
+
+def test_twins_for_the_bound_share_their_nic():
+    """Two hosts whose flows are capped by the same link look alike in latency and lone rate,
+    but the bound reads the server's NIC off one of them: different NICs, different classes."""
+    from scheduler.classes import device_classes
+
+    cluster = mixed({"a": ["V100-SXM2-16GB"] * 3, "b": ["V100-SXM2-16GB"] * 3},
+                    {("a", "a"): (50, 0.5), ("b", "b"): (50, 0.5), ("a", "b"): (80, 0.4)})
+    hosts = tuple(dataclasses.replace(h, uplink_bandwidth_bytes_per_s=1.25e10) if h.name == "a-0" else h
+                  for h in cluster.hosts)
+    cluster = dataclasses.replace(cluster, hosts=hosts)
+    inputs = time_bound_inputs(cluster, gpt3_xl(2), TrainingSpec(global_batch=6), 2, 3)
+    assert inputs.rate_bytes_per_s[0, 1] == pytest.approx(inputs.rate_bytes_per_s[2, 1])  # the link caps both
+    assert device_classes(inputs.tables, inputs.kinds).members == ((0,), (1, 2), (3, 4, 5))
