@@ -37,6 +37,7 @@ import pulp
 from profiler.errors import InputError, NoSolution
 from scheduler.classes import DeviceClasses, device_classes
 from scheduler.comm_cost import comm_objective
+from scheduler.search import relative_gap
 
 SOLVERS = ("highs", "cbc")
 
@@ -51,7 +52,7 @@ class IlpResult:
 
     @property
     def gap(self) -> float:
-        return max(0.0, (self.value - self.bound) / self.value) if self.value > 0 else 0.0
+        return relative_gap(self.value, self.bound)
 
 
 @dataclass(slots=True)
@@ -234,6 +235,7 @@ def comm_ilp(problem, *, solver: str = "highs", time_limit_s: float = 60.0, gap:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeBound:
+    classes: DeviceClasses  # the twin classes the model counted in
     groups: list[list[int]] | None  # the model's best stage groups, in pipeline order (None: none found in time)
     servers: list[int] | None  # per stage, the class its parameter server should come from
     bound: float  # proven: the estimator gives no placement of these degrees less
@@ -382,7 +384,7 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     bound = bound if np.isfinite(bound) and bound > 0 else 0.0
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         # The dual bound holds without a placement; the search goes on from its other candidates.
-        return TimeBound(groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)
+        return TimeBound(classes=classes, groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)
     chosen = [max(range(len(classes)), key=lambda r: (servers[g][r].varValue or 0.0, -r)) for g in range(pp)]
-    return TimeBound(groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
+    return TimeBound(classes=classes, groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
                      solver_s=time.perf_counter() - started)

@@ -19,9 +19,10 @@ import numpy as np
 
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
-from scheduler.comm_cost import CommTables, comm_objective, pipelines_of
+from profiler.cluster import Cluster
+from scheduler.comm_cost import CommTables, comm_objective, comm_tables, pipelines_of
 from scheduler.layouts import blocks_layout
-from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Placement, Runtime, Schedule, Sync, even_layers
+from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Placement
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,17 +63,26 @@ class SearchResult:
 
     @property
     def gap(self) -> float | None:
-        if self.bound is None:
-            return None
-        return max(0.0, (self.value - self.bound) / self.value) if self.value > 0 else 0.0
+        return None if self.bound is None else relative_gap(self.value, self.bound)
+
+
+def relative_gap(value: float, bound: float) -> float:
+    """(found - proven bound) / found: how far a plan may be from the best."""
+    return max(0.0, (value - bound) / value) if value > 0 else 0.0
+
+
+def problem_for(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int, dp: int,
+                dp_bytes: float | None = None, pp_bytes: float | None = None) -> Problem:
+    """The scheduler's numbers for a job on a cluster; c_dp and c_pp derived from the model unless given."""
+    derived = derived_bytes(model, training, pp, dp)
+    return Problem(device_count=cluster.size, layers=model.layers, pp=pp, dp=dp, tables=comm_tables(cluster),
+                   dp_bytes=dp_bytes or derived[0], pp_bytes=pp_bytes or derived[1])
 
 
 def placement_of(problem: Problem, groups: list[list[int]]) -> Placement:
     """The study's runtime on these stage groups, pipelines chained as the comm cost assumes."""
     stages = pipelines_of(groups, problem.tables, problem.pp_bytes)
-    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=even_layers(problem.layers, problem.pp),
-                     devices=tuple(tuple((d,) for d in stage) for stage in stages),
-                     schedule=Schedule.GPIPE, sync=Sync.PS, runtime=Runtime.DECENTRALIZED)
+    return blocks_layout([d for stage in stages for d in stage], problem.layers, problem.pp, problem.dp)
 
 
 def random_search(problem: Problem, objective: str, evaluate: Callable[[Placement], float] | None,

@@ -23,13 +23,13 @@ import math
 import random
 import time
 from itertools import accumulate
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from scheduler.classes import device_classes
 from scheduler.comm_cost import chain_pipelines, pipelines_of
 from scheduler.ilp import time_bound
-from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
+from scheduler.layouts import blocks_layout
+from scheduler.placement import Placement
 from scheduler.search import Problem, SearchResult, TimeBoundInputs
 
 # Shares of --time-limit: the bound may use the first, the layer balancing keeps the last; the
@@ -52,15 +52,11 @@ def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] 
                     counts: list[int] | None = None) -> Placement:
     """Stages × replicas (one device each) as the study's runtime, with these parameter servers
     and these layers per stage (default: even)."""
+    placement = blocks_layout([d for row in grid for d in row], problem.layers, problem.pp, problem.dp)
+    layers = placement.stage_layers
     if counts:
-        ends = list(accumulate(counts))
-        layers = tuple((end - n, end) for n, end in zip(counts, ends))
-    else:
-        layers = even_layers(problem.layers, problem.pp)
-    return Placement(pp=problem.pp, dp=problem.dp, tp=1, stage_layers=layers,
-                     devices=tuple(tuple((d,) for d in row) for row in grid), schedule=Schedule.GPIPE,
-                     sync=Sync.PS, runtime=Runtime.DECENTRALIZED,
-                     ps_servers=tuple(servers) if servers else ())
+        layers = tuple((end - n, end) for n, end in zip(counts, accumulate(counts)))
+    return replace(placement, stage_layers=layers, ps_servers=tuple(servers) if servers else ())
 
 
 def _spread_servers(grid: list[list[int]], cls: dict[int, int]) -> list[int]:
@@ -184,7 +180,7 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
     say("iteration bound (MILP)")
     bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
                        time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap)
-    classes = device_classes(inputs.tables, inputs.kinds)
+    classes = bound.classes
     cls = {d: k for k, members in enumerate(classes.members) for d in members}
     candidates = []
     if bound.groups is not None:

@@ -263,12 +263,12 @@ def _write_lp(cluster: Cluster, model, options, args: argparse.Namespace) -> Non
     from profiler.model import TrainingSpec
     from scheduler.classes import device_classes
     from scheduler.ilp import comm_model
-    from simulator.planning import problem_of
+    from scheduler.search import problem_for
 
     if args.method != "ilp" or args.objective != "comm":
         raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
     training = TrainingSpec(global_batch=args.batch, micro_batch=options[0].micro_batch)
-    problem = problem_of(cluster, model, training, options[0], args.dp_bytes, args.pp_bytes)
+    problem = problem_for(cluster, model, training, options[0].pp, options[0].dp, args.dp_bytes, args.pp_bytes)
     comm_model(problem, device_classes(problem.tables)).model.writeLP(str(args.lp))
 
 

@@ -10,9 +10,8 @@ from typing import Callable
 from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
-from scheduler.comm_cost import comm_tables
 from scheduler.methods import SearchSettings, plan_search
-from scheduler.search import Problem, SearchResult, derived_bytes
+from scheduler.search import SearchResult, problem_for
 from simulator.predict import evaluator, time_bound_inputs
 
 PIPELINE_CHOICES = (1, 2, 4, 8, 16, 32)  # --pp auto: the divisors of the layers among these
@@ -52,14 +51,6 @@ def degree_options(devices: int, layers: int, batch: int, pp: int | None, dp: in
     return options
 
 
-def problem_of(cluster: Cluster, model: ModelSpec, training: TrainingSpec, option: Degrees,
-               dp_bytes: float | None = None, pp_bytes: float | None = None) -> Problem:
-    """The scheduler's numbers for one choice; c_dp and c_pp derived from the model unless given."""
-    derived = derived_bytes(model, training, option.pp, option.dp)
-    return Problem(device_count=cluster.size, layers=model.layers, pp=option.pp, dp=option.dp,
-                   tables=comm_tables(cluster), dp_bytes=dp_bytes or derived[0], pp_bytes=pp_bytes or derived[1])
-
-
 def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degrees], settings: SearchSettings,
              dp_bytes: float | None = None, pp_bytes: float | None = None,
              progress: Callable[[str], None] | None = None) -> Planned:
@@ -71,7 +62,7 @@ def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degre
         if progress and len(options) > 1:
             progress(f"P{option.pp}D{option.dp}, micro-batch {option.micro_batch}")
         training = TrainingSpec(global_batch=batch, micro_batch=option.micro_batch)
-        problem = problem_of(cluster, model, training, option, dp_bytes, pp_bytes)
+        problem = problem_for(cluster, model, training, option.pp, option.dp, dp_bytes, pp_bytes)
         evaluate = evaluator(cluster, model, training)
         result = plan_search(problem, share, evaluate,
                              lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp, uneven),

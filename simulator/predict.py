@@ -10,11 +10,10 @@ from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.gpus import gpu_kind
 from profiler.model import ModelSpec, TrainingSpec
-from scheduler.comm_cost import comm_tables
 from scheduler.layouts import blocks_layout
 from scheduler.methods import SearchSettings, plan_search
 from scheduler.placement import Placement
-from scheduler.search import Problem, TimeBoundInputs, derived_bytes
+from scheduler.search import TimeBoundInputs, problem_for
 from simulator.estimator import estimate
 from simulator.compute import layer_times
 from simulator.job import Job, worker_cost
@@ -128,9 +127,7 @@ def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) ->
 def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float) -> SystemResult:
     """The study's runtime on the default method's plan (ilp, time objective), simulated."""
     cluster, model, training = job.cluster, job.model, job.training
-    dp_bytes, pp_bytes = derived_bytes(model, training, pp, dp)
-    problem = Problem(device_count=cluster.size, layers=model.layers, pp=pp, dp=dp, tables=comm_tables(cluster),
-                      dp_bytes=dp_bytes, pp_bytes=pp_bytes)
+    problem = problem_for(cluster, model, training, pp, dp)
     settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(cluster.gpu_kinds) > 1)
     result = plan_search(problem, settings, evaluator(cluster, model, training),
                          lambda uneven: time_bound_inputs(cluster, model, training, pp, dp, uneven))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scheduler.search import relative_gap
 from simulator.prediction import Prediction, PredictionTable
 
 SYSTEM_TITLES = {"megatron_pp": "Megatron-PP", "megatron_optimal": "Megatron-Optimal",
@@ -85,7 +86,7 @@ def render_plan_summary(plan, cluster) -> str:
     each stage's replicas and each pipeline sit."""
     prov, p = plan.provenance, plan.placement
     bound = "-" if prov.lower_bound is None else f"{prov.lower_bound:.3f}"
-    gap = "-" if prov.lower_bound is None else f"{(prov.objective_value - prov.lower_bound) / prov.objective_value:.1%}"
+    gap = "-" if prov.lower_bound is None else f"{relative_gap(prov.objective_value, prov.lower_bound):.1%}"
     unit = "s (modelled communication)" if prov.objective == "comm" else "s per iteration"
     lines = [f"plan: {p.config} of {plan.model.name}, batch {plan.training.global_batch}, on {cluster.name} "
              f"({cluster.size} devices); method {prov.method}, seed {prov.seed}",

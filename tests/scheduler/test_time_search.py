@@ -12,10 +12,9 @@ import pytest
 from profiler.cluster import Cluster, Device, Host, Interconnect, Link
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import geo, spot
-from scheduler.comm_cost import comm_tables
 from scheduler.ilp import time_bound
 from scheduler.methods import SearchSettings, plan_search
-from scheduler.search import Problem, derived_bytes, random_search
+from scheduler.search import Problem, problem_for, random_search
 from scheduler.time_search import stage_placement
 from simulator.predict import evaluator, time_bound_inputs
 
@@ -40,10 +39,7 @@ def every_placement(problem: Problem):
 
 
 def problem_of(cluster, pp: int, dp: int, layers: int) -> Problem:
-    model = gpt3_xl(layers)
-    dp_bytes, pp_bytes = derived_bytes(model, TRAINING, pp, dp)
-    return Problem(device_count=cluster.size, layers=layers, pp=pp, dp=dp, tables=comm_tables(cluster),
-                   dp_bytes=dp_bytes, pp_bytes=pp_bytes)
+    return problem_for(cluster, gpt3_xl(layers), TRAINING, pp, dp)
 
 
 @pytest.mark.parametrize("make,pp,dp", [(two_regions, 2, 2), (two_regions, 4, 1), (two_regions, 1, 4)])
