@@ -1,9 +1,11 @@
 """The scheduler's targets (issue 3), measured. Run as ``python benchmarks/bench_scheduler.py
-[section ...]`` with sections ``study``, ``random``, ``scale``, ``mixed``, ``ga`` (default: all).
+[section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``mixed``, ``ga`` (default: all).
 
 - study: the study's cost model (FACTS.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
   on universities, regional and world, by the ilp method, with the study's matrices (5 ms inside
   a region) and with the emulation's (10 ms): cost, proven bound, gap, seconds;
+- gaps: the time objective with `sim plan`'s default 60 s on the five built-in cases (24 layers,
+  batch 1024): iteration seconds, proven bound, gap, seconds;
 - random: the time objective on every built-in case and setting, `sim predict`'s "Ours w/
   scheduler" (ilp, 5 s a row) against "Ours w/o scheduler" (mean of 3 random placements), gaps,
   and the seconds of the whole `sim predict --case world` table;
@@ -71,6 +73,14 @@ def versus_random() -> None:
     print(f"scheduled <= random in {wins}/{rows} rows; largest gap {worst_gap:.1%}")
 
 
+def gaps() -> None:
+    print("## time objective, sim plan's default 60 s, 24 layers, batch 1024, P8D8")
+    for name, item in SCENARIOS.items():
+        result, seconds = plan_time(item.build(), 24, 1024, 60.0)
+        print(f"{name:<13} {result.value:8.3f} s/iteration, bound {result.bound:8.3f}, gap {result.gap:5.1%}, "
+              f"{seconds:5.1f} s")
+
+
 def world_like(per_city: int):
     cities = ("oregon", "virginia", "ohio", "tokyo", "seoul", "london", "frankfurt", "ireland")
     return geo(f"world-{8 * per_city}", {c: per_city for c in cities}, GEO_WITHIN_REGION, WORLD_LINKS)
@@ -121,7 +131,7 @@ def ga() -> None:
         print(f"{name:<13} {result.value:7.3f} in {time.perf_counter() - start:6.1f} s (published {published})")
 
 
-SECTIONS = {"study": study, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga}
+SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga}
 
 if __name__ == "__main__":
     for section in sys.argv[1:] or list(SECTIONS):

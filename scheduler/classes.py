@@ -25,6 +25,7 @@ class DeviceClasses:
     members: tuple[tuple[int, ...], ...]
     latency_s: np.ndarray
     bandwidth_bytes_per_s: np.ndarray
+    labels: tuple[str, ...] = ()  # each class's label (its devices' GPU kind, say), if labels were given
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -68,4 +69,30 @@ def device_classes(tables: CommTables, labels: tuple[str, ...] | None = None) ->
                 latency[a, b] = tables.latency_s[ma[0], j]
                 bandwidth[a, b] = tables.bandwidth_bytes_per_s[ma[0], j]
     return DeviceClasses(members=tuple(tuple(m) for m in members), latency_s=latency,
-                         bandwidth_bytes_per_s=bandwidth)
+                         bandwidth_bytes_per_s=bandwidth,
+                         labels=tuple(labels[m[0]] for m in members) if labels else ())
+
+
+def interchangeable(classes: DeviceClasses) -> list[list[int]]:
+    """Sets of classes that any relabelling among them maps onto themselves: equal sizes and
+    labels, and swapping two of them leaves the class latency and bandwidth tables as they are
+    (the 8 hosts of the data-center cases, say). Every transposition with a set's first class is
+    such a symmetry, so the whole symmetric group on the set is: an exact model may order them."""
+    tables = [np.nan_to_num(m, nan=-1.0) for m in (classes.latency_s, classes.bandwidth_bytes_per_s)]
+    label = classes.labels or ("",) * len(classes)
+
+    def swappable(a: int, b: int) -> bool:
+        order = np.arange(len(classes))
+        order[[a, b]] = order[[b, a]]
+        return all(np.array_equal(m, m[np.ix_(order, order)]) for m in tables)
+
+    sets: list[list[int]] = []
+    for k in range(len(classes)):
+        for group in sets:
+            first = group[0]
+            if classes.sizes[first] == classes.sizes[k] and label[first] == label[k] and swappable(first, k):
+                group.append(k)
+                break
+        else:
+            sets.append([k])
+    return [group for group in sets if len(group) > 1]

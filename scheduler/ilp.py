@@ -22,6 +22,7 @@ and stops at --time-limit or once the relative gap is within the tolerance asked
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -35,11 +36,12 @@ import numpy as np
 import pulp
 
 from profiler.errors import InputError, NoSolution
-from scheduler.classes import DeviceClasses, device_classes
+from scheduler.classes import DeviceClasses, device_classes, interchangeable
 from scheduler.comm_cost import comm_objective
 from scheduler.search import relative_gap
 
 SOLVERS = ("highs", "cbc")
+LATE_LEVEL_STEP = 0.25  # see _coarse
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +55,19 @@ class IlpResult:
     @property
     def gap(self) -> float:
         return relative_gap(self.value, self.bound)
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """One pipeline boundary of a CompositionModel: ``flow[r, q]`` pipelines go from class r to
+    class q; ``uses[k]`` is 1 when one of them costs ``levels[k]`` or more (k ≥ 1), and
+    ``share[k]`` counts those that do."""
+
+    cost: pulp.LpVariable  # ≥ the bottleneck matching's cost
+    flow: dict[tuple[int, int], pulp.LpVariable]
+    levels: tuple[float, ...]
+    uses: dict[int, pulp.LpVariable]
+    share: dict[int, pulp.LpAffineExpression]
 
 
 @dataclass(slots=True)
@@ -83,6 +98,7 @@ class CompositionModel:
                 model += present[g, r] <= count[g, r], f"counted_if_present_g{g}_c{r}"
         for r in range(R):
             model += pulp.lpSum(count[g, r] for g in range(positions)) == classes.sizes[r], f"class_size_c{r}"
+        _order_interchangeable(model, classes, count, positions, cap)
         return cls(model=model, classes=classes, positions=positions, group_size=group_size, count=count,
                    present=present)
 
@@ -115,8 +131,9 @@ class CompositionModel:
             self.model += (bound >= pulp.lpSum(row[q] * self.count[g, q] for q in range(R)) - row[r]
                            - big * (1 - self.present[g, r])), f"{tag}_g{g}_c{r}"
 
-    def bottleneck(self, g: int, edge: np.ndarray, tag: str) -> pulp.LpVariable:
-        """A variable ≥ the bottleneck perfect matching of group g onto group g+1 under ``edge``."""
+    def bottleneck(self, g: int, edge: np.ndarray, tag: str) -> "Boundary":
+        """Boundary g (group g onto group g+1): a transport of the counts, and a cost ≥ its
+        bottleneck perfect matching under ``edge``."""
         R = len(self.classes)
         pairs = [(r, q) for r in range(R) for q in range(R) if not np.isnan(edge[r, q])]
         levels = sorted({float(edge[r, q]) for r, q in pairs})
@@ -134,10 +151,26 @@ class CompositionModel:
             m += pulp.lpSum(flow[r, q] for q in range(R) if (r, q) in flow) == self.count[g, r], f"{tag}_out_g{g}_c{r}"
             m += pulp.lpSum(flow[q, r] for q in range(R) if (q, r) in flow) == self.count[g + 1, r], \
                 f"{tag}_in_g{g}_c{r}"
+        share = {k: pulp.lpSum(flow[p] for p in pairs if level_of[float(edge[p])] >= k) for k in uses}
         for k in uses:  # any transport at level k or above sets uses[k]; as a share, it also sums to the mean cut
-            m += self.group_size * uses[k] >= pulp.lpSum(flow[p] for p in pairs if level_of[float(edge[p])] >= k), \
-                f"{tag}_share_g{g}_l{k}"
-        return cost
+            m += self.group_size * uses[k] >= share[k], f"{tag}_share_g{g}_l{k}"
+        return Boundary(cost=cost, flow=flow, levels=tuple(levels), uses=uses, share=share)
+
+    def start_from(self, counts: list[list[int]]) -> list[int]:
+        """Offer the solver a starting solution: ``counts[g][r]`` devices of class r in group g.
+        Interchangeable classes are relabelled into the order the model asks of them; returns
+        where each class went."""
+        P, R = self.positions, len(self.classes)
+        relabel = list(range(R))
+        for group in interchangeable(self.classes):
+            ordered = sorted(group, key=lambda r: tuple(counts[g][r] for g in range(P)), reverse=True)
+            for target, source in zip(group, ordered):
+                relabel[source] = target
+        for g in range(P):
+            for r in range(R):
+                self.count[g, relabel[r]].setInitialValue(counts[g][r])
+                self.present[g, relabel[r]].setInitialValue(int(counts[g][r] > 0))
+        return relabel
 
     def groups(self) -> list[list[int]]:
         """The solution as device groups: each class's devices handed out in ascending order."""
@@ -151,6 +184,23 @@ class CompositionModel:
                 del left[r][:k]
             out.append(sorted(group))
         return out
+
+
+def _order_interchangeable(model: pulp.LpProblem, classes: DeviceClasses, count: dict, positions: int,
+                           cap: list[int]) -> None:
+    """Symmetry breaking: of classes that relabel into one another (scheduler.classes.interchangeable),
+    any solution can be relabelled so that their count vectors over the positions are in
+    lexicographic order, so ask for that order. The vectors are compared as numbers in base
+    cap + 1 over as many leading positions as keep the weights exact (a prefix of a lexicographic
+    order is one too). Without it the 8 interchangeable hosts of the spot case take the solver
+    minutes to prove what it has found."""
+    for group in interchangeable(classes):
+        base = cap[group[0]] + 1
+        digits = max(1, min(positions, int(math.log(1e7) / math.log(base))))
+        weight = [base ** (digits - 1 - g) for g in range(digits)]
+        for k, (a, b) in enumerate(zip(group, group[1:])):
+            model += (pulp.lpSum(w * count[g, a] for g, w in enumerate(weight))
+                      >= pulp.lpSum(w * count[g, b] for g, w in enumerate(weight))), f"interchangeable_c{a}_c{b}"
 
 
 @contextmanager
@@ -168,6 +218,18 @@ def _quiet_stdout():
         os.close(saved)
 
 
+class _HiGHSWithStart(pulp.HiGHS):
+    """PuLP's HiGHS, handing the solver the variables' initial values (LpVariable.setInitialValue)
+    as a starting solution; HiGHS completes a partial one by solving for the rest."""
+
+    def callSolver(self, lp):
+        start = [(v.index, v.varValue) for v in lp.variables() if v.varValue is not None]
+        if start:
+            index, value = zip(*start)
+            lp.solverModel.setSolution(len(index), np.array(index, dtype=np.int32), np.array(value, dtype=float))
+        super().callSolver(lp)
+
+
 def solve(model: pulp.LpProblem, solver: str, time_limit_s: float, gap: float,
           threads: int = 2) -> tuple[bool, float]:
     """Run the solver; (proved optimal within ``gap``, proven lower bound). A fixed thread
@@ -178,7 +240,7 @@ def solve(model: pulp.LpProblem, solver: str, time_limit_s: float, gap: float,
         raise InputError(f"--time-limit must be positive, got {time_limit_s}")
     if solver == "highs":
         with _quiet_stdout():
-            model.solve(pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads))
+            model.solve(_HiGHSWithStart(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads))
         info = model.solverModel.getInfo()
         optimal = model.solverModel.getModelStatus() == model.solverModel.getModelStatus().kOptimal
         return optimal, float(info.mip_dual_bound)
@@ -213,7 +275,7 @@ def comm_model(problem, classes: DeviceClasses) -> CompositionModel:
     data_cost = built.model.add_variable("data_cost", 0)
     for g in range(P):
         built.peer_sum_bound(g, data_edge, data_cost, "data_cost")
-    pipeline = [built.bottleneck(g, pipe_edge, "pipeline") for g in range(P - 1)]
+    pipeline = [built.bottleneck(g, pipe_edge, "pipeline").cost for g in range(P - 1)]
     built.model += data_cost + 2 * pulp.lpSum(pipeline), "data_plus_twice_pipeline"
     return built
 
@@ -253,7 +315,12 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
     server, and the broadcast adds the slowest flow back. Two bounds per stage, one through the
     forward links' bottleneck, one through the backward's (each is one replica's chain), and
     where transfers cost the same both ways, one per link through both directions of it (the
-    replica slowest across a link is slowest back across it too)."""
+    replica slowest across a link is slowest back across it too). Periods are no shorter than
+    the cheapest transfer. Late
+    pipelines (_late_pipelines): per level of transfer cost, those that pay it somewhere are
+    late by (M-1)·(the slower period), their gradients then cross the server's NIC one after
+    another, and a late replica outside the server's part of the classes still has its own slow
+    flow to the server to make."""
     P, D, M = pp, dp, inputs.micro_batches
     f_total, f_max, o = inputs.forward_total_s, inputs.forward_period_s, inputs.optimizer_s
     b_tail, b_max = inputs.backward_tail_s, inputs.backward_period_s
@@ -263,6 +330,9 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
     built = CompositionModel.build("study_runtime_iteration_bound", classes, P, D)
     m, R = built.model, len(classes)
     t_min = float(np.nanmin(act)) if R > 1 or classes.sizes[0] > 1 else 0.0
+    if P > 1:  # every pipeline streams through transfers, none cheaper than t_min: periods are no shorter
+        f_max = max(f_max, t_min)
+        b_max = [max(b, t_min) if g < P - 1 else b for g, b in enumerate(b_max)]
     forward_links = [built.bottleneck(g, act, "forward_link") for g in range(P - 1)]
     symmetric = np.allclose(np.nan_to_num(act), np.nan_to_num(act.T))
     backward_links = forward_links if symmetric else [built.bottleneck(g, act.T, "backward_link")
@@ -270,16 +340,20 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
     slowest_forward = m.add_variable("slowest_forward_period", f_max)
     forward_periods = []
     for g, link in enumerate(forward_links):
-        m += slowest_forward >= link, f"forward_period_link{g}"
+        m += slowest_forward >= link.cost, f"forward_period_link{g}"
         forward_periods.append(m.add_variable(f"forward_period_via_link{g}", f_max))
-        m += forward_periods[-1] >= link, f"forward_period_via_link{g}"
+        m += forward_periods[-1] >= link.cost, f"forward_period_via_link{g}"
     iteration = m.add_variable("iteration", 0)
+    late_per_flow, late_excluded = _late_reduce_terms(inputs, classes, D)
+    late_pipelines = _late_pipelines(built, act, forward_links[0].levels) if P > 1 else {}
+    lone_s = [[[_least_s(inputs, [(_member(classes, q, r), classes.members[r][0])], size) if q != r or classes.sizes[r] > 1
+                else 0.0 for r in range(R)] for q in range(R)] for size in inputs.grad_bytes]
     servers = {}
     for g in range(P):
         tail = range(g, P - 1)  # backward links from the last stage down to g
         slowest_backward = m.add_variable(f"slowest_backward_period_g{g}", b_max[g])
         for h in tail:
-            m += slowest_backward >= backward_links[h], f"backward_period_g{g}_link{h}"
+            m += slowest_backward >= backward_links[h].cost, f"backward_period_g{g}_link{h}"
         sync_in, sync_out, first_flow, servers[g] = _server_terms(built, inputs, g, inputs.grad_bytes[g], D)
         ready = f_total + (P - 1) * t_min + b_tail[g] + len(tail) * t_min
         m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * b_max[g] + first_flow + sync_out + o[g], \
@@ -290,11 +364,122 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
         if symmetric:  # the replica slowest across link h forward is the slowest back across it too
             for h in tail:
                 both = m.add_variable(f"backward_period_g{g}_via_link{h}", b_max[g])
-                m += both >= backward_links[h], f"backward_period_g{g}_via_link{h}"
+                m += both >= backward_links[h].cost, f"backward_period_g{g}_via_link{h}"
                 m += iteration >= ready + (M - 1) * (forward_periods[h] + both) + first_flow + sync_out + o[g], \
                     f"through_link{h}_both_ways_g{g}"
+        # Pipelines slow somewhere are late together, and their gradients then all enter the
+        # server through its NIC: the reduce ends no sooner than their readiness plus those bytes
+        # over the NIC. (crossed = 0 leaves late ≤ 0, and a constraint weaker than through_sync.)
+        base = ready + (M - 1) * (f_max + b_max[g])
+        for k, (late, crossed, parts) in late_pipelines.items():
+            slow = forward_links[0].levels[k]
+            extra = (M - 1) * (max(f_max, slow) - f_max)
+            if symmetric and g == 0:  # a slow link of the pipeline is on the way back to stage 0 too
+                extra += (M - 1) * (max(b_max[g], slow) - b_max[g])
+            if extra <= 0:
+                continue
+            if late_per_flow[g] > 0:
+                m += iteration >= (base + extra * crossed + late_per_flow[g] * (late - late_excluded)
+                                   + sync_out + o[g]), f"late_pipelines_l{k}_g{g}"
+            # A late replica in part C of the classes sends its gradient to the server after
+            # it is ready: to a server outside C, at no less than the fastest flow from C.
+            for c, (members, stays) in enumerate(parts):
+                flow_s = [0.0 if r in members else min(lone_s[g][q][r] for q in members) for r in range(R)]
+                if max(flow_s) <= first_flow:
+                    continue
+                late_here = m.add_variable(f"late_replica_l{k}_part{c}_g{g}", 0, 1, pulp.LpInteger)
+                m += D * late_here >= pulp.lpSum(built.count[g, r] for r in members) - stays, \
+                    f"late_replica_l{k}_part{c}_g{g}"
+                m += iteration >= (base + extra * late_here + first_flow
+                                   + pulp.lpSum((flow_s[r] - first_flow) * servers[g][r] for r in range(R))
+                                   - (max(flow_s) - first_flow) * (1 - late_here) + sync_out + o[g]), \
+                    f"late_replica_to_server_l{k}_part{c}_g{g}"
     m += iteration, "iteration_bound"
     return built, servers
+
+
+def _member(classes: DeviceClasses, q: int, r: int) -> int:
+    """A device of class q other than class r's first."""
+    return classes.members[q][0] if q != r else classes.members[q][1]
+
+
+def _coarse(levels: tuple[float, ...], step: float = LATE_LEVEL_STEP) -> list[int]:
+    """Levels k ≥ 1 at least ``step`` (relative) above the previous one kept: any subset of the
+    levels gives valid constraints, and a few dozen levels close together (the world case) only
+    make the model larger and its solve slower."""
+    kept, last = [], levels[0]
+    for k in range(1, len(levels)):
+        if levels[k] >= last * (1 + step):
+            kept.append(k)
+            last = levels[k]
+    return kept
+
+
+def _late_pipelines(built: CompositionModel, edge: np.ndarray, levels: tuple[float, ...]) -> dict:
+    """Per level k ≥ 1 of the transfer costs: (late, crossed), ``late`` at most the number of
+    pipelines with a transfer costing levels[k] or more anywhere along them, ``crossed`` a binary
+    that is 1 when there is one. A pipeline whose transfers all cost less stays inside one
+    component of the classes joined by cheaper edges, so no more of them stay in component C
+    than the fewest devices C has in any group, and none where no edge inside C is cheaper."""
+    m, classes, P, D = built.model, built.classes, built.positions, built.group_size
+    R = len(classes)
+    out = {}
+    for k in _coarse(levels):
+        parent = list(range(R))
+
+        def root(r: int) -> int:
+            while parent[r] != r:
+                r = parent[r]
+            return r
+
+        for r in range(R):
+            for q in range(R):
+                if r != q and (edge[r, q] < levels[k] or edge[q, r] < levels[k]):
+                    parent[root(r)] = root(q)
+        components: dict[int, list[int]] = {}
+        for r in range(R):
+            components.setdefault(root(r), []).append(r)
+        parts = []
+        for c, members in enumerate(components.values()):
+            if not any(edge[r, q] < levels[k] for r in members for q in members):
+                parts.append((members, 0))  # no transfer inside it is cheap: no pipeline stays in it
+                continue
+            stays = m.add_variable(f"pure_pipelines_l{k}_part{c}", 0)
+            for g in range(P):
+                m += stays <= pulp.lpSum(built.count[g, r] for r in members), f"pure_pipelines_l{k}_part{c}_g{g}"
+            parts.append((members, stays))
+        late = D - pulp.lpSum(stays for _, stays in parts)
+        crossed = m.add_variable(f"late_pipelines_l{k}", 0, 1, pulp.LpInteger)
+        m += D * crossed >= late, f"late_pipelines_l{k}"
+        out[k] = (late, crossed, parts)
+    return out
+
+
+def _common_resources(inputs, pairs) -> set[int]:
+    """The resources every one of these device pairs' routes crosses."""
+    common: set[int] | None = None
+    for a, b in pairs:
+        common = set(inputs.resources(a, b)) if common is None else common & set(inputs.resources(a, b))
+        if not common:
+            return set()
+    return common or set()
+
+
+def _late_reduce_terms(inputs, classes: DeviceClasses, D: int) -> tuple[list[float], int]:
+    """Per stage, the least seconds one gradient takes through the NIC of any server (0 where
+    some server has no resource that all flows into it cross), and how
+    many of a group's replicas need not cross that NIC: the server, and the peers that share its
+    host (those of its class, where not every flow into the server crosses one resource)."""
+    excluded, greatest_capacity = 1, 0.0
+    for r, members in enumerate(classes.members):
+        hub = members[0]
+        into = _common_resources(inputs, ((d, hub) for d in range(len(inputs.kinds)) if d != hub))
+        if not into:
+            into = _common_resources(inputs, ((d, hub) for d in range(len(inputs.kinds)) if d not in members))
+            excluded = max(excluded, min(len(members), D))
+        # the server may be of any class: the NIC that lets gradients in fastest
+        greatest_capacity = max(greatest_capacity, min((inputs.capacities[x] for x in into), default=np.inf))
+    return [size / greatest_capacity for size in inputs.grad_bytes], excluded
 
 
 def _server_terms(built: CompositionModel, inputs, g: int, size: float, D: int):
@@ -376,10 +561,22 @@ def _resource_terms(built: CompositionModel, inputs, g: int, r: int, size: float
 
 
 def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,
-               gap: float = 1e-3) -> TimeBound:
+               gap: float = 1e-3, classes: DeviceClasses | None = None,
+               start: tuple[list[list[int]], list[int]] | None = None) -> TimeBound:
+    """Solve the bound MILP; ``start`` = (stage groups in order, each stage's server device), a
+    placement the solver may start from (HiGHS: its bound value prunes the search; measured on
+    spot, the optimum proven in 27 s instead of not in 400)."""
     started = time.perf_counter()
-    classes = device_classes(inputs.tables, inputs.kinds)
+    classes = classes or device_classes(inputs.tables, inputs.kinds)
     built, servers = time_bound_model(inputs, pp, dp, classes)
+    if start is not None:
+        cls = {d: k for k, members in enumerate(classes.members) for d in members}
+        groups, serving = start
+        relabel = built.start_from([[sum(cls[d] == r for d in group) for r in range(len(classes))] for group in groups])
+        if dp > 1:
+            for g, device in enumerate(serving):
+                for r in range(len(classes)):
+                    servers[g][r].setInitialValue(int(relabel[cls[device]] == r))
     optimal, bound = solve(built.model, solver, time_limit_s, gap)
     bound = bound if np.isfinite(bound) and bound > 0 else 0.0
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):

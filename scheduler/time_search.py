@@ -1,20 +1,22 @@
 """The ``ilp`` method for the ``time`` objective: seconds per iteration of the study's runtime.
 
-The estimator is no linear program, so the search works in three steps:
-1. a MILP lower bound on the estimator (scheduler.ilp.time_bound_model), minimised over all
-   placements of the degrees: its bound is the certificate, its argmin the first candidate;
-2. two structured candidates: every stage group spread evenly over the classes (each pipeline
-   can stay in a host or region: the structure of the study's comm optima), and groups packed
-   class by class (data-parallel groups inside a host or region);
+The estimator is no linear program, so the search works in steps:
+1. three structured candidates: every stage group spread evenly over the classes (each pipeline
+   can stay in a host or region: the structure of the study's comm optima), groups packed
+   class by class (data-parallel groups inside a host or region), and small classes kept whole
+   beside an even share of the big ones (a host's GPUs beside single-GPU instances);
+2. a MILP lower bound on the estimator (scheduler.ilp.time_bound_model), minimised over all
+   placements of the degrees and started from the best structured candidate: its bound is the
+   certificate, its argmin two more candidates (replicas chained by bottleneck matchings, or
+   "purest first": pipelines kept off slow links all the way where the counts allow);
 3. a seeded local search from the best: swap two devices that no cost tells apart never,
    other pairs in a shuffled order, keep a swap when the estimator says it is faster, until a
    whole round brings nothing or the evaluations run out;
 4. with ``uneven``, layers moved across stage boundaries while that is faster (faster GPUs take
    more layers; the stages with the embedding and the head may take fewer). The bound's
    inputs must then hold for any split (simulator.predict.time_bound_inputs(uneven=True)).
-Every candidate is realised as stages in pipeline order with replicas chained by bottleneck
-matchings of the transfer times; then each stage's parameter server is chosen by the estimator,
-one stage at a time (the plan records it: Placement.ps_servers).
+Every candidate's stage groups go in pipeline order; then each stage's parameter server is
+chosen by the estimator, one stage at a time (the plan records it: Placement.ps_servers).
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from scheduler.comm_cost import chain_pipelines, pipelines_of
+from scheduler.classes import device_classes
 from scheduler.ilp import time_bound
 from scheduler.layouts import blocks_layout
 from scheduler.placement import Placement
 from scheduler.search import Problem, SearchResult, TimeBoundInputs
 
-# Shares of --time-limit: the bound may use the first, the layer balancing keeps the last; the
-# candidates and the local search have what is between.
-BOUND_SHARE, BALANCE_SHARE = 0.5, 0.1
+# Shares of --time-limit: the structured candidates at most the first, the bound the second, the
+# layer balancing keeps the last; the bound's own candidates and the local search have what is between.
+STRUCTURED_SHARE, BOUND_SHARE, BALANCE_SHARE = 0.1, 0.5, 0.1
 HELD_KARP_MAX = 10  # stages: beyond this the exact open path over stage groups costs seconds
 
 
@@ -80,12 +83,14 @@ def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict
     if preferred:
         starts.append([next((r for r, d in enumerate(row) if cls[d] == c), 0) for row, c in zip(grid, preferred)])
     value, servers = min((evaluate(stage_placement(problem, grid, start)), start) for start in starts)
+    # Replicas whose pipelines run through the same classes serve alike (twins, as early or late).
+    kind = [tuple(cls[grid[s][r]] for s in range(problem.pp)) for r in range(problem.dp)]
     for s in range(problem.pp):
         firsts = {}
-        for r, device in enumerate(grid[s]):  # a twin of the server serves alike
-            firsts.setdefault(cls[device], r)
+        for r in range(problem.dp):
+            firsts.setdefault((cls[grid[s][r]], kind[r]), r)
         for r in firsts.values():
-            if cls[grid[s][r]] == cls[grid[s][servers[s]]]:
+            if (cls[grid[s][r]], kind[r]) == (cls[grid[s][servers[s]]], kind[servers[s]]):
                 continue
             if time.perf_counter() > deadline:
                 return value, servers
@@ -148,6 +153,27 @@ def _balance_layers(problem: Problem, grid: list[list[int]], servers: list[int],
     return value, counts
 
 
+def _purest_first(ordered: list[list[int]], tables, size_bytes: float) -> list[list[int]]:
+    """Stage groups in pipeline order to stages × replicas, keeping as many pipelines as can
+    off slow links all the way: at each boundary the pipelines whose transfers have been cheapest
+    so far choose first, each the next device that keeps its slowest transfer lowest. (A
+    bottleneck matching per boundary ignores the way a pipeline came, so every pipeline may end
+    up crossing a slow link somewhere, and all of them are then late for the sync.)"""
+    cost = tables.latency_s + size_bytes / tables.bandwidth_bytes_per_s
+    stages = [list(ordered[0])]
+    worst = [0.0] * len(ordered[0])
+    for nxt in ordered[1:]:
+        free = list(nxt)
+        row = [0] * len(worst)
+        for r in sorted(range(len(worst)), key=lambda r: (worst[r], r)):
+            here = stages[-1][r]
+            pick = min(range(len(free)), key=lambda i: (max(worst[r], cost[here, free[i]]), cost[here, free[i]], i))
+            row[r] = free.pop(pick)
+            worst[r] = max(worst[r], float(cost[here, row[r]]))
+        stages.append(row)
+    return stages
+
+
 def _spread(classes: tuple[tuple[int, ...], ...], pp: int) -> list[list[int]] | None:
     """Every stage group takes the same share of every class, so each pipeline can stay inside
     one class (the structure of the study's optima, FACTS.md §5); None if a class does not split."""
@@ -164,6 +190,29 @@ def _packed(classes: tuple[tuple[int, ...], ...], dp: int) -> list[list[int]] | 
     return [flat[i:i + dp] for i in range(0, len(flat), dp)]
 
 
+def _whole(classes: tuple[tuple[int, ...], ...], pp: int, dp: int) -> list[list[int]] | None:
+    """Small classes (a host's GPUs) kept whole, each in the emptiest group, the big ones dealt
+    out evenly over the room left: a data-parallel group then reaches its parameter server over
+    NVLink from as many peers as a host holds (spot: each stage one p3.8xlarge and 4 single-GPU
+    instances). None if no class fits whole or the whole ones do not fit."""
+    small = sorted((m for m in classes if len(m) < dp), key=len, reverse=True)
+    big = [m for m in classes if len(m) >= dp]
+    if not small or not big:
+        return None
+    groups: list[list[int]] = [[] for _ in range(pp)]
+    for members in small:
+        emptiest = min(range(pp), key=lambda g: (len(groups[g]), g))
+        if len(groups[emptiest]) + len(members) > dp:
+            return None
+        groups[emptiest] += members
+    rest = [d for g in range(max(map(len, big))) for members in big for d in members[g:g + 1]]
+    for group in groups:
+        take = dp - len(group)
+        group += rest[:take]
+        del rest[:take]
+    return groups
+
+
 def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], inputs: TimeBoundInputs,
                     settings: TimeSearchSettings,
                     progress: Callable[[str], None] | None = None) -> SearchResult:
@@ -177,33 +226,38 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
         calls += 1
         return evaluate(placement)
 
-    say("iteration bound (MILP)")
-    bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
-                       time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap)
-    classes = bound.classes
+    classes = device_classes(inputs.tables, inputs.kinds)
     cls = {d: k for k, members in enumerate(classes.members) for d in members}
-    candidates = []
-    if bound.groups is not None:
-        candidates.append((chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes), bound.servers))
-    in_order = [list(range(g * problem.dp, (g + 1) * problem.dp)) for g in range(problem.pp)]
-    structured = [_spread(classes.members, problem.pp), _packed(classes.members, problem.dp)]
-    if not candidates and not any(structured):
-        structured.append(in_order)  # devices in order: something to start the local search from
-    for groups in structured:
-        if groups is not None:  # stages along the cheapest open path of their transfers
-            ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
-                       else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
-            candidates.append((ordered, None))
-    say(f"bound {bound.bound:.3f} s; {len(candidates)} candidates")
-    share = (deadline - time.perf_counter()) * 0.5 / len(candidates)
+    structured = [groups for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp),
+                                        _whole(classes.members, problem.pp, problem.dp)) if groups is not None]
+    if not structured:  # devices in order: something to start from
+        structured.append([list(range(g * problem.dp, (g + 1) * problem.dp)) for g in range(problem.pp)])
     best = None
-    for grid, preferred in candidates:
-        value, servers = _choose_servers(problem, grid, counted, cls, preferred, time.perf_counter() + share)
+
+    def consider(grid: list[list[int]], preferred: list[int] | None, share_s: float) -> None:
+        nonlocal best
+        value, servers = _choose_servers(problem, grid, counted, cls, preferred, time.perf_counter() + share_s)
         counts = None
         if settings.uneven:
-            value, counts = _balance_layers(problem, grid, servers, value, counted, time.perf_counter() + share)
+            value, counts = _balance_layers(problem, grid, servers, value, counted, time.perf_counter() + share_s)
         if best is None or value < best[0]:
             best = (value, grid, servers, counts)
+
+    say(f"{len(structured)} structured candidates")
+    for groups in structured:  # stages along the cheapest open path of their transfers
+        ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
+                   else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
+        consider(ordered, None, settings.time_limit_s * STRUCTURED_SHARE / len(structured))
+    say(f"best structured {best[0]:.3f} s; iteration bound (MILP) from it")
+    bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
+                       time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap, classes=classes,
+                       start=(best[1], [row[r] for row, r in zip(best[1], best[2])]))
+    say(f"bound {bound.bound:.3f} s")
+    if bound.groups is not None:
+        share = (deadline - time.perf_counter()) * 0.25
+        for grid in (chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes),
+                     _purest_first(bound.groups, inputs.tables, inputs.activation_bytes)):
+            consider(grid, bound.servers, share)
     value, grid, servers, counts = best
     say(f"best candidate {value:.3f} s; local search")
     value, grid, servers = _local_search(problem, grid, servers, counts, value, counted, cls, settings,
