@@ -28,6 +28,11 @@ class DeviceClasses:
     labels: tuple[str, ...] = ()  # each class's label (its devices' GPU kind, say), if labels were given
 
     @property
+    def index(self) -> dict[int, int]:
+        """Each device's class."""
+        return {d: k for k, members in enumerate(self.members) for d in members}
+
+    @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(len(m) for m in self.members)
 

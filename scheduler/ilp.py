@@ -297,7 +297,6 @@ def comm_ilp(problem, *, solver: str = "highs", time_limit_s: float = 60.0, gap:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeBound:
-    classes: DeviceClasses  # the twin classes the model counted in
     groups: list[list[int]] | None  # the model's best stage groups, in pipeline order (None: none found in time)
     servers: list[int] | None  # per stage, the class its parameter server should come from
     bound: float  # proven: the estimator gives no placement of these degrees less
@@ -532,8 +531,7 @@ def _least_s(inputs, pairs: list[tuple[int, int]], size: float) -> float:
     """Least time for ``size`` bytes over each of these flows at once: the slowest alone, and
     all their bytes over the smallest capacity they all cross."""
     alone = max(inputs.latency_s[a, b] + size / inputs.rate_bytes_per_s[a, b] for a, b in pairs)
-    common = set.intersection(*(set(inputs.resources(a, b)) for a, b in pairs))
-    capacity = min((inputs.capacities[x] for x in common), default=np.inf)
+    capacity = min((inputs.capacities[x] for x in _common_resources(inputs, pairs)), default=np.inf)
     together = min(inputs.latency_s[a, b] for a, b in pairs) + len(pairs) * size / capacity
     return float(max(alone, together))
 
@@ -543,14 +541,10 @@ def _resource_terms(built: CompositionModel, inputs, g: int, r: int, size: float
     way into (out of) the server carries one gradient per member of that class in the group."""
     m, classes = built.model, built.classes
     hub = classes.members[r][0]
-    for phase, bound, route in (("reduce", sync_in, lambda d: inputs.resources(d, hub)),
-                                ("broadcast", sync_out, lambda d: inputs.resources(hub, d))):
+    for phase, bound, pair in (("reduce", sync_in, lambda d: (d, hub)), ("broadcast", sync_out, lambda d: (hub, d))):
         crossing: dict[int, list[int]] = {}  # resource -> classes all of whose members cross it
         for q, members in enumerate(classes.members):
-            others = [d for d in members if d != hub]
-            if not others:
-                continue
-            for x in set.intersection(*(set(route(d)) for d in others)):
+            for x in _common_resources(inputs, [pair(d) for d in members if d != hub]):
                 crossing.setdefault(x, []).append(q)
         for x, qs in crossing.items():
             if sum(min(classes.sizes[q], built.group_size) for q in qs) < 2:
@@ -570,7 +564,7 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     classes = classes or device_classes(inputs.tables, inputs.kinds)
     built, servers = time_bound_model(inputs, pp, dp, classes)
     if start is not None:
-        cls = {d: k for k, members in enumerate(classes.members) for d in members}
+        cls = classes.index
         groups, serving = start
         relabel = built.start_from([[sum(cls[d] == r for d in group) for r in range(len(classes))] for group in groups])
         if dp > 1:
@@ -581,7 +575,7 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     bound = bound if np.isfinite(bound) and bound > 0 else 0.0
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         # The dual bound holds without a placement; the search goes on from its other candidates.
-        return TimeBound(classes=classes, groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)
+        return TimeBound(groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)
     chosen = [max(range(len(classes)), key=lambda r: (servers[g][r].varValue or 0.0, -r)) for g in range(pp)]
-    return TimeBound(classes=classes, groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
+    return TimeBound(groups=built.groups(), servers=chosen, bound=bound, optimal=optimal,
                      solver_s=time.perf_counter() - started)

@@ -227,7 +227,7 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
         return evaluate(placement)
 
     classes = device_classes(inputs.tables, inputs.kinds)
-    cls = {d: k for k, members in enumerate(classes.members) for d in members}
+    cls = classes.index
     structured = [groups for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp),
                                         _whole(classes.members, problem.pp, problem.dp)) if groups is not None]
     if not structured:  # devices in order: something to start from

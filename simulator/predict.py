@@ -11,9 +11,9 @@ from profiler.errors import InputError
 from profiler.gpus import gpu_kind
 from profiler.model import ModelSpec, TrainingSpec
 from scheduler.layouts import blocks_layout
-from scheduler.methods import SearchSettings, plan_search
+from scheduler.methods import SearchSettings
 from scheduler.placement import Placement
-from scheduler.search import TimeBoundInputs, problem_for
+from scheduler.search import TimeBoundInputs
 from simulator.estimator import estimate
 from simulator.compute import layer_times
 from simulator.job import Job, worker_cost
@@ -125,12 +125,12 @@ def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) ->
 
 
 def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float) -> SystemResult:
-    """The study's runtime on the default method's plan (ilp, time objective), simulated."""
-    cluster, model, training = job.cluster, job.model, job.training
-    problem = problem_for(cluster, model, training, pp, dp)
-    settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(cluster.gpu_kinds) > 1)
-    result = plan_search(problem, settings, evaluator(cluster, model, training),
-                         lambda uneven: time_bound_inputs(cluster, model, training, pp, dp, uneven))
+    """The study's runtime on the plan `sim plan` makes with its defaults, simulated."""
+    from simulator.planning import Degrees, plan_job  # planning imports this module
+
+    settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(job.cluster.gpu_kinds) > 1)
+    result = plan_job(job.cluster, job.model, job.training.global_batch,
+                      [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings).result
     if result.value == float("inf"):  # no placement the search saw fits in memory
         return SystemResult(iteration_s=None)
     return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap)

@@ -96,7 +96,7 @@ def test_the_bound_with_counts_and_servers_fixed_is_below_their_every_placement(
     problem = problem_for(cluster, model, training, pp, dp)
     inputs = time_bound_inputs(cluster, model, training, pp, dp)
     classes = device_classes(inputs.tables, inputs.kinds)
-    cls = {d: k for k, members in enumerate(classes.members) for d in members}
+    cls = classes.index
     evaluate = evaluator(cluster, model, training)
     best: dict = {}
     for placement in every_placement(problem):
