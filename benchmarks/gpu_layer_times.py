@@ -2,7 +2,7 @@
 
 One prepared run on a lent GPU (device tool):
     python3 benchmarks/gpu_layer_times.py --out $OUT/layer_times.json
-It measures forward, backward and recompute (= forward) of ``executor.gpt.GPTLayerShard`` for
+It measures forward, backward and recompute (= forward) of ``profiler.gpt.GPTLayerShard`` for
 fp16 and bf16, tensor-parallel shards 1/2/4/8 and micro-batches 1/2/4, with CUDA events: 3
 warm-ups, then the median of 10 repeats and their spread. Each row also carries the simulator's
 prediction for the same shape, so the file says how far the datasheet-derived model is off.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from executor.gpt import GPTLayerShard  # noqa: E402
+from profiler.gpt import GPTLayerShard  # noqa: E402
 from profiler.gpus import GPU_KINDS  # noqa: E402
 from profiler.model import ModelSpec, TrainingSpec, gpt3_xl  # noqa: E402
 from simulator.compute import layer_times  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any
 
 from profiler.errors import InputError
 from profiler.files import read_json
-from profiler.gpus import GPU_KINDS
+from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
 
 CLUSTER_SCHEMA = "cluster/1"
 
@@ -192,9 +192,9 @@ def _check_devices(cluster: Cluster) -> None:
                              f"{device.id}; ids must be 0..N-1 in order")
         if device.host not in hosts:
             raise InputError(f"cluster {cluster.name!r}: device {index} names unknown host {device.host!r}")
-        if device.gpu not in GPU_KINDS:
+        if device.gpu not in GPU_KINDS and device.gpu not in PROFILE_ONLY_KINDS:
             raise InputError(f"cluster {cluster.name!r}: device {index} has unknown GPU kind "
-                             f"{device.gpu!r} (known: {', '.join(GPU_KINDS)})")
+                             f"{device.gpu!r} (known: {', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
 
 
 def _check_region_links(cluster: Cluster) -> None:

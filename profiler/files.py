@@ -25,13 +25,19 @@ def read_json(path: str | os.PathLike[str], kind: str) -> Any:
         raise InputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
 
 
+def check_folder(path: str | os.PathLike[str]) -> Path:
+    """The output path, once its folder is known to exist: check before long work, not after."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InputError(f"{target}: folder {target.parent} does not exist")
+    return target
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """A temporary file in the same folder, then a rename over ``path``. A path that cannot be
     written (no such folder, a directory, no permission) is the user's InputError."""
-    target = Path(path)
+    target = check_folder(path)
     folder = target.parent
-    if not folder.is_dir():
-        raise InputError(f"{target}: folder {folder} does not exist")
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:

@@ -87,11 +87,18 @@ _KINDS = (
 )
 
 GPU_KINDS: dict[str, GpuKind] = {kind.name: kind for kind in _KINDS}
+# Kinds a cluster may name that have no datasheet model here: only a profile of their own
+# (`profiler compute --device cpu`) predicts them. A CPU's throughput depends on its cores,
+# threads and BLAS far more than any one figure could say.
+PROFILE_ONLY_KINDS = ("CPU",)
 
 
 def gpu_kind(name: str) -> GpuKind:
     try:
         return GPU_KINDS[name]
     except KeyError:
+        if name in PROFILE_ONLY_KINDS:
+            raise InputError(f"device kind {name!r} has no datasheet model: measure it with "
+                             f"`profiler compute --device {name.lower()}` and pass the profile with --profile") from None
         known = ", ".join(GPU_KINDS)
         raise InputError(f"unknown GPU kind {name!r} (known: {known})") from None

@@ -123,3 +123,13 @@ def gpt3_xl(layers: int = 24) -> ModelSpec:
     padded to a multiple of 128 = 29,056 (FACTS.md §1 gives ≈ 29k)."""
     return ModelSpec(name=f"gpt3-xl-{layers}l", layers=layers, d_model=2048, heads=16, ffn=8192,
                      seq_len=2048, vocab=29056)
+
+
+def gpt_small(layers: int = 4) -> ModelSpec:
+    """A small GPT that a CPU runs in seconds: the profiler's default on a CPU and the size the
+    executor's local validation runs (d_model 512, 8 heads, 4·d FFN, 256 tokens, an 8,192 vocabulary)."""
+    return ModelSpec(name=f"gpt-small-{layers}l", layers=layers, d_model=512, heads=8, ffn=2048, seq_len=256,
+                     vocab=8192)
+
+
+MODELS = {"gpt3-xl": gpt3_xl, "gpt-small": gpt_small}

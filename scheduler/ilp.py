@@ -342,6 +342,10 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
         m += slowest_forward >= link.cost, f"forward_period_link{g}"
         forward_periods.append(m.add_variable(f"forward_period_via_link{g}", f_max))
         m += forward_periods[-1] >= link.cost, f"forward_period_via_link{g}"
+    transfer_ceiling = _streaming_ceiling_s(inputs) if P > 1 else 0.0
+    nic = {} if P == 1 else _shared_nic_periods(
+        built, inputs, [link.flow for link in forward_links], slowest_forward, f_max,
+        max(transfer_ceiling, inputs.forward_ceiling_s), "forward_nic")
     iteration = m.add_variable("iteration", 0)
     late_per_flow, late_excluded = _late_reduce_terms(inputs, classes, D)
     late_pipelines = _late_pipelines(built, act, forward_links[0].levels) if P > 1 else {}
@@ -353,6 +357,10 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
         slowest_backward = m.add_variable(f"slowest_backward_period_g{g}", b_max[g])
         for h in tail:
             m += slowest_backward >= backward_links[h].cost, f"backward_period_g{g}_link{h}"
+        if g == 0 and P > 1:  # stage 0's readiness waits on every backward transfer and every stage's compute
+            _shared_nic_periods(built, inputs, [{(q, r): v for (r, q), v in link.flow.items()} for link in backward_links],
+                                slowest_backward, b_max[0], max(transfer_ceiling, inputs.backward_ceiling_s),
+                                "backward_nic")
         sync_in, sync_out, first_flow, servers[g] = _server_terms(built, inputs, g, inputs.grad_bytes[g], D)
         ready = f_total + (P - 1) * t_min + b_tail[g] + len(tail) * t_min
         m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * b_max[g] + first_flow + sync_out + o[g], \
@@ -393,8 +401,93 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
                                    + pulp.lpSum((flow_s[r] - first_flow) * servers[g][r] for r in range(R))
                                    - (max(flow_s) - first_flow) * (1 - late_here) + sync_out + o[g]), \
                     f"late_replica_to_server_l{k}_part{c}_g{g}"
+        _late_server(built, nic, servers[g], g, iteration,
+                     lambda tau: (M - 1) * (tau - f_max), base + sync_in + sync_out + o[g])
     m += iteration, "iteration_bound"
     return built, servers
+
+
+def _streaming_ceiling_s(inputs) -> float:
+    """No transfer of GPipe's streaming phases takes longer than this in any round of the
+    estimator's mean field (simulator.estimator._streaming_times): a flow always gets at least
+    capacity / users of every resource it crosses, and no resource has more users in a phase
+    than the GPUs of the host it belongs to (a device sends one transfer a phase and receives one)."""
+    hosts = np.asarray(inputs.hosts)
+    on_host = np.bincount(hosts)[hosts]
+    users = np.where(hosts[:, None] == hosts[None, :], 1, np.maximum(on_host[:, None], on_host[None, :]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seconds = inputs.latency_s + users * inputs.activation_bytes / inputs.rate_bytes_per_s
+    np.fill_diagonal(seconds, 0.0)
+    return float(np.nanmax(seconds))
+
+
+def _shared_nic_periods(built: CompositionModel, inputs, phase: list[dict], period: pulp.LpVariable, base_s: float,
+                        ceiling_s: float, tag: str) -> dict:
+    """period ≥ τ(k) once k of a phase's transfers (``phase[h][src class, dst class]``, one dict
+    per boundary) leave, or enter, the host of a class through a resource x of capacity C that all
+    of them cross (its NIC). The estimator cuts each transfer on x to max(C − (k−1)·bytes / the
+    other pipelines' periods, C / k) and takes latency + bytes / that; no period is ever longer
+    than ``ceiling_s`` (the slowest compute, or _streaming_ceiling_s), so every one of those
+    transfers takes at least τ(k) = latency + bytes / max(C − (k−1)·bytes / ceiling, C / k).
+    Returns, for each class alone on its host and way ("out", "in"), its steps (τ(k), a binary
+    forced to 1 when k or more of the phase's transfers cross x)."""
+    m, classes, hosts = built.model, built.classes, inputs.hosts
+    size = inputs.activation_bytes
+    out: dict = {}
+    for r, members in enumerate(classes.members):
+        home = {hosts[d] for d in members}
+        if len(home) > 1 or len(members) < 2:
+            continue
+        away = [d for d in range(len(hosts)) if hosts[d] not in home]
+        if not away:
+            continue
+        outside = [q for q, others in enumerate(classes.members) if all(hosts[d] not in home for d in others)]
+        for way, pairs, key in (("out", [(a, b) for a in members for b in away], lambda q: (r, q)),
+                                ("in", [(b, a) for a in members for b in away], lambda q: (q, r))):
+            common = _common_resources(inputs, pairs)
+            if not common:
+                continue
+            capacity = min(inputs.capacities[x] for x in common)
+            latency = min(inputs.latency_s[a, b] for a, b in pairs)
+            steps, last = [], base_s
+            for k in range(1, len(members) + 1):
+                tau = latency + size / max(capacity - (k - 1) * size / ceiling_s, capacity / k)
+                if tau > last:
+                    steps.append((k, tau))
+                    last = tau
+            if not steps:
+                continue
+            users = pulp.lpSum(flows[key(q)] for flows in phase for q in outside if key(q) in flows)
+            rises, last = [], base_s
+            for k, tau in steps:
+                shared = m.add_variable(f"{tag}_{way}_c{r}_k{k}", 0, 1, pulp.LpInteger)
+                m += len(members) * shared >= users - (k - 1), f"{tag}_{way}_c{r}_k{k}"
+                rises.append((tau - last) * shared)
+                last = tau
+                if len(outside) == len(classes) - 1:
+                    out.setdefault((r, way), []).append((tau, shared))
+            m += period >= base_s + pulp.lpSum(rises), f"{tag}_{way}_period_c{r}"
+    return out
+
+
+def _late_server(built: CompositionModel, nic: dict, server: dict, g: int, iteration: pulp.LpVariable,
+                 extra_s, reduce_s) -> None:
+    """A server whose own pipeline streams through a saturated NIC is late by extra_s(τ), and
+    the whole reduce waits for it: iteration ≥ reduce_s + extra_s(τ). Take a class alone on its
+    host and the server's pipeline's run of devices in it: the run ends with a transfer out of the
+    host unless it reaches the last stage, and starts with one into the host unless it starts at
+    stage 0; it can do neither only if the class has a device in every stage."""
+    m, P, R = built.model, built.positions, len(built.classes)
+    for r in range(R):
+        outs, ins = nic.get((r, "out"), []), nic.get((r, "in"), [])
+        rules = [(tau, [shared], built.present[P - 1, r]) for tau, shared in outs]
+        rules += [(tau, [shared], built.present[0, r]) for tau, shared in ins]
+        if built.classes.sizes[r] < P:
+            rules += [(min(t_out, t_in), [s_out, s_in], 0) for t_out, s_out in outs for t_in, s_in in ins]
+        for i, (tau, shared, escape) in enumerate(rules):
+            if extra_s(tau) > 0:
+                m += iteration >= reduce_s + extra_s(tau) * (server[r] + pulp.lpSum(shared) - len(shared) - escape), \
+                    f"late_server_g{g}_c{r}_{i}"
 
 
 def _member(classes: DeviceClasses, q: int, r: int) -> int:

@@ -124,14 +124,16 @@ class TimeBoundInputs:
     search may use: all forward stages together, the slowest stage's forward, and per stage g
     the backward of stages g..P-1 together and their slowest; per stage its optimizer step and
     gradient bytes. Per device pair: the route latency and the rate a lone flow gets (contention
-    only lowers it); the network's resources: ``resources(src, dst)`` are the ones a flow
-    crosses, ``capacities[x]`` in bytes/s, which flows crossing x share."""
+    only lowers it); each device's host; the network's resources: ``resources(src, dst)`` are the
+    ones a flow crosses, ``capacities[x]`` in bytes/s, which flows crossing x share."""
 
     micro_batches: int
     forward_total_s: float
     forward_period_s: float
     backward_tail_s: tuple[float, ...]
     backward_period_s: tuple[float, ...]
+    forward_ceiling_s: float  # no stage's forward takes longer, on any kind, for any split the search may use
+    backward_ceiling_s: float  # the same for its backward (with recompute)
     optimizer_s: tuple[float, ...]
     grad_bytes: tuple[float, ...]
     activation_bytes: float
@@ -140,6 +142,7 @@ class TimeBoundInputs:
     resources: Callable[[int, int], tuple[int, ...]]
     capacities: tuple[float, ...]
     kinds: tuple[str, ...]  # each device's GPU kind: devices of two kinds are never twins
+    hosts: tuple[int, ...]  # each device's host: the GPUs of a host share its NIC
 
     @property
     def tables(self) -> CommTables:

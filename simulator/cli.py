@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
-from profiler.errors import InputError, NoSolution
+from profiler.errors import ArgumentParser, InputError, run_command
 from profiler.model import gpt3_xl
 from profiler.scenarios import SCENARIOS, scenario, scheduler_matrices
 from scheduler.methods import METHODS, OBJECTIVES
@@ -32,19 +31,12 @@ EXAMPLES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on usage errors already; keep its message to one line."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"{self.prog}: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
-                                             "decentralized GPU clusters.",
-                     epilog="examples:\n  sim predict --case spot\n  sim cases",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
+                                                    "decentralized GPU clusters.",
+                            epilog="examples:\n  sim predict --case spot\n  sim cases",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     predict = sub.add_parser("predict", help="the study's table of systems for a cluster",
                              epilog=EXAMPLES["predict"], formatter_class=argparse.RawDescriptionHelpFormatter)
     where = predict.add_mutually_exclusive_group(required=True)
@@ -62,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--plan-time-limit", type=float, default=5.0,
                          help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 5; "
                               "0 leaves the column out)")
+    predict.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
+                         help="profiles (profile/1, from `profiler compute`): each replaces the datasheet model of "
+                              "the device kind it measured")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
     plan = sub.add_parser("plan", help="search a placement of the study's runtime and write it as a plan file",
                           epilog=EXAMPLES["plan"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--lp", type=Path, help="ilp, comm objective: also write the MILP as an LP file")
     plan.add_argument("-o", "--output", type=Path, help="write the plan here")
     plan.add_argument("--json", action="store_true", help="print the plan to stdout (the summary goes to stderr)")
+    plan.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
+                      help="profiles (profile/1) replacing the datasheet model of the device kinds they measured")
     plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,15 +137,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
     if args.plan_time_limit < 0:
         raise InputError(f"--plan-time-limit must be 0 or more, got {args.plan_time_limit}")
+    profiles = _profiles(args.profile, cluster)
     table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine,
-                          plan_time_limit_s=args.plan_time_limit or None, progress=progress)
+                          plan_time_limit_s=args.plan_time_limit or None, profiles=profiles, progress=progress)
     if args.trace:
-        _write_trace(cluster, table, args.trace)
+        _write_trace(cluster, table, args.trace, profiles)
     if args.json:
         print(json.dumps(table.to_json(), indent=2))
     else:
         print(render_table(table, f"case {name}, GPT3-XL"))
+        print(f"\n{compute_sources(cluster, profiles, args.profile)}")
     return 0
+
+
+def _profiles(paths: list[Path], cluster: Cluster) -> tuple:
+    """The profiles given, one per device kind, each for a kind the cluster has."""
+    from profiler.profile import load_profile
+
+    profiles = tuple(load_profile(path) for path in paths)
+    for path, profile in zip(paths, profiles):
+        if profile.device_kind not in cluster.gpu_kinds:
+            raise InputError(f"{path}: profile of {profile.device_kind!r}, which cluster {cluster.name!r} does not "
+                             f"have (its kinds: {', '.join(cluster.gpu_kinds)})")
+    kinds = [p.device_kind for p in profiles]
+    if len(set(kinds)) != len(kinds):
+        raise InputError(f"--profile: two profiles of one device kind ({', '.join(kinds)})")
+    return profiles
+
+
+def compute_sources(cluster: Cluster, profiles: tuple, paths: list[Path]) -> str:
+    """The footer line: which kinds' compute is measured, which comes from the datasheet model."""
+    measured = {p.device_kind: (p, path) for p, path in zip(profiles, paths)}
+    parts = []
+    for kind in cluster.gpu_kinds:
+        if kind in measured:
+            profile, path = measured[kind]
+            parts.append(f"{kind} measured ({path}: {profile.device_name}, {profile.dtype}, {profile.date})")
+        else:
+            parts.append(f"{kind} from its datasheet (GEMM efficiency calibrated to FACTS.md §2)")
+    return "compute: " + "; ".join(parts) + "; network: the cluster's figures"
 
 
 def _predict_plan(args: argparse.Namespace) -> int:
@@ -163,7 +190,8 @@ def _predict_plan(args: argparse.Namespace) -> int:
     if args.trace and engine != "simpy":
         raise InputError("--trace needs the SimPy engine")
     plan = load_plan(args.plan)
-    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training)
+    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
+              profiles=_profiles(args.profile, plan.cluster))
     prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace))
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))  # raises, naming the device
@@ -176,10 +204,10 @@ def _predict_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_trace(cluster: Cluster, table, path: Path) -> None:
+def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
     from simulator.predict import trace_first_row
 
-    _write_spans(cluster, trace_first_row(cluster, table, gpt3_xl), path)
+    _write_spans(cluster, trace_first_row(cluster, table, gpt3_xl, profiles), path)
 
 
 def _write_spans(cluster: Cluster, spans, path: Path) -> None:
@@ -219,7 +247,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.lp:
         _write_lp(cluster, model, options, args)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
-    planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress)
+    planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress,
+                       profiles=_profiles(args.profile, cluster))
     result = planned.result
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
                 training=planned.training, placement=result.placement,
@@ -289,22 +318,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan}[args.command](args)
-    except InputError as err:
-        print(f"sim: error: {err}", file=sys.stderr)
-        return 2
-    except NoSolution as err:
-        print(f"sim: no solution: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("sim: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # stdout closed early (`sim predict --json | head`): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return run_command("sim", build_parser(), {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan}, argv)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 from profiler.gpus import GpuKind, gpu_kind
 from profiler.model import ModelSpec, OPTIMIZER_STATE_BYTES, PRECISIONS, TrainingSpec, gpt3_xl
+from profiler.profile import Profile
 
 TILE = 128  # output tile edge of cuBLAS's large half-precision kernels (NVIDIA GEMM guide)
 KERNEL_LAUNCH_S = 5e-6  # CUDA kernel launch + tail, a commonly measured few µs per kernel
@@ -184,7 +185,48 @@ def embedding_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: 
     return 3 * activation / bandwidth + 2 * KERNEL_LAUNCH_S, (table + 2 * activation) / bandwidth + 2 * KERNEL_LAUNCH_S
 
 
-def optimizer_time(gpu: GpuKind, params: float, training: TrainingSpec) -> float:
-    """Plain SGD (FACTS.md §1) over this device's parameters: memory-bound."""
-    per_param = OPTIMIZER_BYTES_PER_PARAM + 2 * OPTIMIZER_STATE_BYTES[training.optimizer]
-    return params * per_param / gpu.memory_bandwidth_bytes_per_s + KERNEL_LAUNCH_S
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceCompute:
+    """A device kind's compute for one job, one micro-batch: from its profile where one is given
+    (measured), from the datasheet model otherwise."""
+
+    layer: LayerTimes
+    embedding: tuple[float, float]  # forward, backward
+    head: tuple[float, float]
+    optimizer_s_per_param: float
+    optimizer_overhead_s: float
+
+    def optimizer_s(self, params: float) -> float:
+        """The optimizer's step (FACTS.md §1: plain SGD) over this device's parameters: memory-bound."""
+        return params * self.optimizer_s_per_param + self.optimizer_overhead_s
+
+
+def profile_for(kind: str, profiles: tuple[Profile, ...]) -> Profile | None:
+    return next((p for p in profiles if p.device_kind == kind), None)
+
+
+def device_compute(kind: str, model: ModelSpec, training: TrainingSpec, tp: int, profiles: tuple[Profile, ...] = (),
+                   efficiency: tuple[float, float] | None = None) -> DeviceCompute:
+    profile = profile_for(kind, profiles)
+    state = OPTIMIZER_STATE_BYTES[training.optimizer]
+    if profile is None:
+        gpu = gpu_kind(kind)
+        return DeviceCompute(layer=layer_times(gpu, model, training, tp, efficiency),
+                             embedding=embedding_times(gpu, model, training, tp),
+                             head=head_times(gpu, model, training, tp, efficiency),
+                             optimizer_s_per_param=(OPTIMIZER_BYTES_PER_PARAM + 2 * state) / gpu.memory_bandwidth_bytes_per_s,
+                             optimizer_overhead_s=KERNEL_LAUNCH_S)
+    profile.check_covers(model, training.precision)
+    forward, backward, recompute = profile.layer(tp, training.micro_batch)
+    # The profile times plain SGD over parameters of its dtype: 3 bytes moved (parameter and
+    # gradient read, parameter written) per parameter byte. The job's step moves
+    # OPTIMIZER_BYTES_PER_PARAM plus its state twice, at the same rate per byte.
+    per_moved_byte = profile.optimizer_s_per_param_byte / 3
+    return DeviceCompute(layer=LayerTimes(forward_s=forward, backward_s=backward,
+                                          recompute_s=recompute if training.activation_recompute else 0.0),
+                         embedding=profile.embedding_times(tp, training.micro_batch),
+                         head=profile.head_times(tp, training.micro_batch),
+                         optimizer_s_per_param=per_moved_byte * (OPTIMIZER_BYTES_PER_PARAM + 2 * state),
+                         optimizer_overhead_s=0.0)

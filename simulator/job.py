@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiler.cluster import Cluster
-from profiler.gpus import gpu_kind
 from profiler.model import ModelSpec, TrainingSpec
+from profiler.profile import Profile
 from profiler.errors import InputError
 from scheduler.placement import Placement, Runtime, Schedule
-from simulator.compute import embedding_times, head_times, layer_times, optimizer_time
+from simulator.compute import device_compute
 from simulator.runtime import TRAITS, RuntimeTraits
 from simulator.topology import Topology, ring_allreduce_s
 
@@ -25,6 +25,7 @@ class Job:
     cluster: Cluster
     model: ModelSpec
     training: TrainingSpec
+    profiles: tuple[Profile, ...] = ()  # measured compute, each for the device kind it names
 
     def micro_batches(self, placement: Placement) -> int:
         per_replica = self.training.global_batch // placement.dp
@@ -90,17 +91,15 @@ def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, 
     params = stage_params(job, placement, stage, TRAITS[placement.runtime])
     forward = backward = optimizer = 0.0
     for device in group:
-        gpu = gpu_kind(job.cluster.devices[device].gpu)
-        lt = layer_times(gpu, model, training, tp, efficiency)
+        compute = device_compute(job.cluster.devices[device].gpu, model, training, tp, job.profiles, efficiency)
+        lt = compute.layer
         fwd, bwd = layers * lt.forward_s, layers * (lt.backward_s + lt.recompute_s)
         if stage == 0:
-            e_f, e_b = embedding_times(gpu, model, training, tp)
-            fwd, bwd = fwd + e_f, bwd + e_b
+            fwd, bwd = fwd + compute.embedding[0], bwd + compute.embedding[1]
         if stage == placement.pp - 1:
-            h_f, h_b = head_times(gpu, model, training, tp, efficiency)
-            fwd, bwd = fwd + h_f, bwd + h_b
+            fwd, bwd = fwd + compute.head[0], bwd + compute.head[1]
         forward, backward = max(forward, fwd), max(backward, bwd)
-        optimizer = max(optimizer, optimizer_time(gpu, params, training))
+        optimizer = max(optimizer, compute.optimizer_s(params))
     return WorkerCost(forward_s=forward + fwd_tp, backward_s=backward + bwd_tp, forward_tp_s=fwd_tp,
                       backward_tp_s=bwd_tp, optimizer_s=optimizer, params=params)
 

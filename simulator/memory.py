@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiler.gpus import gpu_kind
+from simulator.compute import profile_for
 from profiler.model import OPTIMIZER_STATE_BYTES
 from scheduler.placement import Placement, Schedule
 from simulator.job import Job, stage_params
@@ -81,8 +82,14 @@ def memory_report(job: Job, placement: Placement) -> list[DeviceMemory]:
         weights, activations = stage_memory(job, placement, s)
         for group in placement.devices[s]:
             for device in group:
-                capacity = gpu_kind(job.cluster.devices[device].gpu).memory_bytes
+                capacity = device_memory_bytes(job.cluster.devices[device].gpu, job.profiles)
                 report.append(DeviceMemory(device=device, weights_bytes=weights, activations_bytes=activations,
                                            total_bytes=weights + activations + RESERVED_BYTES,
                                            capacity_bytes=capacity))
     return sorted(report, key=lambda d: d.device)
+
+
+def device_memory_bytes(kind: str, profiles) -> float:
+    """The memory a device kind has: its profile's measurement, or its datasheet's."""
+    profile = profile_for(kind, profiles)
+    return profile.memory_bytes if profile else gpu_kind(kind).memory_bytes

@@ -10,6 +10,7 @@ from typing import Callable
 from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
+from profiler.profile import Profile
 from scheduler.methods import SearchSettings, plan_search
 from scheduler.search import SearchResult, problem_for
 from simulator.predict import evaluator, time_bound_inputs
@@ -53,7 +54,7 @@ def degree_options(devices: int, layers: int, batch: int, pp: int | None, dp: in
 
 def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degrees], settings: SearchSettings,
              dp_bytes: float | None = None, pp_bytes: float | None = None,
-             progress: Callable[[str], None] | None = None) -> Planned:
+             progress: Callable[[str], None] | None = None, profiles: tuple[Profile, ...] = ()) -> Planned:
     """Search every choice (each gets an equal share of the time limit); keep the fastest."""
     share = replace(settings, time_limit_s=settings.time_limit_s / len(options))
     best: Planned | None = None
@@ -63,9 +64,10 @@ def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degre
             progress(f"P{option.pp}D{option.dp}, micro-batch {option.micro_batch}")
         training = TrainingSpec(global_batch=batch, micro_batch=option.micro_batch)
         problem = problem_for(cluster, model, training, option.pp, option.dp, dp_bytes, pp_bytes)
-        evaluate = evaluator(cluster, model, training)
+        evaluate = evaluator(cluster, model, training, profiles)
         result = plan_search(problem, share, evaluate,
-                             lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp, uneven),
+                             lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp, uneven,
+                                                              profiles),
                              progress)
         bounds.append(result.bound)
         if best is None or result.value < best.result.value:

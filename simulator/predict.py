@@ -8,14 +8,14 @@ import numpy as np
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
-from profiler.gpus import gpu_kind
+from profiler.profile import Profile
 from profiler.model import ModelSpec, TrainingSpec
 from scheduler.layouts import blocks_layout
 from scheduler.methods import SearchSettings
 from scheduler.placement import Placement
 from scheduler.search import TimeBoundInputs
 from simulator.estimator import estimate
-from simulator.compute import layer_times
+from simulator.compute import device_compute
 from simulator.job import Job, worker_cost
 from simulator.runtime import TRAITS
 from simulator.memory import memory_report
@@ -93,12 +93,14 @@ def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, fl
 
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
                   batches: list[int], *, engine: str = "analytic", plan_time_limit_s: float | None = None,
+                  profiles: tuple[Profile, ...] = (),
                   progress: Callable[[str], None] | None = None) -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
     its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
     with ``plan_time_limit_s`` ``ours_scheduled`` too: that runtime on the plan `sim plan` makes
-    with its defaults, given this many seconds."""
+    with its defaults, given this many seconds. ``profiles`` replace the datasheet model of the
+    device kinds they measured."""
     topology = Topology(cluster)
     rows = []
     for n_layers in layers:
@@ -110,7 +112,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
         for batch in batches:
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
-            job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch))
+            job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
             row = _row(job, topology, megatron, randoms, engine, plan_time_limit_s)
             if not row.systems:
                 raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
@@ -130,7 +132,8 @@ def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time
 
     settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(job.cluster.gpu_kinds) > 1)
     result = plan_job(job.cluster, job.model, job.training.global_batch,
-                      [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings).result
+                      [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings,
+                      profiles=job.profiles).result
     if result.value == float("inf"):  # no placement the search saw fits in memory
         return SystemResult(iteration_s=None)
     return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap)
@@ -157,7 +160,8 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
 
 
-def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable[[int], ModelSpec]) -> tuple:
+def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable[[int], ModelSpec],
+                    profiles: tuple[Profile, ...] = ()) -> tuple:
     """Spans of a SimPy run of the first row's fastest system (the random placement of seed 0
     for ``ours_random``)."""
     row = table.rows[0]
@@ -169,15 +173,17 @@ def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable
         placement = study_random_placements(cluster.size, row.layers)[0]
     else:
         placement = megatron_placements(cluster.size, row.layers)[candidates[best].config]
-    job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch))
+    job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch),
+              profiles=profiles)
     _, spans = predict(job, placement, engine="simpy", record_spans=True)
     return spans
 
 
-def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Callable[[Placement], float]:
+def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec,
+              profiles: tuple[Profile, ...] = ()) -> Callable[[Placement], float]:
     """``evaluate(placement) -> seconds`` for the scheduler: the analytic estimator, infinity for
     a placement that does not fit in memory."""
-    job = Job(cluster=cluster, model=model, training=training)
+    job = Job(cluster=cluster, model=model, training=training, profiles=profiles)
     topology = Topology(cluster)
 
     def evaluate(placement: Placement) -> float:
@@ -188,18 +194,19 @@ def evaluator(cluster: Cluster, model: ModelSpec, training: TrainingSpec) -> Cal
 
 
 def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec, pp: int, dp: int,
-                      uneven: bool = False) -> TimeBoundInputs:
+                      uneven: bool = False, profiles: tuple[Profile, ...] = ()) -> TimeBoundInputs:
     """The numbers scheduler.ilp's iteration bound needs for the study's runtime on pp × dp of
     this cluster: compute from the fastest GPU kind component by component (a layer, each
     stage's extras: embedding, head), a lower bound whichever devices run it, for the even split
     or, with ``uneven``, for any split with at least one layer a stage; per device pair its
     route's latency and the rate of a flow alone on it."""
-    job, topology = Job(cluster=cluster, model=model, training=training), Topology(cluster)
+    job, topology = Job(cluster=cluster, model=model, training=training, profiles=profiles), Topology(cluster)
     template = blocks_layout(list(range(pp * dp)), model.layers, pp, dp)
     firsts = {device.gpu: device.id for device in reversed(cluster.devices)}
     fields = _split_bounds(job, topology, template, list(firsts.values()), uneven)
     latency, rate = _lone_flows(topology, cluster.size)
     hosts = {h.name: h for h in cluster.hosts}
+    host_index = {name: i for i, name in enumerate(hosts)}
     # Twins must also share what the bound reads off one of them: GPU kind, NIC and GPU port.
     labels = tuple(f"{d.gpu}|{hosts[d.host].uplink_bandwidth_bytes_per_s}|"
                    f"{hosts[d.host].interconnect_bandwidth_bytes_per_s}" for d in cluster.devices)
@@ -207,7 +214,8 @@ def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec
                            activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
                            latency_s=latency, rate_bytes_per_s=rate,
                            resources=lambda a, b: topology.route(a, b).resources,
-                           capacities=tuple(topology.capacities), kinds=labels)
+                           capacities=tuple(topology.capacities), kinds=labels,
+                           hosts=tuple(host_index[d.host] for d in cluster.devices))
 
 
 def _split_bounds(job: Job, topology: Topology, template: Placement, devices: list[int], uneven: bool) -> dict:
@@ -215,11 +223,13 @@ def _split_bounds(job: Job, topology: Topology, template: Placement, devices: li
     the cheapest kind's extras (what the stage holds beyond its layers), so a stage of any kind
     costs at least layers × layer + extras. Even split: per stage exactly that. Any split: a
     stage holds at least one layer; totals do not depend on the split; the slowest stage is no
-    faster than the mean, nor than the last stage with one layer."""
+    faster than the mean, nor than the last stage with one layer. Ceilings: the slowest kind's
+    stage with the most layers it may hold."""
     pp = template.pp
     layers = [end - start for start, end in template.stage_layers]
     costs = [[worker_cost(job, topology, template, s, (d,)) for s in range(pp)] for d in devices]
-    timing = [layer_times(gpu_kind(job.cluster.devices[d].gpu), job.model, job.training, 1) for d in devices]
+    timing = [device_compute(job.cluster.devices[d].gpu, job.model, job.training, 1, job.profiles).layer
+              for d in devices]
     layer_f = min(t.forward_s for t in timing)
     layer_b = min(t.backward_s + t.recompute_s for t in timing)
     extra_f = [min(c[s].forward_s - layers[s] * (t.forward_s) for c, t in zip(costs, timing)) for s in range(pp)]
@@ -235,12 +245,17 @@ def _split_bounds(job: Job, topology: Topology, template: Placement, devices: li
     tail = [sum(layers[g:]) * layer_b + sum(extra_b[g:]) if g == 0 or not uneven else sum(b[g:]) for g in range(pp)]
     b_max = [max(b[g:]) for g in range(pp)]
     f_max = max(f)
+    most = layers if not uneven else [job.model.layers - pp + 1] * pp  # the most layers a stage may hold
+    f_ceiling = max(c[s].forward_s + (most[s] - layers[s]) * t.forward_s
+                    for c, t in zip(costs, timing) for s in range(pp))
+    b_ceiling = max(c[s].backward_s + (most[s] - layers[s]) * (t.backward_s + t.recompute_s)
+                    for c, t in zip(costs, timing) for s in range(pp))
     if uneven:
         f_max = max(f_max, f_total / pp)
         b_max = [max(tail[g] / (pp - g), b[-1]) for g in range(pp)]
     grad_per_param = TRAITS[template.runtime].grad_bytes_per_param
     return dict(forward_total_s=f_total, forward_period_s=f_max, backward_tail_s=tuple(tail),
-                backward_period_s=tuple(b_max),
+                backward_period_s=tuple(b_max), forward_ceiling_s=f_ceiling, backward_ceiling_s=b_ceiling,
                 optimizer_s=tuple(o * lp / p for o, lp, p in zip(opt, least_params, params)),  # SGD: linear in params
                 grad_bytes=tuple(lp * grad_per_param for lp in least_params))
 

@@ -81,6 +81,29 @@ def far_regions():
                {("a", "b"): (143, 0.524), ("a", "c"): (67, 0.79), ("b", "c"): (34, 1.1)})
 
 
+def fastest_by_pattern(placements, cls: dict[int, int], evaluate) -> dict:
+    """The fastest estimate of each pattern: (each stage's sorted classes, each stage's server class)."""
+    best: dict = {}
+    for placement in placements:
+        grid = [[replica[0] for replica in stage] for stage in placement.devices]
+        key = (tuple(tuple(sorted(cls[d] for d in row)) for row in grid),
+               tuple(cls[row[placement.server_of(s)]] for s, row in enumerate(grid)))
+        best[key] = min(best.get(key, float("inf")), evaluate(placement))
+    return best
+
+
+def pattern_model(inputs, pp: int, dp: int, classes, counts, server_classes):
+    """The bound MILP with each stage's class counts and server class fixed."""
+    from scheduler.ilp import time_bound_model
+
+    built, servers = time_bound_model(inputs, pp, dp, classes)
+    for g, row in enumerate(counts):
+        for r in range(len(classes)):
+            built.count[g, r].lowBound = built.count[g, r].upBound = row.count(r)
+            servers[g][r].lowBound = servers[g][r].upBound = int(server_classes[g] == r and dp > 1)
+    return built.model
+
+
 @pytest.mark.parametrize("make,pp,dp,batch", [
     (lambda: shared_nic(2, 2), 2, 2, 64), (lambda: shared_nic(3, 3), 3, 2, 64), (lambda: shared_nic(3, 3), 2, 3, 96),
     (two_regions, 4, 1, 8), (three_regions, 3, 2, 8), (far_regions, 3, 2, 64), (far_regions, 2, 3, 96),
@@ -90,33 +113,109 @@ def test_the_bound_with_counts_and_servers_fixed_is_below_their_every_placement(
     stage's server class, and the bound MILP still stays under the estimator of every placement
     with that pattern (shared NICs, late pipelines on slow links, TCP-capped flows)."""
     from scheduler.classes import device_classes
-    from scheduler.ilp import solve, time_bound_model
+    from scheduler.ilp import solve
 
     cluster, model, training = make(), gpt3_xl(pp), TrainingSpec(global_batch=batch)
     problem = problem_for(cluster, model, training, pp, dp)
     inputs = time_bound_inputs(cluster, model, training, pp, dp)
     classes = device_classes(inputs.tables, inputs.kinds)
-    cls = classes.index
-    evaluate = evaluator(cluster, model, training)
-    best: dict = {}
-    for placement in every_placement(problem):
-        grid = [[replica[0] for replica in stage] for stage in placement.devices]
-        key = (tuple(tuple(sorted(cls[d] for d in row)) for row in grid),
-               tuple(cls[row[placement.server_of(s)]] for s, row in enumerate(grid)))
-        best[key] = min(best.get(key, float("inf")), evaluate(placement))
+    best = fastest_by_pattern(every_placement(problem), classes.index, evaluator(cluster, model, training))
     checked = 0
     for (counts, server_classes), value in best.items():
-        built, servers = time_bound_model(inputs, pp, dp, classes)
-        for g, row in enumerate(counts):
-            for r in range(len(classes)):
-                built.count[g, r].lowBound = built.count[g, r].upBound = row.count(r)
-                servers[g][r].lowBound = servers[g][r].upBound = int(server_classes[g] == r and dp > 1)
-        optimal, bound = solve(built.model, "highs", 30, 0.0)
-        if built.model.status != 1:
+        milp = pattern_model(inputs, pp, dp, classes, counts, server_classes)
+        optimal, bound = solve(milp, "highs", 30, 0.0)
+        if milp.status != 1:
             continue  # a relabelling of interchangeable classes that the model orders away; its image is checked
         assert optimal and bound <= value * (1 + 1e-9), (counts, server_classes)
         checked += 1
     assert checked >= len(best) / 2
+
+
+def every_placement_up_to_twins(problem: Problem, classes):
+    """Every placement, twins (devices that relabel into one another) taken as one: every
+    arrangement of the class multiset over the (stage, replica) slots, with every server choice."""
+    labels = [c for c, members in enumerate(classes.members) for _ in members]
+    for arrangement in sorted(set(permutations(labels))):
+        left = [list(members) for members in classes.members]
+        order = [left[c].pop(0) for c in arrangement]
+        grid = [order[s * problem.dp:(s + 1) * problem.dp] for s in range(problem.pp)]
+        for servers in product(range(problem.dp), repeat=problem.pp):
+            yield stage_placement(problem, grid, list(servers))
+
+
+@pytest.mark.parametrize("pp,dp,layers,batch", [(2, 4, 2, 512), (4, 2, 4, 512), (4, 2, 8, 256)])
+def test_the_shared_nic_terms_hold_and_bite_on_a_spot_like_host(pp, dp, layers, batch, monkeypatch):
+    """A host of 4 GPUs behind one NIC beside 4 single-GPU hosts, as on spot: with the host's
+    transfers crowding its NIC, the bound rises (periods through the NIC) and still stays under
+    the estimator of every placement of each pattern."""
+    from scheduler import ilp
+    from scheduler.classes import device_classes
+
+    cluster, model, training = shared_nic(4, 4), gpt3_xl(layers), TrainingSpec(global_batch=batch)
+    problem = problem_for(cluster, model, training, pp, dp)
+    inputs = time_bound_inputs(cluster, model, training, pp, dp)
+    classes = device_classes(inputs.tables, inputs.kinds)
+    best = fastest_by_pattern(every_placement_up_to_twins(problem, classes), classes.index,
+                              evaluator(cluster, model, training))
+
+    def pattern_bound(counts, server_classes) -> float:
+        optimal, bound = ilp.solve(pattern_model(inputs, pp, dp, classes, counts, server_classes), "highs", 30, 0.0)
+        assert optimal
+        return bound
+
+    bounds = {key: pattern_bound(*key) for key in best}
+    for key, value in best.items():
+        assert bounds[key] <= value * (1 + 1e-9), key
+    monkeypatch.setattr(ilp, "_shared_nic_periods", lambda *args: {})
+    raised = sum(bounds[key] > pattern_bound(*key) * (1 + 1e-6) for key in best)
+    assert raised >= 1
+
+
+def test_on_spot_a_late_server_lifts_the_bound_which_stays_under_the_estimator(monkeypatch):
+    """Spot's best plans put a host's 4 GPUs in one stage, beside 4 single-GPU hosts, and the
+    server on the host: the host's 4 pipelines stream through its one NIC, slower than they
+    compute, so the server is late and the whole reduce with it. The bound of that pattern
+    charges it, and stays under the estimator there and on placements a few swaps away."""
+    import random
+
+    from scheduler import ilp
+    from scheduler.classes import device_classes
+
+    cluster, model, training = spot(), gpt3_xl(24), TrainingSpec(global_batch=1024)
+    problem = problem_for(cluster, model, training, 8, 8)
+    inputs = time_bound_inputs(cluster, model, training, 8, 8)
+    classes = device_classes(inputs.tables, inputs.kinds)
+    cls = classes.index
+    evaluate = evaluator(cluster, model, training)
+    hosts = [members for members in classes.members if len(members) == 4]
+    singles = next(members for members in classes.members if len(members) == 32)
+    grid = [list(hosts[s]) + list(singles[4 * s:4 * s + 4]) for s in range(8)]
+
+    def pattern_bound(grid, servers) -> float:
+        built, server_vars = ilp.time_bound_model(inputs, 8, 8, classes)
+        counts = [[sum(cls[d] == r for d in row) for r in range(len(classes))] for row in grid]
+        relabel = built.start_from(counts)  # the interchangeable hosts, into the order the model asks of them
+        for g, row in enumerate(grid):
+            for r in range(len(classes)):
+                built.count[g, relabel[r]].lowBound = built.count[g, relabel[r]].upBound = counts[g][r]
+                server_vars[g][relabel[r]].lowBound = server_vars[g][relabel[r]].upBound = int(cls[row[servers[g]]] == r)
+        optimal, bound = ilp.solve(built.model, "highs", 60, 0.0)
+        assert optimal
+        return bound
+
+    rng = random.Random(0)
+    placements = [(grid, [0] * 8)]
+    for swaps in (1, 2, 3, 5, 8):
+        moved = [list(row) for row in grid]
+        for _ in range(swaps):
+            (a, i), (b, j) = [(rng.randrange(8), rng.randrange(8)) for _ in range(2)]
+            moved[a][i], moved[b][j] = moved[b][j], moved[a][i]
+        placements.append((moved, [rng.randrange(8) for _ in range(8)] if swaps > 3 else [0] * 8))
+    for moved, servers in placements:
+        assert pattern_bound(moved, servers) <= evaluate(stage_placement(problem, moved, servers)) * (1 + 1e-9)
+    with_late_server = pattern_bound(grid, [0] * 8)
+    monkeypatch.setattr(ilp, "_late_server", lambda *args: None)
+    assert with_late_server > 1.05 * pattern_bound(grid, [0] * 8)
 
 
 def search(cluster, pp: int, dp: int, layers: int, seed: int = 0, limit: float = 20.0):

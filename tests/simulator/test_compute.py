@@ -7,8 +7,8 @@ import pytest
 from profiler.gpus import gpu_kind
 from profiler.model import TrainingSpec, gpt3_xl
 from simulator.calibration import reference_iteration_s
-from simulator.compute import (Gemm, calibrated_efficiency, embedding_times, head_times, layer_efficiency, layer_times,
-                               optimizer_time)
+from simulator.compute import (Gemm, calibrated_efficiency, device_compute, embedding_times, head_times, layer_efficiency,
+                               layer_times)
 
 V100 = gpu_kind("V100-SXM2-16GB")
 MODEL = gpt3_xl()
@@ -98,7 +98,8 @@ def test_head_embedding_and_optimizer_are_positive_and_shrink_with_tp() -> None:
         assert all(t > 0 for t in full)
         assert shard[1] < full[1]
     params = 24 * MODEL.params_per_layer / 8
-    assert optimizer_time(V100, 2 * params, STUDY) > optimizer_time(V100, params, STUDY) > 0
+    step = device_compute(V100.name, MODEL, STUDY, 1).optimizer_s
+    assert step(2 * params) > step(params) > 0
 
 
 def test_gemm_quantisation() -> None:

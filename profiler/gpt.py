@@ -1,5 +1,5 @@
-"""The GPT layer, as Megatron-LM shards it: one definition for the profiler's timings and, later,
-the executor's stages.
+"""The GPT model's parts, as Megatron-LM shards them: one definition for the profiler's timings
+and the executor's stages (torch lives here, in the profiler's measuring part).
 
 A tensor-parallel degree t gives the 1/t shard of a layer: QKV and the FFN input split by columns,
 the attention output and FFN output by rows, heads split t ways. The all-reduces that join the
@@ -41,3 +41,38 @@ class GPTLayerShard(nn.Module):
         attended = torch.matmul(weights, v).transpose(1, 2).reshape(b, s, self.heads * self.head_dim)
         x = x + self.dropout(self.proj(attended))
         return x + self.dropout(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)))))
+
+
+class GPTEmbedding(nn.Module):
+    """Token embedding (vocab-parallel: the 1/t of the rows a rank holds) plus learned positions."""
+
+    def __init__(self, vocab: int, d_model: int, seq_len: int, tp: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        if vocab % tp:
+            raise ValueError(f"vocabulary {vocab} does not shard {tp} ways")
+        self.tokens = nn.Embedding(vocab // tp, d_model)
+        self.positions = nn.Embedding(seq_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (batch, seq) token ids below vocab / tp -> (batch, seq, d_model)."""
+        where = torch.arange(ids.shape[1], device=ids.device)
+        return self.dropout(self.tokens(ids) + self.positions(where))
+
+
+class GPTHead(nn.Module):
+    """Final layer norm, the output projection onto the rank's 1/t of the vocabulary, and the
+    cross entropy in fp32 over those logits (Megatron's vocab-parallel loss, without its
+    all-reduces)."""
+
+    def __init__(self, vocab: int, d_model: int, tp: int = 1) -> None:
+        super().__init__()
+        if vocab % tp:
+            raise ValueError(f"vocabulary {vocab} does not shard {tp} ways")
+        self.norm = nn.LayerNorm(d_model)
+        self.project = nn.Linear(d_model, vocab // tp, bias=False)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """x: (batch, seq, d_model), targets: (batch, seq) ids below vocab / tp -> the mean loss."""
+        logits = self.project(self.norm(x)).float()
+        return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
