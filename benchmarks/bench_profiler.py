@@ -5,7 +5,7 @@
   micro-batch 1 2 4, fp32): wall seconds;
 - stack: 4 layers of that shape, forward + backward in one process, measured (median of 15)
   against 4 × the profile's layer, for 1 and 2 threads;
-- network: `profiler network --spawn N` for N = 2, 4 on the loopback: wall seconds, and the
+- network: `profiler network --spawn N` for N = 2, 4, 8 on the loopback: wall seconds, and the
   fitted latency, bandwidth and residual of pair (0, 1).
 """
 
@@ -60,7 +60,7 @@ def stack() -> None:
 
 
 def network() -> None:
-    for ranks in (2, 4):
+    for ranks in (2, 4, 8):
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "profiler.cli", "network", "--spawn", str(ranks), "--quiet",

@@ -102,7 +102,7 @@ def main() -> None:
                       f"(model {predicted.forward_s * 1e3:.3f}), bwd {measured['backward_s'] * 1e3:.3f} ms "
                       f"(model {predicted.backward_s * 1e3:.3f})", file=sys.stderr, flush=True)
                 del layer, x
-    doc = {"what": "GPT layer shard timings (executor.gpt.GPTLayerShard) beside the simulator's model",
+    doc = {"what": "GPT layer shard timings (profiler.gpt.GPTLayerShard) beside the simulator's model",
            "model": model.to_json(), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "cuda": torch.version.cuda, "host": platform.node(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,1 +1,1 @@
-"""Runs a plan for real on torch.distributed (not built yet: see the executor issue)."""
+"""Runs a plan for real on torch.distributed (executor/cli.py: `executor run`)."""

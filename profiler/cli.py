@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 
-from profiler.errors import ArgumentParser, InputError, run_command
+from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
 from profiler.files import check_folder, write_atomic
+from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
 from profiler.model import MODELS, PRECISIONS
 
 EXAMPLES = {
     "compute": "examples:\n  profiler compute -o cpu.json                      # gpt-small on this CPU, < 3 min\n"
-               "  profiler compute --device cuda --model gpt3-xl --dtype fp16 bf16 -o h100.json\n"
+               "  profiler compute --device cuda --model gpt3-xl --dtype bf16 -o h100-bf16.json\n"
                "  profiler compute --d-model 1024 --heads 16 --ffn 4096 --seq 512 --micro-batch 2 --tp 1 -o p.json\n"
                "  sim predict --cluster my-cluster.json --profile h100.json",
     "network": "examples:\n  profiler network --spawn 4 -o local-cluster.json\n"
-               "  torchrun --nnodes 8 --nproc-per-node 8 ... -m profiler.cli network --regions regions.json -o c.json\n"
+               "  torchrun --nnodes 8 --nproc-per-node 8 ... -m profiler.cli network --backend nccl \\\n"
+               "      --regions regions.json -o c.json\n"
                "  sim predict --cluster c.json",
 }
 
@@ -70,11 +74,11 @@ def _shape(args: argparse.Namespace, cuda: bool) -> dict[str, int]:
         missing = [f"--{k.replace('_len', '').replace('_', '-')}" for k, v in own.items() if v is None]
         raise InputError(f"a shape of your own needs {', '.join(missing)} too")
     if given:
-        shape = own | {"vocab": args.vocab or 8192}
+        shape = own | {"vocab": 8192 if args.vocab is None else args.vocab}
     else:
         model = MODELS[args.model or ("gpt3-xl" if cuda else "gpt-small")]()
         shape = {key: getattr(model, key) for key in ("d_model", "heads", "ffn", "seq_len")}
-        shape["vocab"] = args.vocab or model.vocab
+        shape["vocab"] = model.vocab if args.vocab is None else args.vocab
     for key, value in shape.items():
         if value < 1:
             raise InputError(f"--{key.replace('_len', '').replace('_', '-')} must be positive, got {value}")
@@ -97,6 +101,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {min(values)}")
     if args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise InputError("--warmup must be 0 or more and --threads at least 1")
+    if args.kind is not None and args.kind not in (*GPU_KINDS, *PROFILE_ONLY_KINDS):
+        raise InputError(f"--kind {args.kind!r} is no kind a cluster can name (known: "
+                         f"{', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
     shape = _shape(args, cuda)
     check_folder(args.output)
     torch = _torch()
@@ -104,6 +111,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
     if cuda and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
+    if cuda and ":" in args.device and int(args.device[5:]) >= torch.cuda.device_count():
+        raise InputError(f"--device {args.device}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}")
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = None if args.quiet else (lambda text: print(f"[profiler] {text}", file=sys.stderr, flush=True))
@@ -121,18 +130,31 @@ def cmd_network(args: argparse.Namespace) -> int:
     from profiler.links import DEFAULT_SIZES, read_regions
 
     sizes = sorted(set(args.sizes or DEFAULT_SIZES))
-    if min(sizes) < 1 or args.repeats < 1:
-        raise InputError("--sizes must be positive and --repeats at least 1")
-    if args.spawn is not None and args.spawn < 2:
-        raise InputError(f"--spawn needs at least 2 ranks, got {args.spawn}")
+    if min(sizes) < 1 or len(sizes) < 2 or args.repeats < 1:
+        raise InputError("--sizes must be positive, at least two different ones, and --repeats at least 1")
+    ranks = args.spawn if args.spawn is not None else int(os.environ.get("WORLD_SIZE", "0"))
+    if args.spawn is None and "RANK" not in os.environ:
+        raise InputError("profiler network runs under torchrun (several hosts) or with --spawn N (this machine)")
+    if ranks < 2:
+        raise InputError(f"profiler network needs at least 2 ranks, got {ranks}")
     regions = read_regions(args.regions) if args.regions else {}
-    check_folder(args.output)
-    _torch()
+    if args.spawn is not None and regions and socket.gethostname() not in regions:
+        raise InputError(f"{args.regions}: no region for this host, {socket.gethostname()!r}")
+    if os.environ.get("RANK", "0") == "0":  # rank 0 writes the file
+        check_folder(args.output)
+    torch = _torch()
+    if args.backend == "nccl" and not torch.cuda.is_available():
+        raise InputError(f"--backend nccl needs CUDA; this torch ({torch.__version__}) sees no CUDA device")
     from profiler.measure_network import run_network
 
     progress = None if args.quiet else (lambda text: print(f"[profiler] {text}", file=sys.stderr, flush=True))
-    cluster_doc = run_network(spawn=args.spawn, backend=args.backend, sizes=sizes, repeats=args.repeats,
-                              regions=regions, name=args.name, progress=progress)
+    from profiler.spawn import RankFailed
+
+    try:
+        cluster_doc = run_network(spawn=args.spawn, backend=args.backend, sizes=sizes, repeats=args.repeats,
+                                  regions=regions, name=args.name, progress=progress)
+    except RankFailed as err:
+        raise NoSolution(str(err)) from None
     if cluster_doc is not None:  # rank 0 writes
         write_atomic(args.output, json.dumps(cluster_doc, indent=2) + "\n")
         if not args.quiet:

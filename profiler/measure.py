@@ -6,16 +6,18 @@ between two synchronisations). A layer shard's repeat is its forward with autogr
 backward from a random output gradient (the input's gradient included, as a pipeline stage
 needs it), and the recompute: the forward once more with autograd, as activation checkpointing
 runs it before the backward. The embedding and the head (with its fp32 loss) are timed the same
-way; the optimizer as plain SGD's step over a flat parameter. Peak memory is the CUDA allocator's
-peak over the part's measurement; on a CPU, which keeps no such count, the bytes the part holds
-for its backward (its parameters and gradients, and every tensor autograd saves, counted by
-torch's saved-tensor hooks).
+way; the optimizer as plain SGD's step over a flat parameter. Peak memory is what the part
+holds beyond its weights: on CUDA the allocator's peak over the part's measurement, less the
+weights already there; on a CPU, which keeps no such count, the weights' gradients and every
+other tensor autograd saves for the backward (counted by torch's saved-tensor hooks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import re
 import platform
 import statistics
 import time
@@ -23,35 +25,44 @@ from typing import Callable
 
 import torch
 
+from profiler.errors import InputError
 from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
+from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
 from profiler.profile import Measured, Profile, Timing
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-OPTIMIZER_ELEMENTS = 1 << 23  # 8 Mi parameters: far past any cache, small enough for a quick step
+# Parameters of the timed SGD step: with their gradients far past the caches (a CPU's few MB of
+# L3; an H100's 50 MB of L2), so the step runs at memory speed, as a stage's step does.
+OPTIMIZER_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
 
 
-def device_kind(device: torch.device) -> str:
-    """The kind name clusters use: "CPU", or the GPU kind whose name the CUDA device's carries."""
+def device_kind(device: torch.device) -> str | None:
+    """The kind name clusters use: "CPU", or the GPU kind the CUDA device is (by the words of its
+    name and its memory); None for a GPU no kind describes (give --kind)."""
     if device.type == "cpu":
         return "CPU"
-    name = torch.cuda.get_device_name(device)
+    words = set(re.split(r"[\s-]+", torch.cuda.get_device_name(device).upper()))
     memory_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-    for family in ("H100", "A100", "V100", "L4", "T4"):
-        if family in name:
-            if family in ("A100", "H100"):
-                return f"{family}-{80 if memory_gib > 45 else 40}GB"
-            return "V100-SXM2-16GB" if family == "V100" else family
-    for card in ("3090", "4090"):
-        if card in name:
-            return f"RTX-{card}"
-    return name
+    for family, sizes in (("H100", (80,)), ("A100", (40, 80)), ("V100", (16,)), ("L4", (24,)), ("T4", (16,)),
+                          ("3090", (24,)), ("4090", (24,))):
+        size = min(sizes, key=lambda gib: abs(gib - memory_gib))
+        if family in words and abs(size - memory_gib) < 0.25 * size:
+            names = {"V100": "V100-SXM2-16GB", "L4": "L4", "T4": "T4", "3090": "RTX-3090", "4090": "RTX-4090"}
+            return names.get(family, f"{family}-{size}GB")
+    return None
 
 
 def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list[int], micro_batches: list[int],
                     warmup: int = 3, repeats: int = 10, kind: str | None = None,
                     progress: Callable[[str], None] | None = None) -> Profile:
     """Every part at every (tp, micro-batch) of the grid; ``shape`` as Profile.shape."""
+    if warmup < 0 or repeats < 1 or not tps or not micro_batches:
+        raise InputError(f"measure_compute: warmup {warmup} must be ≥ 0, repeats {repeats} ≥ 1, and the grid not empty")
     dev = torch.device(device)
+    kind = kind or device_kind(dev)
+    if kind is None:
+        raise InputError(f"no known kind is a {torch.cuda.get_device_name(dev)}: name its kind with --kind "
+                         f"(known: {', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
     rows: dict[str, list[Measured]] = {"layers": [], "embedding": [], "head": []}
     for tp in tps:
         for micro_batch in micro_batches:
@@ -63,7 +74,7 @@ def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list
             rows["head"].append(_head(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats))
     memory = (torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda"
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    return Profile(device_kind=kind or device_kind(dev),
+    return Profile(device_kind=kind,
                    device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
                    memory_bytes=float(memory), torch_version=torch.__version__,
                    threads=torch.get_num_threads() if dev.type == "cpu" else 0, dtype=dtype,
@@ -96,10 +107,12 @@ def _measure(module: torch.nn.Module, make_input: Callable[[], tuple], device: t
     forward = module
     timed = _clock(device)
     samples: dict[str, list[float]] = {"forward": [], "backward": [], "recompute": []}
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
     saved = [0]
 
     def count(tensor: torch.Tensor) -> torch.Tensor:
-        saved[0] += tensor.numel() * tensor.element_size()
+        if tensor.untyped_storage().data_ptr() not in weights:
+            saved[0] += tensor.numel() * tensor.element_size()
         return tensor
 
     if device.type == "cuda":
@@ -108,7 +121,11 @@ def _measure(module: torch.nn.Module, make_input: Callable[[], tuple], device: t
     for i in range(warmup + repeats):
         inputs = make_input()
         saved[0] = 0
-        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        # On a CPU the saved-tensor hooks count what autograd keeps; on CUDA the allocator does,
+        # and the hooks' Python calls would slow the launch-bound small shards being timed.
+        hooks = torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor) if device.type == "cpu" \
+            else contextlib.nullcontext()
+        with hooks:
             forward_s, out = timed(lambda: forward(*inputs))
         grad = torch.randn_like(out) if out.dim() else None
         backward_s, _ = timed(lambda: out.backward(grad))
@@ -118,8 +135,10 @@ def _measure(module: torch.nn.Module, make_input: Callable[[], tuple], device: t
             samples["forward"].append(forward_s)
             samples["backward"].append(backward_s)
             samples["recompute"].append(recompute_s)
-    held = sum(2 * p.numel() * p.element_size() for p in module.parameters()) + saved[0]
-    peak = torch.cuda.max_memory_allocated(device) - start_bytes if device.type == "cuda" else held
+    # What the part holds beyond its weights: their gradients and the activations saved for the
+    # backward (on CUDA the allocator's peak over the weights already there).
+    gradients = sum(p.numel() * p.element_size() for p in module.parameters())
+    peak = torch.cuda.max_memory_allocated(device) - start_bytes if device.type == "cuda" else gradients + saved[0]
     return Measured(tp=tp, micro_batch=inputs[0].shape[0], forward=_timing(samples["forward"]), backward=_timing(samples["backward"]),
                     recompute=_timing(samples["recompute"]) if recompute else None, peak_memory_bytes=int(peak))
 
@@ -153,9 +172,10 @@ def _head(shape, device, dtype, tp, micro_batch, warmup, repeats) -> Measured:
 
 def _optimizer(device: torch.device, dtype: torch.dtype, warmup: int, repeats: int) -> float:
     """Seconds per byte of parameters for plain SGD's step (FACTS.md §1: the study's optimizer)."""
-    weight = torch.nn.Parameter(torch.zeros(OPTIMIZER_ELEMENTS, device=device, dtype=dtype))
+    elements = OPTIMIZER_ELEMENTS[device.type]
+    weight = torch.nn.Parameter(torch.zeros(elements, device=device, dtype=dtype))
     weight.grad = torch.ones_like(weight)
     step = torch.optim.SGD([weight], lr=1e-3).step
     timed = _clock(device)
     samples = [timed(step)[0] for _ in range(warmup + repeats)][warmup:]
-    return statistics.median(samples) / (OPTIMIZER_ELEMENTS * weight.element_size())
+    return statistics.median(samples) / (elements * weight.element_size())

@@ -14,60 +14,42 @@ import datetime
 import os
 import socket
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from profiler.links import cluster_document, fit_link, tournament
 from profiler.measure import device_kind
-
-TIMEOUT = datetime.timedelta(minutes=10)
+from profiler.spawn import TIMEOUT, run_local
 
 
 def run_network(*, spawn: int | None, backend: str, sizes: list[int], repeats: int, regions: dict[str, str],
                 name: str, progress: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """Rank 0's cluster document (None on the other ranks under torchrun)."""
     settings = dict(backend=backend, sizes=sizes, repeats=repeats, regions=regions, name=name)
-    if spawn is None:
-        dist.init_process_group(backend, timeout=TIMEOUT)
-        try:
-            return _measure(progress=progress if dist.get_rank() == 0 else None, **settings)
-        finally:
-            dist.destroy_process_group()
-    with socket.socket() as probe:  # a free port on the loopback for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = mp.get_context("spawn")
-    results = context.SimpleQueue()
-    mp.start_processes(_spawned, args=(spawn, port, settings, results, progress is not None), nprocs=spawn,
-                       start_method="spawn")
-    return results.get()
-
-
-def _spawned(rank: int, world: int, port: int, settings: dict, results, verbose: bool) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    dist.init_process_group(settings["backend"], rank=rank, world_size=world, timeout=TIMEOUT)
+    if spawn is not None:
+        return run_local(_measure, spawn, backend, (settings, progress is not None))
+    dist.init_process_group(backend, timeout=TIMEOUT)
     try:
-        show = (lambda text: print(f"[profiler] {text}", flush=True, file=__import__("sys").stderr)) \
-            if verbose and rank == 0 else None
-        doc = _measure(progress=show, **settings)
-        if rank == 0:
-            results.put(doc)
+        return _measure(settings, progress is not None and dist.get_rank() == 0)
     finally:
         dist.destroy_process_group()
 
 
-def _measure(*, backend: str, sizes: list[int], repeats: int, regions: dict[str, str], name: str,
-             progress: Callable[[str], None] | None) -> dict[str, Any] | None:
+def _measure(settings: dict, verbose: bool) -> dict[str, Any] | None:
+    backend, sizes, repeats = settings["backend"], settings["sizes"], settings["repeats"]
     rank, world = dist.get_rank(), dist.get_world_size()
+    progress = (lambda text: print(f"[profiler] {text}", file=sys.stderr, flush=True)) if verbose and rank == 0 else None
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1)) \
         if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     who: list = [None] * world
-    dist.all_gather_object(who, (socket.gethostname(), device_kind(device)))
+    kind = device_kind(device) or torch.cuda.get_device_name(device)  # an unknown GPU: the cluster check names it
+    dist.all_gather_object(who, (socket.gethostname(), kind))
     mine: dict[tuple[int, int], list[float]] = {}
     rounds = tournament(world)
     for number, pairs in enumerate(rounds):
@@ -90,8 +72,8 @@ def _measure(*, backend: str, sizes: list[int], repeats: int, regions: dict[str,
     measured = {"tool": "profiler network", "backend": backend, "torch_version": torch.__version__,
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "sizes_bytes": list(sizes), "repeats": repeats, "allreduce": allreduce}
-    return cluster_document(name=name, hosts=[h for h, _ in who], kinds=[k for _, k in who], fits=fits,
-                            regions=regions, measured=measured)
+    return cluster_document(name=settings["name"], hosts=[h for h, _ in who], kinds=[k for _, k in who], fits=fits,
+                            regions=settings["regions"], measured=measured)
 
 
 def _ping_pong(rank: int, peer: int, timing: bool, size: int, repeats: int, device: torch.device) -> float:

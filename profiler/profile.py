@@ -51,7 +51,7 @@ class Measured:
     forward: Timing
     backward: Timing
     recompute: Timing | None = None  # layers only: the forward again, with autograd, before backward
-    peak_memory_bytes: int = 0  # the most the measurement held (device allocator, or process RSS growth on CPU)
+    peak_memory_bytes: int = 0  # held beyond the weights: gradients and saved activations (profiler.measure)
 
     def to_json(self) -> dict[str, Any]:
         doc = {"tp": self.tp, "micro_batch": self.micro_batch, "forward": self.forward.to_json(),
@@ -61,9 +61,11 @@ class Measured:
         return doc | {"peak_memory_bytes": self.peak_memory_bytes}
 
     @classmethod
-    def from_json(cls, doc: Any, where: str) -> "Measured":
+    def from_json(cls, doc: Any, where: str, layer: bool = False) -> "Measured":
         if not isinstance(doc, dict):
             raise InputError(f"{where}: expected an object")
+        if layer and "recompute" not in doc:
+            raise InputError(f"{where}: a layer's timings need 'recompute'")
         tp, micro_batch = _positive_int(doc, "tp", where), _positive_int(doc, "micro_batch", where)
         at = f"{where} (tp {tp}, micro-batch {micro_batch})"
         return cls(tp=tp, micro_batch=micro_batch,
@@ -106,15 +108,13 @@ class Profile:
 
     def check_covers(self, model: ModelSpec, precision: str) -> None:
         """An error naming what differs when this profile cannot stand for ``model`` in ``precision``."""
+        wanted = {key: getattr(model, key) for key in SHAPE_KEYS}
         if precision != self.dtype:
             raise InputError(f"profile of {self.device_kind} was measured in {self.dtype}, the job trains in "
-                             f"{precision}: measure it with `profiler compute --dtype {precision}`")
+                             f"{precision}: measure it with `{self.command(wanted, precision)}`")
         if not self.matches(model):
-            wanted = " ".join(f"--{key.replace('_len', '').replace('_', '-')} {getattr(model, key)}"
-                              for key in SHAPE_KEYS if key != "vocab")
             raise InputError(f"profile of {self.device_kind} was measured for {_shape(self.shape)}, the job's model "
-                             f"is {_shape({k: getattr(model, k) for k in SHAPE_KEYS})}: measure it with "
-                             f"`profiler compute {wanted} --vocab {model.vocab}`")
+                             f"is {_shape(wanted)}: measure it with `{self.command(wanted, precision)}`")
 
     def layer(self, tp: int, micro_batch: int) -> tuple[float, float, float]:
         """(forward, backward, recompute) seconds of one layer shard, one micro-batch."""
@@ -136,13 +136,21 @@ class Profile:
         above = min((m for m in rows if m.micro_batch > micro_batch), key=lambda m: m.micro_batch, default=None)
         if below is None or above is None:
             measured = sorted({(m.tp, m.micro_batch) for m in getattr(self, part)})
+            tps = sorted({t for t, _ in measured} | {tp})
+            micro_batches = sorted({b for _, b in measured} | {micro_batch})
             raise InputError(
                 f"profile of {self.device_kind} has no {part} timing for tp {tp}, micro-batch {micro_batch} and "
                 f"none to interpolate from (measured tp × micro-batch: "
-                f"{', '.join(f'{t}×{b}' for t, b in measured)}): measure it with "
-                f"`profiler compute --tp {tp} --micro-batch {micro_batch}`")
+                f"{', '.join(f'{t}×{b}' for t, b in measured)}): measure it again with "
+                f"`{self.command()} --tp {' '.join(map(str, tps))} --micro-batch {' '.join(map(str, micro_batches))}`")
         share = (micro_batch - below.micro_batch) / (above.micro_batch - below.micro_batch)
         return tuple(lo + share * (hi - lo) for lo, hi in zip(_medians(below), _medians(above)))
+
+    def command(self, shape: dict[str, int] | None = None, dtype: str | None = None) -> str:
+        """The `profiler compute` command that measures this kind for ``shape`` in ``dtype``."""
+        shape, device = shape or self.shape, "cpu" if self.device_kind == "CPU" else "cuda"
+        flags = " ".join(f"--{key.replace('_len', '').replace('_', '-')} {shape[key]}" for key in SHAPE_KEYS)
+        return f"profiler compute --device {device} --kind {self.device_kind} {flags} --dtype {dtype or self.dtype}"
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "device_kind": self.device_kind, "device_name": self.device_name,
@@ -167,7 +175,8 @@ class Profile:
             rows = doc.get(part)
             if not isinstance(rows, list):
                 raise InputError(f"{where}: {part!r} must be a list")
-            parts[part] = tuple(Measured.from_json(row, f"{where} {part}[{i}]") for i, row in enumerate(rows))
+            parts[part] = tuple(Measured.from_json(row, f"{where} {part}[{i}]", layer=part == "layers")
+                                for i, row in enumerate(rows))
         return cls(device_kind=_text(doc, "device_kind", where), device_name=_text(doc, "device_name", where),
                    memory_bytes=_number(doc, "memory_bytes", where), torch_version=_text(doc, "torch_version", where),
                    threads=int(_number(doc, "threads", where)), dtype=_text(doc, "dtype", where),

@@ -244,11 +244,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
                               population=100 if args.population is None else args.population,
                               offspring=4900 if args.offspring is None else args.offspring,
                               uneven=args.split == "uneven" or (args.split == "auto" and len(cluster.gpu_kinds) > 1))
+    profiles = _profiles(args.profile, cluster)
     if args.lp:
         _write_lp(cluster, model, options, args)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
     planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress,
-                       profiles=_profiles(args.profile, cluster))
+                       profiles=profiles)
     result = planned.result
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
                 training=planned.training, placement=result.placement,

@@ -185,8 +185,6 @@ def embedding_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: 
     return 3 * activation / bandwidth + 2 * KERNEL_LAUNCH_S, (table + 2 * activation) / bandwidth + 2 * KERNEL_LAUNCH_S
 
 
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceCompute:
     """A device kind's compute for one job, one micro-batch: from its profile where one is given

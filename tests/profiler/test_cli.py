@@ -30,8 +30,13 @@ def run(capture, argv: list[str], tool=main) -> tuple[int, str, str]:
     (["compute", "--dtype", "fp8", "-o", "p.json"], "invalid choice: 'fp8'"),
     (["compute", "--repeats", "2", "--tp", "1", "--micro-batch", "1", "--d-model", "64", "--heads", "2",
       "--ffn", "128", "--seq", "16", "--vocab", "256", "-o", "no/such/dir/p.json"], "folder no/such/dir does not exist"),
-    (["network", "--spawn", "1", "-o", "c.json"], "--spawn needs at least 2 ranks"),
-    (["network", "--spawn", "2", "--sizes", "0", "-o", "c.json"], "--sizes must be positive"),
+    (["network", "--spawn", "1", "-o", "c.json"], "needs at least 2 ranks, got 1"),
+    (["network", "--spawn", "2", "--sizes", "0", "4096", "-o", "c.json"], "--sizes must be positive"),
+    (["network", "--spawn", "2", "--sizes", "4096", "-o", "c.json"], "at least two different ones"),
+    (["network", "-o", "c.json"], "under torchrun (several hosts) or with --spawn N"),
+    (["network", "--spawn", "2", "--backend", "nccl", "-o", "c.json"], "--backend nccl needs CUDA"),
+    (["compute", "--kind", "TPU-v5", "-o", "p.json"], "--kind 'TPU-v5' is no kind"),
+    (["compute", "--vocab", "0", "-o", "p.json"], "--vocab must be positive"),
     (["network", "--spawn", "2", "--regions", "missing.json", "-o", "c.json"], "cannot read regions file"),
     (["compute"], "required: -o/--output"),
 ])
@@ -58,7 +63,7 @@ def test_compute_writes_a_profile_that_loads(cpu_profile) -> None:
     assert [(m.tp, m.micro_batch) for m in profile.layers] == [(1, 1)]
 
 
-def test_network_spawn_2_writes_a_cluster_file_sim_reads(capfd, tmp_path) -> None:
+def test_network_spawn_2_writes_a_cluster_file_that_loads(capfd, tmp_path) -> None:
     out = tmp_path / "local.json"
     code, _, err = run(capfd, ["network", "--spawn", "2", "--sizes", "4096", "65536", "1048576", "--repeats", "3",
                                 "-o", str(out)])
@@ -150,3 +155,10 @@ def test_a_profile_slower_than_the_datasheet_slows_the_table_and_the_footer_says
     # the same but for the optimizer step's one kernel launch (5 µs), which a measured step includes
     assert seconds["same"] == pytest.approx(seconds["none"] - 5e-6, rel=1e-9)
     assert seconds["double"] > 1.5 * seconds["none"]
+
+
+def test_a_regions_file_without_this_host_is_refused_before_measuring(capsys, tmp_path) -> None:
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps({"some-other-host": "ohio"}))
+    code, _, err = run(capsys, ["network", "--spawn", "2", "--regions", str(regions), "-o", str(tmp_path / "c.json")])
+    assert code == 2 and "no region for this host" in err and not (tmp_path / "c.json").exists()

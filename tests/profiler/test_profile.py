@@ -48,12 +48,15 @@ def test_exact_shapes_and_micro_batches_interpolated_between_neighbours() -> Non
     assert profile.head_times(1, 3) == pytest.approx((0.015, 0.030))
 
 
-@pytest.mark.parametrize("tp,micro_batch,what", [(1, 8, "tp 1, micro-batch 8"), (4, 1, "tp 4, micro-batch 1"),
-                                                 (2, 2, "tp 2, micro-batch 2")])
-def test_a_shape_it_cannot_interpolate_names_itself_and_how_to_measure_it(tp, micro_batch, what) -> None:
-    with pytest.raises(InputError, match=f"no layers timing for {what}.*profiler compute --tp {tp} "
-                                         f"--micro-batch {micro_batch}"):
+@pytest.mark.parametrize("tp,micro_batch,grid", [(1, 8, "--tp 1 2 --micro-batch 1 4 8"),
+                                                 (4, 1, "--tp 1 2 4 --micro-batch 1 4"),
+                                                 (2, 2, "--tp 1 2 --micro-batch 1 2 4")])
+def test_a_shape_it_cannot_interpolate_names_itself_and_how_to_measure_it(tp, micro_batch, grid) -> None:
+    command = ("profiler compute --device cpu --kind CPU --d-model 512 --heads 8 --ffn 2048 --seq 256 --vocab 8192 "
+               f"--dtype fp32 {grid}")
+    with pytest.raises(InputError, match=f"no layers timing for tp {tp}, micro-batch {micro_batch}") as error:
         make_profile().layer(tp, micro_batch)
+    assert f"measure it again with `{command}`" in str(error.value)
 
 
 def test_a_profile_of_another_model_or_dtype_says_what_to_measure() -> None:
@@ -62,7 +65,8 @@ def test_a_profile_of_another_model_or_dtype_says_what_to_measure() -> None:
     with pytest.raises(InputError, match="measured in fp32, the job trains in fp16.*--dtype fp16"):
         profile.check_covers(gpt_small(4), "fp16")
     from profiler.model import gpt3_xl
-    with pytest.raises(InputError, match="profiler compute --d-model 2048 --heads 16 --ffn 8192 --seq 2048"):
+    with pytest.raises(InputError, match="profiler compute --device cpu --kind CPU --d-model 2048 --heads 16 "
+                                         "--ffn 8192 --seq 2048 --vocab 29056 --dtype fp32`"):
         profile.check_covers(gpt3_xl(24), "fp32")
 
 

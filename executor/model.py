@@ -1,0 +1,63 @@
+"""A plan's stage as torch modules, built from the profiler's GPT parts (profiler/gpt.py), and the
+seeded synthetic data every placement of a plan sees alike.
+
+Every part is initialised from its own seed (the run's seed and the part's index), so a stage's
+weights do not depend on how the layers were split: a pipelined, data-parallel run and one
+process holding the whole model start from the same weights and see the same tokens. Dropout is
+off, so both compute the same numbers; its masks cost little beside the GEMMs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
+from profiler.model import ModelSpec
+
+EMBEDDING, HEAD = -1, -2  # part indices of the embedding and the head beside layers 0..L-1
+
+
+def _seeded(seed: int, part: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + part + 2)
+
+
+def _part(model: ModelSpec, part: int, seed: int) -> nn.Module:
+    fork = _seeded(seed, part)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
+        if part == EMBEDDING:
+            return GPTEmbedding(model.vocab, model.d_model, model.seq_len, dropout=0.0)
+        if part == HEAD:
+            return GPTHead(model.vocab, model.d_model)
+        return GPTLayerShard(model.d_model, model.heads, model.ffn, dropout=0.0)
+
+
+class Stage(nn.Module):
+    """Layers [start, end) of the model, with the embedding in front on the first stage and the
+    head (and loss) behind on the last. With ``recompute`` each layer keeps only its input for the
+    backward and runs its forward again there (activation checkpointing)."""
+
+    def __init__(self, model: ModelSpec, start: int, end: int, seed: int, recompute: bool) -> None:
+        super().__init__()
+        self.embedding = _part(model, EMBEDDING, seed) if start == 0 else None
+        self.layers = nn.ModuleList(_part(model, i, seed) for i in range(start, end))
+        self.head = _part(model, HEAD, seed) if end == model.layers else None
+        self.recompute = recompute
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """x: token ids (first stage) or the previous stage's activation; the loss on the last."""
+        if self.embedding is not None:
+            x = self.embedding(x)
+        for layer in self.layers:
+            x = checkpoint(layer, x, use_reentrant=False) if self.recompute and torch.is_grad_enabled() else layer(x)
+        return self.head(x, targets) if self.head is not None else x
+
+
+def batch(model: ModelSpec, global_batch: int, iteration: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The iteration's tokens and next-token targets, (global batch, seq) each: seeded random ids,
+    the targets the ids shifted by one."""
+    generator = torch.Generator().manual_seed(seed * 7919 + iteration)
+    ids = torch.randint(0, model.vocab, (global_batch, model.seq_len + 1), generator=generator)
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()

@@ -1,0 +1,118 @@
+"""`executor run`'s work: one process per device of the plan (rank = device id), each running its
+stage of its pipeline through the plan's schedule, then the gradient sync and the optimizer.
+
+Locally the ranks are spawned on this machine and meet on the loopback; under torchrun each
+process takes its rank from the environment. The first ``warmup`` iterations are run and left out
+of the timings. Rank 0 gathers the report: per-iteration seconds (the slowest rank's, from a
+common start after a barrier), the loss, every rank's spans of the last iteration, and the
+environment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from executor.model import Stage, batch
+from executor.schedule import Recorder, Role, run_iteration, sync_gradients
+from profiler.errors import InputError
+from profiler.spawn import run_local
+from scheduler.plan import Plan
+
+LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    iterations: int
+    warmup: int = 1
+    backend: str = "gloo"
+    seed: int = 0
+    keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
+
+
+def check_runnable(plan: Plan) -> None:
+    placement = plan.placement
+    if placement.tp != 1:
+        raise InputError(f"plan {placement.config}: the executor does not run tensor parallelism yet (tp must be 1)")
+    if placement.sync.value == "sharded":
+        raise InputError("plan sync 'sharded': the executor runs 'ps' and 'ring' sync")
+
+
+def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
+    """Spawn the plan's ranks here and return rank 0's result."""
+    check_runnable(plan)
+    return run_local(_rank_main, plan.placement.device_count, settings.backend, (plan.to_json(), settings, verbose))
+
+
+def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, Any] | None:
+    from scheduler.plan import plan_from_json
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    show = (lambda text: print(f"[executor] {text}", file=sys.stderr, flush=True)) \
+        if verbose and dist.get_rank() == 0 else None
+    return run_rank(plan_from_json(plan_doc), settings, show)
+
+
+def roles(plan: Plan) -> dict[int, Role]:
+    """Every rank's role; creates the stages' data-parallel groups (every rank must, in order)."""
+    placement = plan.placement
+    devices = [[group[0] for group in replicas] for replicas in placement.devices]
+    out = {}
+    for s, row in enumerate(devices):
+        group = dist.new_group(ranks=row) if placement.dp > 1 else None
+        for r, rank in enumerate(row):
+            out[rank] = Role(stage=s, replica=r, stages=placement.pp,
+                             previous=devices[s - 1][r] if s > 0 else None,
+                             following=devices[s + 1][r] if s < placement.pp - 1 else None,
+                             group=group, server=row[placement.server_of(s)])
+    return out
+
+
+def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | None) -> dict[str, Any] | None:
+    rank = dist.get_rank()
+    role = roles(plan)[rank]
+    model, training, placement = plan.model, plan.training, plan.placement
+    start, end = placement.stage_layers[role.stage]
+    stage = Stage(model, start, end, settings.seed, training.activation_recompute)
+    optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
+    M, share = plan.micro_batches, training.global_batch // placement.dp
+    shape = (training.micro_batch, model.seq_len, model.d_model)
+    seconds, losses, record = [], [], Recorder()
+    for iteration in range(settings.warmup + settings.iterations):
+        ids, targets = batch(model, training.global_batch, iteration, settings.seed)
+        mine = slice(role.replica * share, (role.replica + 1) * share)
+        optimizer.zero_grad(set_to_none=False)
+        dist.barrier()
+        record = Recorder(origin=time.perf_counter())
+        loss = run_iteration(stage, role, ids[mine], targets[mine], M, placement.schedule.value, shape,
+                             1.0 / (M * placement.dp), record)
+        sync_gradients(stage, role, placement.sync.value, record)
+        record.time("optimizer", "optimizer", optimizer.step)
+        elapsed = torch.tensor([time.perf_counter() - record.origin, loss])
+        dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)
+        dist.all_reduce(elapsed[1:], op=dist.ReduceOp.SUM)
+        if iteration >= settings.warmup:
+            seconds.append(float(elapsed[0]))
+            losses.append(float(elapsed[1]) / (M * placement.dp))
+        if progress:
+            progress(f"iteration {iteration + 1} of {settings.warmup + settings.iterations}: "
+                     f"{float(elapsed[0]):.3f} s, loss {float(elapsed[1]) / (M * placement.dp):.4f}")
+    gathered: list = [None] * dist.get_world_size()
+    weights = {k: v.detach().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
+    dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica,
+                                      "spans": record.spans, "weights": weights})
+    if rank != 0:
+        return None
+    return {"iteration_s": seconds, "loss": losses, "ranks": sorted(gathered, key=lambda g: g["rank"]),
+            "environment": {"torch_version": torch.__version__, "backend": settings.backend, "host": platform.node(),
+                            "threads_per_rank": torch.get_num_threads(), "cpus": os.cpu_count(),
+                            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}

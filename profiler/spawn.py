@@ -1,0 +1,66 @@
+"""Local ranks for a quick run on one machine (`profiler network --spawn`, `executor run`): N
+processes meet on the loopback, run one function, and rank 0's result comes back to the caller.
+
+Rank 0 writes its result to a file (write, then rename) that the caller reads once every rank has
+exited: a result sent through a pipe instead would block rank 0 while the caller waits for it to
+exit, once the result outgrows the pipe's buffer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from profiler.errors import InputError
+
+TIMEOUT = datetime.timedelta(minutes=5)  # a rank that waits this long on a peer gives up
+
+
+class RankFailed(RuntimeError):
+    """A spawned rank raised or died; the message names the rank and its last words."""
+
+
+def run_local(worker: Callable[..., Any], ranks: int, backend: str, args: tuple = (),
+              timeout: datetime.timedelta = TIMEOUT) -> Any:
+    """``worker(*args)`` on ``ranks`` local processes in one process group; rank 0's return value."""
+    if backend == "nccl" and (not torch.cuda.is_available() or not dist.is_nccl_available()):
+        raise InputError(f"--backend nccl needs CUDA and NCCL; this torch ({torch.__version__}) has "
+                         f"{'no CUDA device' if not torch.cuda.is_available() else 'no NCCL'}")
+    with socket.socket() as probe:  # a free port on the loopback for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="tasklet-ranks-") as folder:
+        result = Path(folder) / "rank0.pickle"
+        try:
+            mp.start_processes(_entry, args=(ranks, port, backend, timeout, worker, args, str(result)), nprocs=ranks,
+                               start_method="spawn")
+        except mp.ProcessRaisedException as err:
+            last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
+            raise RankFailed(f"rank {err.error_index} failed: {last}") from None
+        except mp.ProcessExitedException as err:
+            raise RankFailed(f"rank {err.error_index} exited with code {err.exit_code}") from None
+        return pickle.loads(result.read_bytes())
+
+
+def _entry(rank: int, ranks: int, port: int, backend: str, timeout: datetime.timedelta, worker: Callable, args: tuple,
+           result: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                      RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank))
+    dist.init_process_group(backend, rank=rank, world_size=ranks, timeout=timeout)
+    try:
+        value = worker(*args)
+        if rank == 0:
+            partial = f"{result}.partial"
+            Path(partial).write_bytes(pickle.dumps(value))
+            os.replace(partial, result)
+    finally:
+        dist.destroy_process_group()

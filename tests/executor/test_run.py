@@ -1,0 +1,69 @@
+"""The executor against one process: a pipelined, data-parallel run computes the same loss and
+the same updated weights as the whole model in one process on the same global batch."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from executor.model import Stage, batch  # noqa: E402
+from executor.run import LEARNING_RATE, Settings, run_plan  # noqa: E402
+from profiler.cluster import Cluster, Device, Host, Interconnect  # noqa: E402
+from profiler.model import ModelSpec, TrainingSpec  # noqa: E402
+from scheduler.layouts import blocks_layout  # noqa: E402
+from scheduler.placement import Schedule, Sync  # noqa: E402
+from scheduler.plan import Plan, Provenance  # noqa: E402
+
+MODEL = ModelSpec(name="tiny-4l", layers=4, d_model=64, heads=4, ffn=256, seq_len=32, vocab=512)
+
+
+def cpu_plan(pp: int, dp: int, *, schedule: Schedule = Schedule.GPIPE, sync: Sync = Sync.PS, batch_size: int = 8,
+             micro_batch: int = 1, recompute: bool = False, servers: tuple[int, ...] = ()) -> Plan:
+    host = Host(name="local", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
+                interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9)
+    cluster = Cluster(name="cpu", devices=tuple(Device(id=i, gpu="CPU", host="local") for i in range(pp * dp)),
+                      hosts=(host,))
+    from dataclasses import replace
+    placement = replace(blocks_layout(list(range(pp * dp)), MODEL.layers, pp, dp), schedule=schedule, sync=sync,
+                        ps_servers=servers)
+    training = TrainingSpec(global_batch=batch_size, micro_batch=micro_batch, precision="fp32",
+                            activation_recompute=recompute)
+    return Plan(cluster=cluster, case=None, model=MODEL, training=training, placement=placement,
+                provenance=Provenance(method="manual", objective="time"))
+
+
+def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
+    full = Stage(MODEL, 0, MODEL.layers, 0, recompute=False)
+    optimizer = torch.optim.SGD(full.parameters(), lr=LEARNING_RATE)
+    losses = []
+    for iteration in range(iterations):
+        ids, targets = batch(MODEL, plan.training.global_batch, iteration, 0)
+        optimizer.zero_grad()
+        loss = full(ids, targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses, full.state_dict()
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("pp,dp,kwargs", [
+    (2, 2, dict()),
+    (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, recompute=True)),
+    (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, micro_batch=2)),
+    (1, 4, dict(servers=(2,))),
+])
+def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> None:
+    plan = cpu_plan(pp, dp, **kwargs)
+    result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True))
+    losses, weights = reference(plan, 2)
+    assert result["loss"] == pytest.approx(losses, rel=1e-5)
+    for rank in result["ranks"]:
+        start, _ = plan.placement.stage_layers[rank["stage"]]
+        for key, value in rank["weights"].items():
+            if key.startswith("layers."):
+                _, local, rest = key.split(".", 2)
+                key = f"layers.{start + int(local)}.{rest}"
+            torch.testing.assert_close(torch.from_numpy(value), weights[key], rtol=1e-5, atol=1e-6)
+    assert len(result["iteration_s"]) == 2 and all(s > 0 for s in result["iteration_s"])
