@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=int, default=1, help="iterations run first and left out of the timings (default 1)")
     run.add_argument("--backend", choices=("gloo", "nccl"), default="gloo", help="default gloo")
     run.add_argument("--seed", type=int, default=0, help="weights and data seed (default 0)")
+    run.add_argument("--emulate-network", action="store_true",
+                     help="hold every transfer as the plan's cluster's links would: latency + bytes / bandwidth, "
+                          "each link one transfer at a time (an application-level shaper; no root needed)")
     run.add_argument("--out", type=Path, help="write the run report (run-report/1) here")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
@@ -50,14 +53,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from executor.run import Settings, check_runnable, run_plan
     from profiler.spawn import RankFailed
 
-    check_runnable(plan)
+    check_runnable(plan, args.emulate_network)
     try:
         result = run_plan(plan, Settings(iterations=args.iterations, warmup=args.warmup, backend=args.backend,
-                                         seed=args.seed), verbose=not args.quiet)
+                                         seed=args.seed, emulate_network=args.emulate_network), verbose=not args.quiet)
     except RankFailed as err:
         raise NoSolution(str(err)) from None
     report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "config": plan.placement.config,
               "schedule": plan.placement.schedule.value, "sync": plan.placement.sync.value,
+              "emulated_network": args.emulate_network,
               "warmup": args.warmup, **result}
     for rank in report["ranks"]:
         rank.pop("weights")

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from executor.model import Stage, batch
 from executor.schedule import Recorder, Role, run_iteration, sync_gradients
+from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import run_local
 from scheduler.plan import Plan
@@ -36,11 +37,15 @@ class Settings:
     warmup: int = 1
     backend: str = "gloo"
     seed: int = 0
+    emulate_network: bool = False  # hold every transfer as the plan's cluster's links would (executor.shaper)
     keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
 
 
-def check_runnable(plan: Plan) -> None:
+def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
     placement = plan.placement
+    if emulate_network and placement.sync.value != "ps" and placement.dp > 1:
+        raise InputError("--emulate-network shapes the parameter-server sync ('ps'); the plan's "
+                         f"{placement.sync.value!r} sync is not shaped yet")
     if placement.tp != 1:
         raise InputError(f"plan {placement.config}: the executor does not run tensor parallelism yet (tp must be 1)")
     if placement.sync.value == "sharded":
@@ -49,7 +54,7 @@ def check_runnable(plan: Plan) -> None:
 
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
-    check_runnable(plan)
+    check_runnable(plan, settings.emulate_network)
     return run_local(_rank_main, plan.placement.device_count, settings.backend, (plan.to_json(), settings, verbose))
 
 
@@ -73,7 +78,7 @@ def roles(plan: Plan) -> dict[int, Role]:
             out[rank] = Role(stage=s, replica=r, stages=placement.pp,
                              previous=devices[s - 1][r] if s > 0 else None,
                              following=devices[s + 1][r] if s < placement.pp - 1 else None,
-                             group=group, server=row[placement.server_of(s)])
+                             group=group, peers=row, server=row[placement.server_of(s)])
     return out
 
 
@@ -84,6 +89,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     start, end = placement.stage_layers[role.stage]
     stage = Stage(model, start, end, settings.seed, training.activation_recompute)
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
+    shaper = Shaper(plan.cluster, rank) if settings.emulate_network else None
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses, record = [], [], Recorder()
@@ -94,8 +100,8 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         dist.barrier()
         record = Recorder(origin=time.perf_counter())
         loss = run_iteration(stage, role, ids[mine], targets[mine], M, placement.schedule.value, shape,
-                             1.0 / (M * placement.dp), record)
-        sync_gradients(stage, role, placement.sync.value, record)
+                             1.0 / (M * placement.dp), record, shaper)
+        sync_gradients(stage, role, placement.sync.value, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([time.perf_counter() - record.origin, loss])
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from executor.model import Stage
+from executor.shaper import Shaper, send_stamped
 
 
 @dataclass(slots=True, kw_only=True)
@@ -28,6 +29,7 @@ class Role:
     previous: int | None  # the rank holding this pipeline's previous stage
     following: int | None
     group: object | None  # this stage's data-parallel process group (None: one replica)
+    peers: list[int]  # the ranks of this stage's replicas, in replica order
     server: int  # the rank that serves this stage's parameter-server sync
 
 
@@ -45,16 +47,41 @@ class Recorder:
         return result
 
 
+class Inbox:
+    """Receives from one peer, all posted ahead; with a shaper, each with its sender's stamp, and
+    held until the emulated link has delivered it."""
+
+    def __init__(self, peer: int | None, shape: tuple[int, ...], count: int, tag: int, shaper: Shaper | None) -> None:
+        self.peer, self.shaper = peer, shaper
+        self.tensors = [torch.empty(shape) for _ in range(count)] if peer is not None else []
+        self.stamps = [torch.empty(1, dtype=torch.float64) for _ in self.tensors] if shaper else []
+        self.pending = [dist.irecv(t, peer, tag=tag + i) for i, t in enumerate(self.tensors)]
+        self.pending_stamps = [dist.irecv(t, peer, tag=STAMPS + tag + i) for i, t in enumerate(self.stamps)]
+
+    def take(self, i: int) -> torch.Tensor:
+        self.pending[i].wait()
+        if self.shaper:
+            self.pending_stamps[i].wait()
+            self.shaper.hold(self.peer, self.tensors[i], self.stamps[i])
+        return self.tensors[i]
+
+
+def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> list:
+    return send_stamped(tensor, dst, tag, STAMPS + tag) if shaper else [dist.isend(tensor, dst, tag=tag)]
+
+
+STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
+
+
 def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Tensor, micro_batches: int,
-                  schedule: str, activation_shape: tuple[int, ...], scale: float, record: Recorder) -> float:
+                  schedule: str, activation_shape: tuple[int, ...], scale: float, record: Recorder,
+                  shaper: Shaper | None = None) -> float:
     """Forwards and backwards of this rank's micro-batches (``ids``/``targets``: its replica's
     share of the batch); returns the sum of its micro-batches' losses (0 before the last stage)."""
     M = micro_batches
     ids_of, targets_of = ids.chunk(M), targets.chunk(M)
-    inputs = [torch.empty(activation_shape) for _ in range(M)] if role.previous is not None else []
-    grads = [torch.empty(activation_shape) for _ in range(M)] if role.following is not None else []
-    pending = [dist.irecv(inputs[m], role.previous, tag=m) for m in range(len(inputs))]
-    pending_grads = [dist.irecv(grads[m], role.following, tag=M + m) for m in range(len(grads))]
+    inputs = Inbox(role.previous, activation_shape, M, 0, shaper)
+    grads = Inbox(role.following, activation_shape, M, M, shaper)
     sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
 
     def forward(m: int) -> None:
@@ -62,24 +89,23 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
         if role.previous is None:
             x = ids_of[m]
         else:
-            record.time(f"recv activation {m}", "pipeline", pending[m].wait)
-            x = received[m] = inputs[m].requires_grad_()
+            x = received[m] = record.time(f"recv activation {m}", "pipeline", lambda: inputs.take(m)).requires_grad_()
         out = record.time(f"forward {m}", "forward", lambda: stage(x, targets_of[m] if role.following is None else None))
         if role.following is None:
             loss_sum += float(out.detach())
             outputs[m] = out * scale
         else:
             outputs[m] = out
-            sends.append(dist.isend(out.detach(), role.following, tag=m))
+            sends.extend(send(out.detach(), role.following, m, shaper))
 
     def backward(m: int) -> None:
         if role.following is None:
             record.time(f"backward {m}", "backward", outputs[m].backward)
         else:
-            record.time(f"recv gradient {m}", "pipeline", pending_grads[m].wait)
-            record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grads[m]))
+            grad = record.time(f"recv gradient {m}", "pipeline", lambda: grads.take(m))
+            record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad))
         if role.previous is not None:
-            sends.append(dist.isend(received[m].grad, role.previous, tag=M + m))
+            sends.extend(send(received[m].grad, role.previous, M + m, shaper))
         outputs[m] = received[m] = None
 
     for kind, m in _order(schedule, role.stage, role.stages, M):
@@ -100,16 +126,19 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
     return order + [("b", m) for m in range(M - fill, M)]
 
 
-def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder) -> None:
+def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
     """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
-    to it, broadcast back: the study's runtime) or a ring all-reduce (Megatron)."""
+    to it, broadcast back: the study's runtime) or a ring all-reduce (Megatron). With a shaper,
+    the server's reduce and broadcast are its point-to-point transfers, each over its link."""
     if role.group is None:
         return
     grads = [p.grad for p in stage.parameters()]
     flat = torch.cat([g.reshape(-1) for g in grads])
 
     def exchange() -> None:
-        if method == "ps":
+        if method == "ps" and shaper:
+            _shaped_server(flat, role, shaper)
+        elif method == "ps":
             dist.reduce(flat, dst=role.server, group=role.group)
             dist.broadcast(flat, src=role.server, group=role.group)
         else:
@@ -120,3 +149,23 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder) -> N
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
+    """The parameter server's reduce and broadcast as point-to-point transfers over their links:
+    every replica sends its gradients to the server, which adds them up in replica order and
+    sends the sum back to each."""
+    reduce_tag, broadcast_tag = 1 << 18, (1 << 18) + 1
+    me = dist.get_rank()
+    if me != role.server:
+        back = Inbox(role.server, tuple(flat.shape), 1, broadcast_tag, shaper)
+        for handle in send(flat, role.server, reduce_tag, shaper):
+            handle.wait()
+        flat.copy_(back.take(0))
+        return
+    others = [peer for peer in role.peers if peer != me]
+    inboxes = [Inbox(peer, tuple(flat.shape), 1, reduce_tag, shaper) for peer in others]
+    for inbox in inboxes:
+        flat += inbox.take(0)
+    for handle in [h for peer in others for h in send(flat, peer, broadcast_tag, shaper)]:
+        handle.wait()

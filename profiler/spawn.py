@@ -62,5 +62,6 @@ def _entry(rank: int, ranks: int, port: int, backend: str, timeout: datetime.tim
             partial = f"{result}.partial"
             Path(partial).write_bytes(pickle.dumps(value))
             os.replace(partial, result)
+        dist.barrier()  # nobody tears the group down while a peer still talks to it
     finally:
         dist.destroy_process_group()
