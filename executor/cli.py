@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
@@ -33,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--emulate-network", action="store_true",
                      help="hold every transfer as the plan's cluster's links would: latency + bytes / bandwidth, "
                           "each link one transfer at a time (an application-level shaper; no root needed)")
+    run.add_argument("--checkpoint-dir", type=Path, help="write checkpoints here (made if missing)")
+    run.add_argument("--every", type=int, default=1, help="checkpoint after every K iterations (default 1)")
+    run.add_argument("--resume", action="store_true",
+                     help="go on from the last complete checkpoint in --checkpoint-dir (none there: from the start)")
     run.add_argument("--out", type=Path, help="write the run report (run-report/1) here")
+    run.add_argument("--trace", type=Path, help="write the last iteration as a Chrome trace, in the simulator's "
+                                                "format (one process per device, a thread per stage replica)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -41,11 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
 
-    if args.iterations < 1 or args.warmup < 0:
-        raise InputError("--iterations must be at least 1 and --warmup 0 or more")
+    if args.iterations < 1 or args.warmup < 0 or args.every < 1:
+        raise InputError("--iterations and --every must be at least 1 and --warmup 0 or more")
+    if args.resume and not args.checkpoint_dir:
+        raise InputError("--resume needs --checkpoint-dir")
+    if args.checkpoint_dir:
+        check_folder(args.checkpoint_dir)
+        args.checkpoint_dir.mkdir(exist_ok=True)
     plan = load_plan(args.plan)
-    if args.out:
-        check_folder(args.out)
+    for path in (args.out, args.trace):
+        if path:
+            check_folder(path)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -56,7 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_runnable(plan, args.emulate_network)
     try:
         result = run_plan(plan, Settings(iterations=args.iterations, warmup=args.warmup, backend=args.backend,
-                                         seed=args.seed, emulate_network=args.emulate_network), verbose=not args.quiet)
+                                         seed=args.seed, emulate_network=args.emulate_network,
+                                         checkpoint_dir=str(args.checkpoint_dir) if args.checkpoint_dir else None,
+                                         every=args.every, resume=args.resume), verbose=not args.quiet)
     except RankFailed as err:
         raise NoSolution(str(err)) from None
     report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "config": plan.placement.config,
@@ -69,10 +84,38 @@ def cmd_run(args: argparse.Namespace) -> int:
                          for label, category, start, end in rank["spans"]]
     if args.out:
         write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    if args.trace:
+        _write_trace(report, plan, args.trace)
     seconds = report["iteration_s"]
     print(f"{plan.placement.config} {report['schedule']}/{report['sync']}: {sum(seconds) / len(seconds):.3f} s per "
           f"iteration (mean of {len(seconds)}), loss {report['loss'][-1]:.4f}")
     return 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSpan:
+    """A measured span, with the fields the simulator's trace writer reads off its own spans."""
+
+    stream: str
+    devices: tuple[int, ...]
+    main: bool
+    op_id: int
+    label: str
+    category: str
+    start_s: float
+    end_s: float
+
+
+def _write_trace(report: dict, plan, path: Path) -> None:
+    """The same trace format as `sim predict --trace`, so predicted and measured open side by side."""
+    from simulator.trace import chrome_trace, write_chrome_trace
+
+    spans = [RunSpan(stream=f"s{rank['stage']}r{rank['replica']}", devices=(rank["rank"],), main=True, op_id=i,
+                     label=span["label"], category=span["category"], start_s=span["start_s"], end_s=span["end_s"])
+             for rank in report["ranks"] for i, span in enumerate(rank["spans"])]
+    cluster = plan.cluster
+    names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)}), measured" for d in cluster.devices}
+    write_chrome_trace(path, chrome_trace(spans, device_names=names))
 
 
 def main(argv: list[str] | None = None) -> int:

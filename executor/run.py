@@ -16,11 +16,13 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from executor import checkpoint
 from executor.model import Stage, batch
 from executor.schedule import Recorder, Role, run_iteration, sync_gradients
 from executor.shaper import Shaper
@@ -38,6 +40,9 @@ class Settings:
     backend: str = "gloo"
     seed: int = 0
     emulate_network: bool = False  # hold every transfer as the plan's cluster's links would (executor.shaper)
+    checkpoint_dir: str | None = None  # executor.checkpoint
+    every: int = 1  # checkpoint after every this many iterations
+    resume: bool = False  # go on from the last complete checkpoint in checkpoint_dir
     keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
 
 
@@ -93,7 +98,14 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses, record = [], [], Recorder()
-    for iteration in range(settings.warmup + settings.iterations):
+    folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    first = 0
+    if folder and settings.resume:
+        done = checkpoint.latest(folder, dist.get_world_size())
+        if done is not None:
+            checkpoint.load(folder, done, rank, stage, optimizer)
+            first = done + 1
+    for iteration in range(first, settings.warmup + settings.iterations):
         ids, targets = batch(model, training.global_batch, iteration, settings.seed)
         mine = slice(role.replica * share, (role.replica + 1) * share)
         optimizer.zero_grad(set_to_none=False)
@@ -112,6 +124,8 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         if progress:
             progress(f"iteration {iteration + 1} of {settings.warmup + settings.iterations}: "
                      f"{float(elapsed[0]):.3f} s, loss {float(elapsed[1]) / (M * placement.dp):.4f}")
+        if folder and (iteration + 1) % settings.every == 0:
+            checkpoint.save(folder, iteration, rank, stage, optimizer)
     gathered: list = [None] * dist.get_world_size()
     weights = {k: v.detach().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
     dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica,

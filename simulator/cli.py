@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
                       help="profiles (profile/1) replacing the datasheet model of the device kinds they measured")
     plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    validate = sub.add_parser("validate", help="a plan's prediction beside a run of it (executor run --out)",
+                              epilog="examples:\n  executor run examples/cpu-pipeline-plan.json --out run.json\n"
+                                     "  profiler compute -o cpu.json\n"
+                                     "  sim validate examples/cpu-pipeline-plan.json run.json --profile cpu.json",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    validate.add_argument("plan", type=Path, help="the plan file (plan/1) that was run")
+    validate.add_argument("run", type=Path, help="the run report (run-report/1)")
+    validate.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
+                          help="profiles measured on the machine that ran it")
+    validate.add_argument("--engine", choices=("analytic", "simpy"), default="simpy",
+                          help="SimPy simulation (default) or the analytic estimator")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
     cases.add_argument("--export", metavar="NAME", help="write this scenario as a cluster JSON file")
@@ -318,8 +329,29 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from profiler.files import read_json
+    from scheduler.plan import load_plan
+    from simulator.job import Job
+    from simulator.predict import check_fits, predict
+    from simulator.validate import compare, measured, render
+
+    plan = load_plan(args.plan)
+    report = read_json(args.run, "run report")
+    measured(report, str(args.run))  # a bad report is refused before any simulating
+    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
+              profiles=_profiles(args.profile, plan.cluster))
+    prediction, _ = predict(job, plan.placement, engine=args.engine)
+    if prediction is None:
+        check_fits(job, plan.placement, where=str(args.plan))
+    rows = compare(prediction.iteration_s, prediction.breakdown, report, str(args.run))
+    print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_command("sim", build_parser(), {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan}, argv)
+    return run_command("sim", build_parser(), {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan,
+                                               "validate": cmd_validate}, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 MODULES = ["scheduler", "scheduler.placement", "scheduler.layouts", "simulator", "simulator.cli",
            "simulator.predict", "simulator.estimator", "simulator.topology", "simulator.systems",
            "simulator.memory", "simulator.render", "profiler.cluster", "profiler.scenarios", "profiler.model",
-           "profiler.profile", "profiler.links", "profiler.cli", "executor.cli"]
+           "profiler.profile", "profiler.links", "profiler.cli", "executor.cli", "simulator.validate"]
 
 
 def run(code: str, tmp_path) -> subprocess.CompletedProcess:

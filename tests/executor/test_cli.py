@@ -17,8 +17,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-pipeline-plan.
 
 @pytest.mark.distributed
 def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
-    out = tmp_path / "run.json"
-    assert main(["run", str(EXAMPLE), "--iterations", "2", "--quiet", "--out", str(out)]) == 0
+    out, trace = tmp_path / "run.json", tmp_path / "trace.json"
+    assert main(["run", str(EXAMPLE), "--iterations", "2", "--quiet", "--out", str(out), "--trace", str(trace)]) == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "run-report/1" and report["config"] == "P2T1D2" and len(report["iteration_s"]) == 2
     assert [r["rank"] for r in report["ranks"]] == [0, 1, 2, 3]
@@ -26,6 +26,12 @@ def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
     assert categories == {"forward", "backward", "pipeline", "dp_sync", "optimizer"}
     assert all(8.5 < loss < 9.5 for loss in report["loss"])  # ln(8192) = 9.01 for random tokens
     assert "P2T1D2 gpipe/ps" in capsys.readouterr().out
+    events = json.loads(trace.read_text())["traceEvents"]
+    threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert threads == {"s0r0", "s0r1", "s1r0", "s1r1"}  # the simulator's stream names
+    spans = [e for e in events if e["ph"] == "X"]
+    assert len(spans) == sum(len(r["spans"]) for r in report["ranks"])
+    assert {e["cat"] for e in spans} == categories
 
 
 def plan_with(tmp_path, **placement_changes) -> Path:
@@ -40,9 +46,12 @@ def plan_with(tmp_path, **placement_changes) -> Path:
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "missing.json"], "cannot read plan file"),
-    (["run", str(EXAMPLE), "--iterations", "0"], "--iterations must be at least 1"),
+    (["run", str(EXAMPLE), "--iterations", "0"], "--iterations and --every must be at least 1"),
     (["run", str(EXAMPLE), "--out", "no/such/dir/run.json"], "folder no/such/dir does not exist"),
     (["run"], "the following arguments are required: plan"),
+    (["run", str(EXAMPLE), "--resume"], "--resume needs --checkpoint-dir"),
+    (["run", str(EXAMPLE), "--checkpoint-dir", "no/such/dir/ck"], "folder no/such/dir does not exist"),
+    (["run", str(EXAMPLE), "--every", "0", "--checkpoint-dir", "ck"], "--every must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message) -> None:
     monkeypatch.chdir(tmp_path)
@@ -56,3 +65,21 @@ def test_what_the_executor_does_not_run_yet_is_refused(capsys, tmp_path) -> None
 
     assert main(["run", str(plan_with(tmp_path, sync=Sync.SHARDED)), "--quiet"]) == 2
     assert "the executor runs 'ps' and 'ring' sync" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_sim_validate_puts_a_run_beside_its_prediction(capsys, tmp_path) -> None:
+    from profiler.cli import main as profiler
+    from simulator.cli import main as sim
+
+    run, profile = tmp_path / "run.json", tmp_path / "cpu.json"
+    assert profiler(["compute", "--quiet", "--tp", "1", "--micro-batch", "1", "--repeats", "3", "-o", str(profile)]) == 0
+    assert main(["run", str(EXAMPLE), "--iterations", "1", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert sim(["validate", str(EXAMPLE), str(run), "--profile", str(profile), "--engine", "analytic"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[4:]}
+    assert set(rows) == {"iteration", "compute", "tp_comm", "pipeline", "dp_sync", "idle"}
+    assert float(rows["iteration"][1]) == pytest.approx(json.loads(run.read_text())["iteration_s"][0], abs=1e-4)
+    assert sim(["validate", str(EXAMPLE), str(profile)]) == 2  # a profile is no run report
+    assert "expected a run report (run-report/1)" in capsys.readouterr().err

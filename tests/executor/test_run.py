@@ -67,3 +67,23 @@ def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> Non
                 key = f"layers.{start + int(local)}.{rest}"
             torch.testing.assert_close(torch.from_numpy(value), weights[key], rtol=1e-5, atol=1e-6)
     assert len(result["iteration_s"]) == 2 and all(s > 0 for s in result["iteration_s"])
+
+
+@pytest.mark.distributed
+def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path) -> None:
+    plan = cpu_plan(2, 2)
+    whole = run_plan(plan, Settings(iterations=4, warmup=0, keep_weights=True))
+    folder = tmp_path / "checkpoints"
+    first = run_plan(plan, Settings(iterations=2, warmup=0, checkpoint_dir=str(folder), every=1))
+    assert first["loss"] == pytest.approx(whole["loss"][:2], rel=1e-6)
+    # a run killed while writing leaves half a checkpoint behind; latest.json still names iteration 1
+    (folder / "iteration-2").mkdir()
+    (folder / "iteration-2" / "rank-0.pt").write_bytes(b"half")
+    (folder / "iteration-1" / ".rank-0.pt.partial").write_bytes(b"half")
+    resumed = run_plan(plan, Settings(iterations=4, warmup=0, keep_weights=True, checkpoint_dir=str(folder),
+                                      resume=True))
+    assert resumed["loss"] == pytest.approx(whole["loss"][2:], rel=1e-6)
+    for a, b in zip(whole["ranks"], resumed["ranks"]):
+        for key in a["weights"]:
+            torch.testing.assert_close(torch.from_numpy(b["weights"][key]), torch.from_numpy(a["weights"][key]),
+                                       rtol=1e-6, atol=1e-7)
