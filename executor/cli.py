@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--every", type=int, default=1, help="checkpoint after every K iterations (default 1)")
     run.add_argument("--resume", action="store_true",
                      help="go on from the last complete checkpoint in --checkpoint-dir (none there: from the start)")
+    run.add_argument("--timeout", type=float, default=300.0,
+                     help="seconds a rank waits on a peer before the run stops, naming it (default 300)")
     run.add_argument("--out", type=Path, help="write the run report (run-report/1) here")
     run.add_argument("--trace", type=Path, help="write the last iteration as a Chrome trace, in the simulator's "
                                                 "format (one process per device, a thread per stage replica)")
@@ -48,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
 
-    if args.iterations < 1 or args.warmup < 0 or args.every < 1:
-        raise InputError("--iterations and --every must be at least 1 and --warmup 0 or more")
+    if args.iterations < 1 or args.warmup < 0 or args.every < 1 or not args.timeout > 0:
+        raise InputError("--iterations and --every must be at least 1, --warmup 0 or more, --timeout positive")
     if args.resume and not args.checkpoint_dir:
         raise InputError("--resume needs --checkpoint-dir")
     if args.checkpoint_dir:
@@ -63,17 +66,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise InputError("the executor needs torch: pip install -e '.[torch]'") from None
-    from executor.run import Settings, check_runnable, run_plan
+    from executor.run import Settings, check_runnable, run_plan, run_under_torchrun
     from profiler.spawn import RankFailed
 
     check_runnable(plan, args.emulate_network)
-    try:
-        result = run_plan(plan, Settings(iterations=args.iterations, warmup=args.warmup, backend=args.backend,
-                                         seed=args.seed, emulate_network=args.emulate_network,
-                                         checkpoint_dir=str(args.checkpoint_dir) if args.checkpoint_dir else None,
-                                         every=args.every, resume=args.resume), verbose=not args.quiet)
-    except RankFailed as err:
-        raise NoSolution(str(err)) from None
+    settings = Settings(iterations=args.iterations, warmup=args.warmup, backend=args.backend, seed=args.seed,
+                        emulate_network=args.emulate_network,
+                        checkpoint_dir=str(args.checkpoint_dir) if args.checkpoint_dir else None, every=args.every,
+                        resume=args.resume, timeout_s=args.timeout)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under torchrun: this process is one rank
+        result = run_under_torchrun(plan, settings, verbose=not args.quiet)
+        if result is None:
+            return 0
+    else:
+        try:
+            result = run_plan(plan, settings, verbose=not args.quiet)
+        except RankFailed as err:
+            raise NoSolution(str(err)) from None
     report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "config": plan.placement.config,
               "schedule": plan.placement.schedule.value, "sync": plan.placement.sync.value,
               "emulated_network": args.emulate_network,

@@ -27,7 +27,7 @@ from executor.model import Stage, batch
 from executor.schedule import Recorder, Role, run_iteration, sync_gradients
 from executor.shaper import Shaper
 from profiler.errors import InputError
-from profiler.spawn import run_local
+from profiler.spawn import TIMEOUT, run_local
 from scheduler.plan import Plan
 
 LEARNING_RATE = 1e-3
@@ -43,6 +43,7 @@ class Settings:
     checkpoint_dir: str | None = None  # executor.checkpoint
     every: int = 1  # checkpoint after every this many iterations
     resume: bool = False  # go on from the last complete checkpoint in checkpoint_dir
+    timeout_s: float = TIMEOUT.total_seconds()  # a rank waiting this long on a peer stops the run
     keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
 
 
@@ -60,16 +61,43 @@ def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
     check_runnable(plan, settings.emulate_network)
-    return run_local(_rank_main, plan.placement.device_count, settings.backend, (plan.to_json(), settings, verbose))
+    return run_local(_rank_main, plan.placement.device_count, settings.backend, (plan.to_json(), settings, verbose),
+                     timeout=datetime.timedelta(seconds=settings.timeout_s))
+
+
+def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any] | None:
+    """This process's rank of a torchrun launch (rank and world from the environment): rank 0's
+    result, None on the others."""
+    check_runnable(plan, settings.emulate_network)
+    world = int(os.environ["WORLD_SIZE"])
+    if world != plan.placement.device_count:
+        raise InputError(f"plan {plan.placement.config} runs {plan.placement.device_count} ranks; torchrun started "
+                         f"{world}")
+    dist.init_process_group(settings.backend, timeout=datetime.timedelta(seconds=settings.timeout_s))
+    try:
+        result = _rank_main(plan.to_json(), settings, verbose)
+        dist.barrier()
+        return result
+    finally:
+        dist.destroy_process_group()
 
 
 def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, Any] | None:
     from scheduler.plan import plan_from_json
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))  # torchrun sets it per host
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks_here))
     show = (lambda text: print(f"[executor] {text}", file=sys.stderr, flush=True)) \
         if verbose and dist.get_rank() == 0 else None
-    return run_rank(plan_from_json(plan_doc), settings, show)
+    plan = plan_from_json(plan_doc)
+    record = Recorder()
+    try:
+        return run_rank(plan, settings, show, record)
+    except Exception as err:  # the parent sees the last line: which rank, doing what
+        role = roles_of(plan)[dist.get_rank()]
+        raise RuntimeError(f"stage {role[0]} replica {role[1]} (rank {dist.get_rank()}) failed during "
+                           f"{record.doing!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") \
+            from None
 
 
 def roles(plan: Plan) -> dict[int, Role]:
@@ -87,7 +115,23 @@ def roles(plan: Plan) -> dict[int, Role]:
     return out
 
 
-def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | None) -> dict[str, Any] | None:
+def roles_of(plan: Plan) -> dict[int, tuple[int, int]]:
+    """Each rank's (stage, replica)."""
+    return {group[0]: (s, r) for s, replicas in enumerate(plan.placement.devices) for r, group in enumerate(replicas)}
+
+
+def _fault(rank: int, iteration: int) -> None:
+    """A fault injected for the tests (TASKLET_EXECUTOR_FAULT=rank:iteration:exit|hang): this rank
+    dies, or stops answering, at the start of that iteration."""
+    spec = os.environ.get("TASKLET_EXECUTOR_FAULT", "")
+    if spec and spec.split(":")[:2] == [str(rank), str(iteration)]:
+        if spec.endswith(":exit"):
+            os._exit(3)
+        time.sleep(3600)
+
+
+def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | None,
+             record: Recorder | None = None) -> dict[str, Any] | None:
     rank = dist.get_rank()
     role = roles(plan)[rank]
     model, training, placement = plan.model, plan.training, plan.placement
@@ -97,7 +141,8 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     shaper = Shaper(plan.cluster, rank) if settings.emulate_network else None
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
-    seconds, losses, record = [], [], Recorder()
+    seconds, losses = [], []
+    record = record or Recorder()
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     first = 0
     if folder and settings.resume:
@@ -109,8 +154,10 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         ids, targets = batch(model, training.global_batch, iteration, settings.seed)
         mine = slice(role.replica * share, (role.replica + 1) * share)
         optimizer.zero_grad(set_to_none=False)
+        _fault(rank, iteration)
+        record.doing = f"the barrier before iteration {iteration}"
         dist.barrier()
-        record = Recorder(origin=time.perf_counter())
+        record.origin, record.spans = time.perf_counter(), []
         loss = run_iteration(stage, role, ids[mine], targets[mine], M, placement.schedule.value, shape,
                              1.0 / (M * placement.dp), record, shaper)
         sync_gradients(stage, role, placement.sync.value, record, shaper)

@@ -39,8 +39,10 @@ class Recorder:
 
     origin: float = 0.0
     spans: list[tuple[str, str, float, float]] = field(default_factory=list)
+    doing: str = "starting"  # the op under way, for the message of a rank that fails
 
     def time(self, label: str, category: str, work: Callable[[], object]) -> object:
+        self.doing = label
         begin = time.perf_counter()
         result = work()
         self.spans.append((label, category, begin - self.origin, time.perf_counter() - self.origin))

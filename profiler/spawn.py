@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -40,28 +41,45 @@ def run_local(worker: Callable[..., Any], ranks: int, backend: str, args: tuple 
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="tasklet-ranks-") as folder:
         result = Path(folder) / "rank0.pickle"
+        context = mp.start_processes(_entry, args=(ranks, port, backend, timeout, worker, args, folder), nprocs=ranks,
+                                     start_method="spawn", join=False)
         try:
-            mp.start_processes(_entry, args=(ranks, port, backend, timeout, worker, args, str(result)), nprocs=ranks,
-                               start_method="spawn")
-        except mp.ProcessRaisedException as err:
-            last = [line for line in str(err).strip().splitlines() if line.strip()][-1]
-            raise RankFailed(f"rank {err.error_index} failed: {last}") from None
-        except mp.ProcessExitedException as err:
-            raise RankFailed(f"rank {err.error_index} exited with code {err.exit_code}") from None
+            while not context.join():
+                pass
+        except (mp.ProcessRaisedException, mp.ProcessExitedException):
+            raise RankFailed(_failure(context, Path(folder))) from None
         return pickle.loads(result.read_bytes())
 
 
+def _failure(context, folder: Path) -> str:
+    """Which rank brought the run down: one that died (an exit code of its own), else the first
+    that raised, with what it said (its last line)."""
+    codes = {i: process.exitcode for i, process in enumerate(context.processes)}
+    dead = [i for i, code in codes.items() if code not in (0, 1, -signal.SIGTERM, None)]
+    said = {i: (folder / f"rank-{i}.error").read_text() for i in codes if (folder / f"rank-{i}.error").exists()}
+    if dead:
+        return f"rank {dead[0]} exited with code {codes[dead[0]]}" + (
+            f"; rank {min(said)}: {said[min(said)]}" if said else "")
+    if said:
+        return f"rank {min(said)} failed: {said[min(said)]}"
+    return "a rank exited: " + ", ".join(f"rank {i} code {code}" for i, code in codes.items() if code)
+
+
 def _entry(rank: int, ranks: int, port: int, backend: str, timeout: datetime.timedelta, worker: Callable, args: tuple,
-           result: str) -> None:
+           folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
-                      RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank))
+                      RANK=str(rank), WORLD_SIZE=str(ranks), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(ranks))
     dist.init_process_group(backend, rank=rank, world_size=ranks, timeout=timeout)
     try:
-        value = worker(*args)
+        try:
+            value = worker(*args)
+        except Exception as err:  # what this rank says of its failure, for the caller's message
+            Path(folder, f"rank-{rank}.error").write_text(f"{type(err).__name__}: {err}".splitlines()[0])
+            raise
         if rank == 0:
-            partial = f"{result}.partial"
-            Path(partial).write_bytes(pickle.dumps(value))
-            os.replace(partial, result)
+            partial = Path(folder, "rank0.pickle.partial")
+            partial.write_bytes(pickle.dumps(value))
+            os.replace(partial, Path(folder, "rank0.pickle"))
         dist.barrier()  # nobody tears the group down while a peer still talks to it
     finally:
         dist.destroy_process_group()

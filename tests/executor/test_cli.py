@@ -83,3 +83,29 @@ def test_sim_validate_puts_a_run_beside_its_prediction(capsys, tmp_path) -> None
     assert float(rows["iteration"][1]) == pytest.approx(json.loads(run.read_text())["iteration_s"][0], abs=1e-4)
     assert sim(["validate", str(EXAMPLE), str(profile)]) == 2  # a profile is no run report
     assert "expected a run report (run-report/1)" in capsys.readouterr().err
+
+
+def torchrun(tmp_path, ranks: int, *argv: str):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-addr",
+               "127.0.0.1", "--master-port", str(port), "-m", "executor.cli", "run", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+                          env=dict(os.environ, GLOO_SOCKET_IFNAME="lo"))
+
+
+@pytest.mark.distributed
+def test_under_torchrun_each_process_is_one_rank(tmp_path) -> None:
+    out = tmp_path / "run.json"
+    done = torchrun(tmp_path, 4, str(EXAMPLE), "--iterations", "1", "--quiet", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["rank"] for r in report["ranks"]] == [0, 1, 2, 3] and len(report["iteration_s"]) == 1
+    wrong = torchrun(tmp_path, 2, str(EXAMPLE), "--iterations", "1", "--quiet")
+    assert wrong.returncode != 0 and "plan P2T1D2 runs 4 ranks; torchrun started 2" in wrong.stderr

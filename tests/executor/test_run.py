@@ -87,3 +87,22 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path) -> 
         for key in a["weights"]:
             torch.testing.assert_close(torch.from_numpy(b["weights"][key]), torch.from_numpy(a["weights"][key]),
                                        rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fault,message", [
+    ("2:1:exit", "rank 2 exited with code 3"),
+    ("3:1:hang", "failed during 'the barrier before iteration 1'"),
+])
+def test_a_rank_that_dies_or_hangs_stops_the_run_naming_it(monkeypatch, fault, message) -> None:
+    import time
+
+    from profiler.spawn import RankFailed
+
+    monkeypatch.setenv("TASKLET_EXECUTOR_FAULT", fault)
+    begin = time.perf_counter()
+    with pytest.raises(RankFailed, match=message) as failure:
+        run_plan(cpu_plan(2, 2), Settings(iterations=2, warmup=0, timeout_s=5))
+    assert time.perf_counter() - begin < 60
+    if "hang" in fault:  # a waiting peer names itself and what it waited on
+        assert "stage" in str(failure.value) and "replica" in str(failure.value)
