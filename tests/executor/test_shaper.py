@@ -3,7 +3,6 @@ pipeline held by it as long as its links say."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 
