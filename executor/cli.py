@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
@@ -33,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("gloo", "nccl"), default="gloo", help="default gloo")
     run.add_argument("--seed", type=int, default=0, help="weights and data seed (default 0)")
     run.add_argument("--emulate-network", action="store_true",
-                     help="hold every transfer as the plan's cluster's links would: latency + bytes / bandwidth, "
-                          "each link one transfer at a time (an application-level shaper; no root needed)")
+                     help="hold every transfer as the plan's cluster's network would: its transfers share "
+                          "NICs and links max-min fairly, each arrives a latency after its last byte (an "
+                          "application-level emulator; no root needed)")
     run.add_argument("--checkpoint-dir", type=Path, help="write checkpoints here (made if missing)")
     run.add_argument("--every", type=int, default=1, help="checkpoint after every K iterations (default 1)")
     run.add_argument("--resume", action="store_true",
@@ -104,26 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunSpan:
-    """A measured span, with the fields the simulator's trace writer reads off its own spans."""
-
-    stream: str
-    devices: tuple[int, ...]
-    main: bool
-    op_id: int
-    label: str
-    category: str
-    start_s: float
-    end_s: float
-
-
 def _write_trace(report: dict, plan, path: Path) -> None:
     """The same trace format as `sim predict --trace`, so predicted and measured open side by side."""
+    from simulator.program import Category, Span
     from simulator.trace import chrome_trace, write_chrome_trace
 
-    spans = [RunSpan(stream=f"s{rank['stage']}r{rank['replica']}", devices=(rank["rank"],), main=True, op_id=i,
-                     label=span["label"], category=span["category"], start_s=span["start_s"], end_s=span["end_s"])
+    spans = [Span(stream=f"s{rank['stage']}r{rank['replica']}", devices=(rank["rank"],), main=True, op_id=i,
+                  label=span["label"], category=Category(span["category"]), start_s=span["start_s"],
+                  end_s=span["end_s"])
              for rank in report["ranks"] for i, span in enumerate(rank["spans"])]
     cluster = plan.cluster
     names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)}), measured" for d in cluster.devices}

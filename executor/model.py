@@ -37,14 +37,39 @@ def _part(model: ModelSpec, part: int, seed: int) -> nn.Module:
 class Stage(nn.Module):
     """Layers [start, end) of the model, with the embedding in front on the first stage and the
     head (and loss) behind on the last. With ``recompute`` each layer keeps only its input for the
-    backward and runs its forward again there (activation checkpointing)."""
+    backward and runs its forward again there (activation checkpointing). With ``tp`` > 1 this is
+    tensor-parallel rank ``tp_rank``'s shard of every part, joined over ``tp_group``
+    (executor.tensor_parallel)."""
 
-    def __init__(self, model: ModelSpec, start: int, end: int, seed: int, recompute: bool) -> None:
+    def __init__(self, model: ModelSpec, start: int, end: int, seed: int, recompute: bool, tp: int = 1,
+                 tp_rank: int = 0, tp_group=None) -> None:
         super().__init__()
-        self.embedding = _part(model, EMBEDDING, seed) if start == 0 else None
-        self.layers = nn.ModuleList(_part(model, i, seed) for i in range(start, end))
-        self.head = _part(model, HEAD, seed) if end == model.layers else None
+        if tp == 1:
+            shard = lambda part, whole: whole  # noqa: E731
+        else:
+            from executor import tensor_parallel as parallel
+
+            makers = {EMBEDDING: parallel.ParallelEmbedding, HEAD: parallel.ParallelHead}
+            shard = lambda part, whole: makers.get(part, parallel.parallel_layer)(  # noqa: E731
+                whole, model, tp, tp_rank, tp_group)
+        self.embedding = shard(EMBEDDING, _part(model, EMBEDDING, seed)) if start == 0 else None
+        self.layers = nn.ModuleList(shard(i, _part(model, i, seed)) for i in range(start, end))
+        self.head = shard(HEAD, _part(model, HEAD, seed)) if end == model.layers else None
         self.recompute = recompute
+
+    def gradient_buffer(self) -> torch.Tensor:
+        """One flat tensor whose slices are every parameter's gradient (made on the first call):
+        the backward accumulates into it in place and the sync moves it whole, without the copies
+        in and out that per-parameter gradients would cost (DDP's bucket views, Megatron's
+        contiguous gradient buffer)."""
+        if getattr(self, "_gradients", None) is None:
+            parameters = list(self.parameters())
+            self._gradients = torch.zeros(sum(p.numel() for p in parameters))
+            offset = 0
+            for p in parameters:
+                p.grad = self._gradients[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
+        return self._gradients
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """x: token ids (first stage) or the previous stage's activation; the loss on the last."""

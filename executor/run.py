@@ -14,8 +14,9 @@ import datetime
 import os
 import platform
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,15 +46,17 @@ class Settings:
     resume: bool = False  # go on from the last complete checkpoint in checkpoint_dir
     timeout_s: float = TIMEOUT.total_seconds()  # a rank waiting this long on a peer stops the run
     keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
+    shaper_log: str | None = None  # the local ranks' shared transfer log (executor.shaper); set by run_plan
 
 
 def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
     placement = plan.placement
-    if emulate_network and placement.sync.value != "ps" and placement.dp > 1:
-        raise InputError("--emulate-network shapes the parameter-server sync ('ps'); the plan's "
-                         f"{placement.sync.value!r} sync is not shaped yet")
-    if placement.tp != 1:
-        raise InputError(f"plan {placement.config}: the executor does not run tensor parallelism yet (tp must be 1)")
+    model = plan.model
+    if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
+        raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
+                         f"must each divide into {placement.tp} tensor-parallel shards")
+    if emulate_network and placement.tp > 1:
+        raise InputError(f"plan {placement.config}: --emulate-network does not shape tensor-parallel all-reduces yet")
     if placement.sync.value == "sharded":
         raise InputError("plan sync 'sharded': the executor runs 'ps' and 'ring' sync")
 
@@ -61,8 +64,11 @@ def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
     check_runnable(plan, settings.emulate_network)
-    return run_local(_rank_main, plan.placement.device_count, settings.backend, (plan.to_json(), settings, verbose),
-                     timeout=datetime.timedelta(seconds=settings.timeout_s))
+    with tempfile.TemporaryDirectory(prefix="tasklet-shaper-") as folder:
+        if settings.emulate_network:
+            settings = replace(settings, shaper_log=Shaper.create_log(Path(folder) / "transfers"))
+        return run_local(_rank_main, plan.placement.device_count, settings.backend,
+                         (plan.to_json(), settings, verbose), timeout=datetime.timedelta(seconds=settings.timeout_s))
 
 
 def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any] | None:
@@ -101,23 +107,34 @@ def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, A
 
 
 def roles(plan: Plan) -> dict[int, Role]:
-    """Every rank's role; creates the stages' data-parallel groups (every rank must, in order)."""
+    """Every rank's role; creates the process groups: each stage's data-parallel group per
+    tensor-parallel rank, then each stage replica's tensor-parallel group (every rank must create
+    every group, in the same order)."""
     placement = plan.placement
-    devices = [[group[0] for group in replicas] for replicas in placement.devices]
+    P, D, T, devices = placement.pp, placement.dp, placement.tp, placement.devices
+    dp_groups = {}
+    for s in range(P):
+        for t in range(T):
+            dp_groups[s, t] = dist.new_group(ranks=[devices[s][r][t] for r in range(D)]) if D > 1 else None
+    tp_groups = {(s, r): dist.new_group(ranks=list(devices[s][r])) if T > 1 else None
+                 for s in range(P) for r in range(D)}
     out = {}
-    for s, row in enumerate(devices):
-        group = dist.new_group(ranks=row) if placement.dp > 1 else None
-        for r, rank in enumerate(row):
-            out[rank] = Role(stage=s, replica=r, stages=placement.pp,
-                             previous=devices[s - 1][r] if s > 0 else None,
-                             following=devices[s + 1][r] if s < placement.pp - 1 else None,
-                             group=group, peers=row, server=row[placement.server_of(s)])
+    for s in range(P):
+        for r in range(D):
+            for t in range(T):
+                peers = [devices[s][i][t] for i in range(D)]
+                out[devices[s][r][t]] = Role(stage=s, replica=r, stages=P,
+                                             previous=devices[s - 1][r][t] if s > 0 else None,
+                                             following=devices[s + 1][r][t] if s < P - 1 else None,
+                                             group=dp_groups[s, t], peers=peers, server=peers[placement.server_of(s)],
+                                             tp=T, tp_rank=t, tp_group=tp_groups[s, r])
     return out
 
 
 def roles_of(plan: Plan) -> dict[int, tuple[int, int]]:
     """Each rank's (stage, replica)."""
-    return {group[0]: (s, r) for s, replicas in enumerate(plan.placement.devices) for r, group in enumerate(replicas)}
+    return {rank: (s, r) for s, replicas in enumerate(plan.placement.devices) for r, group in enumerate(replicas)
+            for rank in group}
 
 
 def _fault(rank: int, iteration: int) -> None:
@@ -136,9 +153,11 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     role = roles(plan)[rank]
     model, training, placement = plan.model, plan.training, plan.placement
     start, end = placement.stage_layers[role.stage]
-    stage = Stage(model, start, end, settings.seed, training.activation_recompute)
+    stage = Stage(model, start, end, settings.seed, training.activation_recompute, placement.tp, role.tp_rank,
+                  role.tp_group)
+    stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
-    shaper = Shaper(plan.cluster, rank) if settings.emulate_network else None
+    shaper = Shaper(plan.cluster, rank, settings.shaper_log) if settings.emulate_network else None
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []
@@ -160,6 +179,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         record.origin, record.spans = time.perf_counter(), []
         loss = run_iteration(stage, role, ids[mine], targets[mine], M, placement.schedule.value, shape,
                              1.0 / (M * placement.dp), record, shaper)
+        loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([time.perf_counter() - record.origin, loss])
@@ -175,11 +195,13 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
             checkpoint.save(folder, iteration, rank, stage, optimizer)
     gathered: list = [None] * dist.get_world_size()
     weights = {k: v.detach().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
-    dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica,
-                                      "spans": record.spans, "weights": weights})
+    dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica, "tp_rank": role.tp_rank,
+                                      "host": platform.node(), "cpus": os.cpu_count(),
+                                      "threads": torch.get_num_threads(), "spans": record.spans,
+                                      "weights": weights})
     if rank != 0:
         return None
     return {"iteration_s": seconds, "loss": losses, "ranks": sorted(gathered, key=lambda g: g["rank"]),
             "environment": {"torch_version": torch.__version__, "backend": settings.backend, "host": platform.node(),
-                            "threads_per_rank": torch.get_num_threads(), "cpus": os.cpu_count(),
+                            "threads_per_rank": torch.get_num_threads(), "cpus": os.cpu_count(), "dropout": 0.0,
                             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}

@@ -10,6 +10,7 @@ and the trace.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from executor.model import Stage
-from executor.shaper import Shaper, send_stamped
+from executor.shaper import Shaper
 
 
 @dataclass(slots=True, kw_only=True)
@@ -29,8 +30,24 @@ class Role:
     previous: int | None  # the rank holding this pipeline's previous stage
     following: int | None
     group: object | None  # this stage's data-parallel process group (None: one replica)
-    peers: list[int]  # the ranks of this stage's replicas, in replica order
+    peers: list[int]  # the ranks of this stage's replicas (this tensor-parallel rank's), in replica order
     server: int  # the rank that serves this stage's parameter-server sync
+    tp: int = 1  # the tensor-parallel degree
+    tp_rank: int = 0  # this rank's place in its tensor-parallel group
+    tp_group: object | None = None  # this stage replica's tensor-parallel group (None: tp 1)
+
+    def piece(self, activation: torch.Tensor) -> torch.Tensor:
+        """What this rank sends of an activation (or its gradient) the tensor-parallel group holds
+        whole: its 1/t of the flattened tensor (Megatron's scatter-gather of pipeline transfers)."""
+        return activation if self.tp == 1 else activation.flatten().chunk(self.tp)[self.tp_rank].contiguous()
+
+    def whole(self, piece: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The activation the group's received pieces make, gathered over the group."""
+        if self.tp == 1:
+            return piece
+        pieces = [torch.empty_like(piece) for _ in range(self.tp)]
+        dist.all_gather(pieces, piece, group=self.tp_group)
+        return torch.cat(pieces).view(shape)
 
 
 @dataclass(slots=True)
@@ -56,7 +73,7 @@ class Inbox:
     def __init__(self, peer: int | None, shape: tuple[int, ...], count: int, tag: int, shaper: Shaper | None) -> None:
         self.peer, self.shaper = peer, shaper
         self.tensors = [torch.empty(shape) for _ in range(count)] if peer is not None else []
-        self.stamps = [torch.empty(1, dtype=torch.float64) for _ in self.tensors] if shaper else []
+        self.stamps = [torch.empty(2, dtype=torch.float64) for _ in self.tensors] if shaper else []
         self.pending = [dist.irecv(t, peer, tag=tag + i) for i, t in enumerate(self.tensors)]
         self.pending_stamps = [dist.irecv(t, peer, tag=STAMPS + tag + i) for i, t in enumerate(self.stamps)]
 
@@ -69,7 +86,7 @@ class Inbox:
 
 
 def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> list:
-    return send_stamped(tensor, dst, tag, STAMPS + tag) if shaper else [dist.isend(tensor, dst, tag=tag)]
+    return shaper.send(tensor, dst, tag, STAMPS + tag) if shaper else [dist.isend(tensor, dst, tag=tag)]
 
 
 STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
@@ -82,8 +99,9 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
     share of the batch); returns the sum of its micro-batches' losses (0 before the last stage)."""
     M = micro_batches
     ids_of, targets_of = ids.chunk(M), targets.chunk(M)
-    inputs = Inbox(role.previous, activation_shape, M, 0, shaper)
-    grads = Inbox(role.following, activation_shape, M, M, shaper)
+    piece_shape = activation_shape if role.tp == 1 else (math.prod(activation_shape) // role.tp,)
+    inputs = Inbox(role.previous, piece_shape, M, 0, shaper)
+    grads = Inbox(role.following, piece_shape, M, M, shaper)
     sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
 
     def forward(m: int) -> None:
@@ -91,23 +109,24 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
         if role.previous is None:
             x = ids_of[m]
         else:
-            x = received[m] = record.time(f"recv activation {m}", "pipeline", lambda: inputs.take(m)).requires_grad_()
+            x = received[m] = record.time(f"recv activation {m}", "pipeline",
+                                          lambda: role.whole(inputs.take(m), activation_shape)).requires_grad_()
         out = record.time(f"forward {m}", "forward", lambda: stage(x, targets_of[m] if role.following is None else None))
         if role.following is None:
             loss_sum += float(out.detach())
             outputs[m] = out * scale
         else:
             outputs[m] = out
-            sends.extend(send(out.detach(), role.following, m, shaper))
+            sends.extend(send(role.piece(out.detach()), role.following, m, shaper))
 
     def backward(m: int) -> None:
         if role.following is None:
             record.time(f"backward {m}", "backward", outputs[m].backward)
         else:
-            grad = record.time(f"recv gradient {m}", "pipeline", lambda: grads.take(m))
+            grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(grads.take(m), activation_shape))
             record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad))
         if role.previous is not None:
-            sends.extend(send(received[m].grad, role.previous, M + m, shaper))
+            sends.extend(send(role.piece(received[m].grad), role.previous, M + m, shaper))
         outputs[m] = received[m] = None
 
     for kind, m in _order(schedule, role.stage, role.stages, M):
@@ -131,15 +150,17 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
 def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
     """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
     to it, broadcast back: the study's runtime) or a ring all-reduce (Megatron). With a shaper,
-    the server's reduce and broadcast are its point-to-point transfers, each over its link."""
+    the server's reduce and broadcast, or the ring's steps, are point-to-point transfers, each
+    over its link."""
     if role.group is None:
         return
-    grads = [p.grad for p in stage.parameters()]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = stage.gradient_buffer()
 
     def exchange() -> None:
         if method == "ps" and shaper:
             _shaped_server(flat, role, shaper)
+        elif shaper:
+            _shaped_ring(flat, role, shaper)
         elif method == "ps":
             dist.reduce(flat, dst=role.server, group=role.group)
             dist.broadcast(flat, src=role.server, group=role.group)
@@ -147,10 +168,6 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
             dist.all_reduce(flat, group=role.group)
 
     record.time("gradient sync", "dp_sync", exchange)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
@@ -171,3 +188,26 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
         flat += inbox.take(0)
     for handle in [h for peer in others for h in send(flat, peer, broadcast_tag, shaper)]:
         handle.wait()
+
+
+def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
+    """The ring all-reduce as its 2(k − 1) point-to-point steps (NCCL's ring, which the simulator
+    models): in step j of the reduce-scatter member i sends its running sum of chunk i − j to the
+    next member and adds the previous member's chunk i − j − 1 to its own; the all-gather then
+    passes the finished chunks round the ring."""
+    k = len(role.peers)
+    me = role.peers.index(dist.get_rank())
+    following, previous = role.peers[(me + 1) % k], role.peers[(me - 1) % k]
+    chunks = list(flat.tensor_split(k))
+    base = 1 << 19
+    for step in range(2 * (k - 1)):
+        out, into = (me - step) % k, (me - step - 1) % k
+        inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper)
+        handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
+        got = inbox.take(0)
+        if step < k - 1:
+            chunks[into] += got
+        else:
+            chunks[into].copy_(got)
+        for handle in handles:
+            handle.wait()

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="tensor-parallel shards of a layer to time (default 1 2 4 8)")
     compute.add_argument("--dtype", choices=PRECISIONS, help="default fp16 on CUDA, fp32 on CPU")
     compute.add_argument("--threads", type=int, help="torch intra-op threads on a CPU (default: torch's)")
+    compute.add_argument("--dropout", type=float, default=0.1,
+                         help="dropout probability in the modules (default 0.1, Megatron's; 0 for what "
+                              "`executor run` trains)")
     compute.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     compute.add_argument("--repeats", type=int, default=10, help="timed runs; the median is kept (default 10)")
     compute.add_argument("--kind", help="the device kind name clusters use (default: from the device's name)")
@@ -101,6 +104,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {min(values)}")
     if args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise InputError("--warmup must be 0 or more and --threads at least 1")
+    if not 0 <= args.dropout < 1:
+        raise InputError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.kind is not None and args.kind not in (*GPU_KINDS, *PROFILE_ONLY_KINDS):
         raise InputError(f"--kind {args.kind!r} is no kind a cluster can name (known: "
                          f"{', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
@@ -118,7 +123,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda text: print(f"[profiler] {text}", file=sys.stderr, flush=True))
     profile = measure_compute(shape, device=args.device, dtype=args.dtype or ("fp16" if cuda else "fp32"),
                               tps=sorted(set(args.tp)), micro_batches=sorted(set(args.micro_batch)),
-                              warmup=args.warmup, repeats=args.repeats, kind=args.kind, progress=progress)
+                              warmup=args.warmup, repeats=args.repeats, kind=args.kind, dropout=args.dropout,
+                              progress=progress)
     write_atomic(args.output, json.dumps(profile.to_json(), indent=2) + "\n")
     if not args.quiet:
         print(f"[profiler] wrote {args.output}: {profile.device_kind} ({profile.device_name}), {len(profile.layers)} "

@@ -8,6 +8,11 @@ Two forms of network description, both in SI units:
   networks (tc on each sender's egress, one class per (delay, rate) pair, FACTS.md §3).
 - by device pair: ``latency_s`` and ``bandwidth_bytes_per_s`` as N×N lists in device order, for
   clusters that come from measurement (``profiler network``). These override the region links.
+
+Compute that devices share (simulator.sharing): a host's ``cpu_cores`` are shared by its CPU
+devices (ranks computing on the CPU), or by those of every host naming the same ``machine`` (hosts
+emulated on one machine); devices of one host with the same ``gpu_index`` are ranks sharing that
+GPU. Without these fields every device computes on its own.
 """
 
 from __future__ import annotations
@@ -40,8 +45,16 @@ class Host:
     uplink_bandwidth_bytes_per_s: float  # the host's NIC, each direction
     # One GPU to one other over point-to-point (the links between that pair); None: the port.
     pair_bandwidth_bytes_per_s: float | None = None
+    # The cores the host's CPU devices (ranks computing on the CPU) share; None: they do not share.
+    cpu_cores: int | None = None
+    # The machine the host runs on where hosts are emulated on one (`executor run
+    # --emulate-network`): the CPU devices of all hosts naming one machine share its cpu_cores.
+    machine: str | None = None
 
     def __post_init__(self) -> None:
+        if self.cpu_cores is not None and not (isinstance(self.cpu_cores, int) and self.cpu_cores >= 1):
+            raise InputError(f"host {self.name!r}: cpu_cores must be a whole number of at least 1, "
+                             f"got {self.cpu_cores!r}")
         if self.pair_bandwidth_bytes_per_s is not None:
             _bandwidth(f"host {self.name!r}", "pair_bandwidth_bytes_per_s", self.pair_bandwidth_bytes_per_s)
         _bandwidth(f"host {self.name!r}", "interconnect_bandwidth_bytes_per_s",
@@ -56,6 +69,9 @@ class Device:
     id: int
     gpu: str
     host: str
+    # The host's GPU this device runs on. Devices of one host with the same index are ranks that
+    # share one GPU; None: a GPU of its own.
+    gpu_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +100,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         _check_devices(self)
+        _check_machines(self)
         if (self.pair_latency_s is None) != (self.pair_bandwidth_bytes_per_s is None):
             raise InputError(f"cluster {self.name!r}: give both latency_s and "
                              "bandwidth_bytes_per_s matrices, or neither")
@@ -148,8 +165,11 @@ class Cluster:
                        "uplink_bandwidth_bytes_per_s": h.uplink_bandwidth_bytes_per_s}
                       | ({} if h.pair_bandwidth_bytes_per_s is None
                          else {"pair_bandwidth_bytes_per_s": h.pair_bandwidth_bytes_per_s})
+                      | ({} if h.cpu_cores is None else {"cpu_cores": h.cpu_cores})
+                      | ({} if h.machine is None else {"machine": h.machine})
                       for h in self.hosts],
-            "devices": [{"id": d.id, "gpu": d.gpu, "host": d.host} for d in self.devices],
+            "devices": [{"id": d.id, "gpu": d.gpu, "host": d.host}
+                        | ({} if d.gpu_index is None else {"gpu_index": d.gpu_index}) for d in self.devices],
             "links": [{"regions": [l.a, l.b], "latency_s": l.latency_s,
                        "bandwidth_bytes_per_s": l.bandwidth_bytes_per_s} for l in self.links],
         }
@@ -209,6 +229,13 @@ def _check_devices(cluster: Cluster) -> None:
         if device.gpu not in GPU_KINDS and device.gpu not in PROFILE_ONLY_KINDS:
             raise InputError(f"cluster {cluster.name!r}: device {index} has unknown GPU kind "
                              f"{device.gpu!r} (known: {', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
+
+
+def _check_machines(cluster: Cluster) -> None:
+    cores: dict[str, int | None] = {}
+    for host in cluster.hosts:
+        if host.machine is not None and cores.setdefault(host.machine, host.cpu_cores) != host.cpu_cores:
+            raise InputError(f"cluster {cluster.name!r}: hosts on machine {host.machine!r} give different cpu_cores")
 
 
 def _check_region_links(cluster: Cluster) -> None:
@@ -273,14 +300,19 @@ def _cluster_from_json(doc: Any, where: str) -> Cluster:
                           interconnect_latency_s=_field(h, "interconnect_latency_s", at, number),
                           uplink_bandwidth_bytes_per_s=_field(h, "uplink_bandwidth_bytes_per_s", at, number),
                           pair_bandwidth_bytes_per_s=(_field(h, "pair_bandwidth_bytes_per_s", at, number)
-                                                      if "pair_bandwidth_bytes_per_s" in h else None)))
+                                                      if "pair_bandwidth_bytes_per_s" in h else None),
+                          cpu_cores=_field(h, "cpu_cores", at, int) if "cpu_cores" in h else None,
+                          machine=_field(h, "machine", at, str) if "machine" in h else None))
     devices = []
     for i, d in enumerate(_field(doc, "devices", where, list)):
         at = f"{where} devices[{i}]"
         if not isinstance(d, dict):
             raise InputError(f"{at}: expected an object")
+        gpu_index = _field(d, "gpu_index", at, int) if "gpu_index" in d else None
+        if gpu_index is not None and gpu_index < 0:
+            raise InputError(f"{at}: gpu_index must be 0 or more, got {gpu_index}")
         devices.append(Device(id=_field(d, "id", at, int), gpu=_field(d, "gpu", at, str),
-                              host=_field(d, "host", at, str)))
+                              host=_field(d, "host", at, str), gpu_index=gpu_index))
     links = []
     for i, l in enumerate(_field(doc, "links", where, list) if "links" in doc else []):
         at = f"{where} links[{i}]"

@@ -3,7 +3,9 @@ and the executor's stages (torch lives here, in the profiler's measuring part).
 
 A tensor-parallel degree t gives the 1/t shard of a layer: QKV and the FFN input split by columns,
 the attention output and FFN output by rows, heads split t ways. The all-reduces that join the
-shards are not part of the module (the simulator models them as communication). Attention is the
+shards are not part of the module (the simulator models them as communication): the executor
+plugs them in as ``enter`` (identity forward, all-reduce of the gradient backward) and ``leave``
+(all-reduce forward); the row-split projections add their bias after ``leave``, once. Attention is the
 explicit scaled softmax with dropout that Megatron ran in 2021, not a fused flash kernel.
 """
 
@@ -30,17 +32,23 @@ class GPTLayerShard(nn.Module):
         self.fc1 = nn.Linear(d_model, ffn // tp)
         self.fc2 = nn.Linear(ffn // tp, d_model)
         self.dropout = nn.Dropout(dropout)
+        self.enter = self.leave = _identity  # the tensor-parallel group's joins (executor.tensor_parallel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, seq, d_model) -> same shape."""
         b, s, _ = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.enter(self.norm1(x))).view(b, s, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         causal = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
         weights = self.dropout(torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1))
         attended = torch.matmul(weights, v).transpose(1, 2).reshape(b, s, self.heads * self.head_dim)
-        x = x + self.dropout(self.proj(attended))
-        return x + self.dropout(self.fc2(nn.functional.gelu(self.fc1(self.norm2(x)))))
+        x = x + self.dropout(self.leave(nn.functional.linear(attended, self.proj.weight)) + self.proj.bias)
+        hidden = nn.functional.gelu(self.fc1(self.enter(self.norm2(x))))
+        return x + self.dropout(self.leave(nn.functional.linear(hidden, self.fc2.weight)) + self.fc2.bias)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class GPTEmbedding(nn.Module):

@@ -53,7 +53,7 @@ def device_kind(device: torch.device) -> str | None:
 
 
 def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list[int], micro_batches: list[int],
-                    warmup: int = 3, repeats: int = 10, kind: str | None = None,
+                    warmup: int = 3, repeats: int = 10, kind: str | None = None, dropout: float = 0.1,
                     progress: Callable[[str], None] | None = None) -> Profile:
     """Every part at every (tp, micro-batch) of the grid; ``shape`` as Profile.shape."""
     if warmup < 0 or repeats < 1 or not tps or not micro_batches:
@@ -69,8 +69,8 @@ def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list
             if progress:
                 progress(f"tp {tp}, micro-batch {micro_batch}")
             torch.manual_seed(0)
-            rows["layers"].append(_layer(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats))
-            rows["embedding"].append(_embedding(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats))
+            rows["layers"].append(_layer(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats, dropout))
+            rows["embedding"].append(_embedding(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats, dropout))
             rows["head"].append(_head(shape, dev, DTYPES[dtype], tp, micro_batch, warmup, repeats))
     memory = (torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda"
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -81,7 +81,7 @@ def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list
                    host=platform.node(), date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    warmup=warmup, repeats=repeats, shape=dict(shape), layers=tuple(rows["layers"]),
                    embedding=tuple(rows["embedding"]), head=tuple(rows["head"]),
-                   optimizer_s_per_param_byte=_optimizer(dev, DTYPES[dtype], warmup, repeats))
+                   optimizer_s_per_param_byte=_optimizer(dev, DTYPES[dtype], warmup, repeats), dropout=dropout)
 
 
 def _timing(samples: list[float]) -> Timing:
@@ -143,8 +143,8 @@ def _measure(module: torch.nn.Module, make_input: Callable[[], tuple], device: t
                     recompute=_timing(samples["recompute"]) if recompute else None, peak_memory_bytes=int(peak))
 
 
-def _layer(shape, device, dtype, tp, micro_batch, warmup, repeats) -> Measured:
-    layer = GPTLayerShard(shape["d_model"], shape["heads"], shape["ffn"], tp).to(device, dtype)
+def _layer(shape, device, dtype, tp, micro_batch, warmup, repeats, dropout) -> Measured:
+    layer = GPTLayerShard(shape["d_model"], shape["heads"], shape["ffn"], tp, dropout).to(device, dtype)
 
     def make_input():
         x = torch.randn(micro_batch, shape["seq_len"], shape["d_model"], device=device, dtype=dtype)
@@ -153,8 +153,8 @@ def _layer(shape, device, dtype, tp, micro_batch, warmup, repeats) -> Measured:
     return _measure(layer, make_input, device, tp, warmup, repeats, recompute=True)
 
 
-def _embedding(shape, device, dtype, tp, micro_batch, warmup, repeats) -> Measured:
-    embedding = GPTEmbedding(shape["vocab"], shape["d_model"], shape["seq_len"], tp).to(device, dtype)
+def _embedding(shape, device, dtype, tp, micro_batch, warmup, repeats, dropout) -> Measured:
+    embedding = GPTEmbedding(shape["vocab"], shape["d_model"], shape["seq_len"], tp, dropout).to(device, dtype)
     ids = torch.randint(0, shape["vocab"] // tp, (micro_batch, shape["seq_len"]), device=device)
     return _measure(embedding, lambda: (ids,), device, tp, warmup, repeats, recompute=False)
 

@@ -92,6 +92,7 @@ class Profile:
     embedding: tuple[Measured, ...]
     head: tuple[Measured, ...]
     optimizer_s_per_param_byte: float
+    dropout: float = 0.1  # the modules' dropout probability (Megatron's 0.1; the executor runs 0)
 
     def __post_init__(self) -> None:
         if self.dtype not in PRECISIONS:
@@ -150,13 +151,14 @@ class Profile:
         """The `profiler compute` command that measures this kind for ``shape`` in ``dtype``."""
         shape, device = shape or self.shape, "cpu" if self.device_kind == "CPU" else "cuda"
         flags = " ".join(f"--{key.replace('_len', '').replace('_', '-')} {shape[key]}" for key in SHAPE_KEYS)
-        return f"profiler compute --device {device} --kind {self.device_kind} {flags} --dtype {dtype or self.dtype}"
+        extra = f" --dropout {self.dropout:g}" if self.dropout != 0.1 else ""
+        return f"profiler compute --device {device} --kind {self.device_kind} {flags} --dtype {dtype or self.dtype}{extra}"
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "device_kind": self.device_kind, "device_name": self.device_name,
                 "memory_bytes": self.memory_bytes, "torch_version": self.torch_version, "threads": self.threads,
                 "dtype": self.dtype, "host": self.host, "date": self.date, "warmup": self.warmup,
-                "repeats": self.repeats, "shape": dict(self.shape),
+                "repeats": self.repeats, "dropout": self.dropout, "shape": dict(self.shape),
                 "layers": [m.to_json() for m in self.layers], "embedding": [m.to_json() for m in self.embedding],
                 "head": [m.to_json() for m in self.head],
                 "optimizer_s_per_param_byte": self.optimizer_s_per_param_byte}
@@ -183,7 +185,9 @@ class Profile:
                    host=_text(doc, "host", where), date=_text(doc, "date", where),
                    warmup=int(_number(doc, "warmup", where)), repeats=_positive_int(doc, "repeats", where),
                    shape={key: _positive_int(shape, key, f"{where} shape") for key in SHAPE_KEYS}, **parts,
-                   optimizer_s_per_param_byte=_number(doc, "optimizer_s_per_param_byte", where))
+                   optimizer_s_per_param_byte=_number(doc, "optimizer_s_per_param_byte", where),
+                   # Profiles from before the field were all measured with the modules' 0.1.
+                   dropout=_number(doc, "dropout", where) if "dropout" in doc else 0.1)
 
 
 def load_profile(path: str | Path) -> Profile:

@@ -14,7 +14,7 @@ from pathlib import Path
 from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import ArgumentParser, InputError, run_command
-from profiler.model import gpt3_xl
+from profiler.model import MODELS, PRECISIONS, gpt3_xl
 from profiler.scenarios import SCENARIOS, scenario, scheduler_matrices
 from scheduler.methods import METHODS, OBJECTIVES
 from scheduler.ilp import SOLVERS
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     where = plan.add_mutually_exclusive_group(required=True)
     where.add_argument("--case", help="a built-in scenario: " + ", ".join(SCENARIOS) + " (or 1-5)")
     where.add_argument("--cluster", type=Path, help="a cluster JSON file")
+    plan.add_argument("--model", choices=sorted(MODELS), default="gpt3-xl",
+                      help="the model's shape (default gpt3-xl, the study's; gpt-small: the CPU-sized GPT the "
+                           "executor validates with)")
+    plan.add_argument("--precision", choices=sorted(PRECISIONS), default="fp16",
+                      help="training precision (default fp16; a CPU profile is fp32)")
     plan.add_argument("--layers", type=int, default=24, help="layers (default 24)")
     plan.add_argument("--batch", type=int, default=1024, help="global batch in sequences (default 1024)")
     plan.add_argument("--method", choices=METHODS, default="ilp",
@@ -248,7 +253,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cluster, name = _cluster(args)
     if args.study_matrices:
         cluster = scheduler_matrices(args.case)
-    model = gpt3_xl(args.layers)
+    model = MODELS[args.model](args.layers)
     options = degree_options(cluster.size, args.layers, args.batch, pp, args.dp, micro)
     settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
                               time_limit_s=args.time_limit, gap=args.gap, seed=args.seed, samples=200 if args.samples is None else args.samples,
@@ -260,7 +265,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _write_lp(cluster, model, options, args)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
     planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress,
-                       profiles=profiles)
+                       profiles=profiles, precision=args.precision)
     result = planned.result
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
                 training=planned.training, placement=result.placement,
@@ -308,7 +313,7 @@ def _write_lp(cluster: Cluster, model, options, args: argparse.Namespace) -> Non
 
     if args.method != "ilp" or args.objective != "comm":
         raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
-    training = TrainingSpec(global_batch=args.batch, micro_batch=options[0].micro_batch)
+    training = TrainingSpec(global_batch=args.batch, micro_batch=options[0].micro_batch, precision=args.precision)
     problem = problem_for(cluster, model, training, options[0].pp, options[0].dp, args.dp_bytes, args.pp_bytes)
     comm_model(problem, device_classes(problem.tables)).model.writeLP(str(args.lp))
 
@@ -334,19 +339,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
     from simulator.job import Job
     from simulator.predict import check_fits, predict
-    from simulator.validate import compare, measured, render
+    from simulator.validate import compare, measured, profile_warnings, render, run_units
 
     plan = load_plan(args.plan)
     report = read_json(args.run, "run report")
     measured(report, str(args.run))  # a bad report is refused before any simulating
-    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
-              profiles=_profiles(args.profile, plan.cluster))
+    profiles = _profiles(args.profile, plan.cluster)
+    units = run_units(report, plan.cluster, str(args.run))
+    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=profiles, units=units)
     prediction, _ = predict(job, plan.placement, engine=args.engine)
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))
     rows = compare(prediction.iteration_s, prediction.breakdown, report, str(args.run))
     print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
+    print(_sharing_line(job.compute_units, units is not None))
+    for line in profile_warnings(profiles, report):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _sharing_line(units, from_report: bool) -> str:
+    source = "as the run report says its ranks ran" if from_report else "as the plan's cluster says"
+    if not units:
+        return f"compute: every rank on a device of its own ({source})"
+    shared = "; ".join(f"ranks {', '.join(map(str, u.devices))} share {u.name} (room for {u.capacity:g} at full speed)"
+                       for u in units)
+    return f"compute: {shared} ({source})"
 
 
 def main(argv: list[str] | None = None) -> int:

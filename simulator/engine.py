@@ -6,6 +6,10 @@ then waits ``duration_s``; a comm op posts its send and receive sides and waits 
 its transfers is delivered. A transfer starts flowing when its second side is posted, so the first
 poster waits on an event that the network succeeds on delivery.
 
+Compute on devices that share a unit (simulator.sharing: ranks on one host's cores or one GPU)
+runs as a flow through a second fluid network whose resources are the units: its size is the op's
+duration, its per-flow cap full speed, so n ops on a unit of capacity c each run at min(1, c / n).
+
 Op completion events are made lazily, only for ops that somebody is actually waiting on: most ops
 are awaited by no one but their own stream, and an event nobody waits for still costs a trip
 through SimPy's queue.
@@ -20,22 +24,13 @@ from dataclasses import dataclass
 import simpy
 
 from simulator.network import FlowNetwork
-from simulator.program import Category, Op, Program, Stream, Transfer
-from simulator.routes import Network
+from simulator.program import Op, Program, Span, Stream, Transfer
+from simulator.routes import Network, Route
+from simulator.sharing import Unit
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Span:
-    """An op's time on its stream: from when it began (comm ops: were posted) to when it ended."""
-
-    stream: str
-    devices: tuple[int, ...]
-    main: bool
-    op_id: int
-    label: str
-    category: Category
-    start_s: float
-    end_s: float
+# Compute flows carry work in nanoseconds at full speed, so the network's round-off guards (which
+# think in bytes) stay far below any op worth modelling.
+_WORK_PER_S = 1e9
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,8 +41,9 @@ class EngineResult:
     operations: int  # modelled operations: ops plus transfers
 
 
-def simulate(program: Program, network: Network, *, record_spans: bool = True) -> EngineResult:
-    """Run ``program`` to completion.
+def simulate(program: Program, network: Network, *, record_spans: bool = True,
+             units: tuple[Unit, ...] = ()) -> EngineResult:
+    """Run ``program`` to completion; ``units`` are the compute units devices share.
 
     Raises ValueError for a malformed program (see ``validate_program``) and RuntimeError if it
     deadlocks (some op can never start or finish).
@@ -59,7 +55,7 @@ def simulate(program: Program, network: Network, *, record_spans: bool = True) -
     collecting = gc.isenabled()
     gc.disable()
     try:
-        run = _Run(program, network, transfers, record_spans)
+        run = _Run(program, network, transfers, record_spans, units)
         run.env.run()
         run.raise_if_stuck()
         return run.result()
@@ -154,6 +150,22 @@ def _claim_sides(
         claimed[transfer_id] = (stream, op)
 
 
+def _compute_network(program: Program, units: tuple[Unit, ...]) -> Network:
+    """The units as resources, and a route (keyed by stream index, to itself) through the units
+    of each stream that computes on a shared device. A stream of k ranks on a unit (a tensor-
+    parallel group) runs at up to k ranks' speed: its flows carry k × the op's work."""
+    unit_of = {device: index for index, unit in enumerate(units) for device in unit.devices}
+    routes = {}
+    for index, stream in enumerate(program.streams):
+        on = [unit_of[d] for d in stream.devices if d in unit_of]
+        if on and any(op.duration_s > 0 for op in stream.ops):
+            ranks = max(on.count(unit) for unit in on)
+            routes[index, index] = Route(resources=tuple(dict.fromkeys(on)), flow_cap_bytes_per_s=ranks * _WORK_PER_S,
+                                         latency_s=0.0)
+    return Network(resource_names=tuple(unit.name for unit in units),
+                   capacities_bytes_per_s=tuple(unit.capacity * _WORK_PER_S for unit in units), routes=routes)
+
+
 class _Run:
     """The state of one simulation: environment, network, and who waits for what."""
 
@@ -168,6 +180,7 @@ class _Run:
         "positions",
         "ends_s",
         "raw_spans",
+        "compute",
     )
 
     def __init__(
@@ -176,6 +189,7 @@ class _Run:
         network: Network,
         transfers: dict[int, Transfer],
         record_spans: bool,
+        units: tuple[Unit, ...] = (),
     ):
         self.env = simpy.Environment()
         self.program = program
@@ -189,11 +203,16 @@ class _Run:
         self.raw_spans: list[list[tuple[Op, float, float]]] | None = (
             [[] for _ in program.streams] if record_spans else None
         )
+        shared = _compute_network(program, units)
+        self.compute = FlowNetwork(self.env, shared) if shared.routes else None
         for index, stream in enumerate(program.streams):
-            self.env.process(self._stream(index, stream))
+            route = shared.routes.get((index, index))
+            ranks = route.flow_cap_bytes_per_s / _WORK_PER_S if route else 0.0
+            self.env.process(self._stream(index, stream, ranks))
 
-    def _stream(self, index: int, stream: Stream) -> Generator[simpy.Event, object, None]:
-        """The process of one stream: its ops strictly in order."""
+    def _stream(self, index: int, stream: Stream, ranks: float) -> Generator[simpy.Event, object, None]:
+        """The process of one stream: its ops strictly in order. A stream of ``ranks`` (> 0) on a
+        shared compute unit runs its compute through the units' network."""
         env = self.env
         finished = self.finished
         waiters = self.waiters
@@ -209,7 +228,10 @@ class _Run:
                 for delivered in self._post(op):
                     yield delivered
             elif op.duration_s > 0:
-                yield env.timeout(op.duration_s)
+                if ranks:
+                    yield self.compute.start(index, index, op.duration_s * ranks * _WORK_PER_S)
+                else:
+                    yield env.timeout(op.duration_s)
             finished.add(op.id)
             waiter = waiters.pop(op.id, None)
             if waiter is not None:

@@ -10,19 +10,25 @@ simulation by the structure of each schedule:
 - Megatron's 1F1B with blocking exchanges is timed by its own op order without an event queue
   (simulator.blocking), on a few dozen micro-batches, and its periodic steady state extended;
 - the gradient sync of all stages is evaluated together, each phase as a fluid max-min set of
-  flows (simulator.fluid), so stages that share a host share its NIC.
+  flows (simulator.fluid), so stages that share a host share its NIC;
+- where workers share a compute unit (simulator.sharing: ranks on one host's cores, or on one
+  GPU) no closed form holds, so the engine's program up to the sync is timed as tasks with the
+  units process-shared and each transfer taking the time found above (simulator.sharing.run_tasks).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scheduler.placement import Placement, Schedule, Sync
 from simulator.blocking import schedule_ends, transfer_windows
 from simulator.fluid import Phase, fluid_finish_s, fluid_phases_s
 from simulator.job import Job, WorkerCost, check_runtime, stage_costs
+from simulator.lower import lower
 from simulator.prediction import BREAKDOWN_KEYS
+from simulator.program import Category, Op
 from simulator.runtime import TRAITS
+from simulator.sharing import Task, Unit, run_tasks
 from simulator.topology import Topology, route_rates
 
 
@@ -279,15 +285,35 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     placement.check_layers(job.model.layers)
     check_runtime(placement)
     M = job.micro_batches(placement)
-    P, traits = placement.pp, TRAITS[placement.runtime]
     costs = costs or stage_costs(job, topology, placement)
+    units = _units_used(placement, job.compute_units)
+    c, per_replica, synced, mean = _timed(job, topology, placement, costs, M, units)
+    if units:
+        costs, steps = _shared_compute(placement, costs, units, synced, mean)
+    else:
+        steps = [[synced[s] + cost.optimizer_s for cost in row] for s, row in enumerate(costs)]
+    iteration = max(max(row) for row in steps)
+    return Estimate(iteration_s=iteration,
+                    breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
+
+
+def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], M: int,
+           units: dict | None = None) -> tuple[dict, list[list[float]], list[float], dict | None]:
+    """(transfer times, per replica each stage's readiness for the sync, each stage's end of sync,
+    with ``units`` each worker's mean forward and backward): with ``units`` the schedule is timed
+    with its compute shared (``_shared_schedule``)."""
+    P, traits = placement.pp, TRAITS[placement.runtime]
     if placement.schedule is Schedule.GPIPE:
         c = _streaming_times(job, topology, placement, costs, "f") | _streaming_times(job, topology, placement, costs, "b")
         ready_of = _gpipe_ready
     else:
         c = _exchange_times(job, topology, placement, costs)
         ready_of = _one_f_one_b_ready
-    per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
+    mean = None
+    if units:
+        per_replica, mean = _shared_schedule(job, topology, placement, costs, c, units)
+    else:
+        per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
     sizes = [costs[s][0].params * traits.grad_bytes_per_param for s in range(P)]
     if placement.sync is Sync.RING:
         synced = _ring_sync_end(topology, placement, per_replica, sizes)
@@ -298,10 +324,122 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     if embedding:
         both = max(synced[0], synced[-1]) + embedding
         synced[0] = synced[-1] = both
-    ends = tuple(synced[s] + max(costs[s][r].optimizer_s for r in range(placement.dp)) for s in range(P))
-    iteration = max(ends)
-    return Estimate(iteration_s=iteration,
-                    breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
+    return c, per_replica, synced, mean
+
+
+def _units_used(placement: Placement, units: tuple[Unit, ...]) -> dict[str, tuple[float, dict[tuple[int, int], int]]]:
+    """unit name -> (capacity, the workers (stage, replica) with devices on it and how many), for
+    the units on which the placement puts more ranks than run at full speed."""
+    where = {device: unit for unit in units for device in unit.devices}
+    used: dict[str, tuple[float, dict[tuple[int, int], int]]] = {}
+    for s in range(placement.pp):
+        for r in range(placement.dp):
+            for d in placement.devices[s][r]:
+                if d in where:
+                    workers = used.setdefault(where[d].name, (where[d].capacity, {}))[1]
+                    workers[s, r] = workers.get((s, r), 0) + 1
+    return {name: value for name, value in used.items() if sum(value[1].values()) > value[0]}
+
+
+def _worker_units(placement: Placement, units: dict) -> tuple[list[float], dict[tuple[int, int], tuple[int, int]]]:
+    """(capacities, each worker's (unit index, ranks on it)), as the engine shares them: a worker on
+    several units takes the first, at its most ranks on any."""
+    capacities, unit_of = [], {}
+    for capacity, workers in units.values():
+        for worker, ranks in workers.items():
+            first, most = unit_of.get(worker, (len(capacities), 0))
+            unit_of[worker] = (first, max(most, ranks))
+        capacities.append(capacity)
+    return capacities, unit_of
+
+
+def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
+                     units: dict) -> tuple[list[list[float]], dict[tuple[int, int], tuple[float, float]]]:
+    """The pipeline schedule of the engine's program (simulator.lower) up to the sync, timed as
+    tasks (simulator.sharing.run_tasks) with the workers' compute process-shared on their units and
+    each transfer taking its time in ``c`` once both its sides are posted. Returns per replica each
+    stage's readiness for the sync and each worker's mean (forward, backward) duration."""
+    program = lower(job, topology, placement, costs=costs)
+    capacities, unit_of = _worker_units(placement, units)
+    worker_of = {placement.devices[s][r]: (s, r) for s in range(placement.pp) for r in range(placement.dp)}
+    at = {d: (s, r) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]}
+    transfers = {t.id: t for t in program.transfers}
+    tasks: list[Task] = []
+    end_of: dict[int, int] = {}  # op id -> the task that ends it
+    posted: dict[int, list[int]] = {}  # transfer id -> the post tasks of its sides
+    stopped: dict[tuple[int, int], list] = {}  # worker -> (op deps, previous task) where its sync starts
+    pending: list[tuple[int, Op, int | None]] = []  # (task index, op, previous task) to fill in
+
+    for stream in program.streams:
+        worker, previous = worker_of[stream.devices], None
+        for op in stream.ops:
+            if op.category in (Category.DP_SYNC, Category.OPTIMIZER):
+                stopped.setdefault(worker, []).append((op.deps, previous))
+                break
+            if op.is_comm:
+                tasks.append(Task(work_s=0.0))  # placeholder: posted after previous and deps
+                pending.append((len(tasks) - 1, op, previous))
+                for transfer in op.sends + op.recvs:
+                    posted.setdefault(transfer, []).append(len(tasks) - 1)
+                tasks.append(Task(work_s=0.0))  # placeholder: ends after the op's transfers
+                end_of[op.id] = len(tasks) - 1
+            else:
+                unit, ranks = unit_of.get(worker, (None, 1))
+                tasks.append(Task(work_s=op.duration_s, unit=unit, ranks=ranks))
+                pending.append((len(tasks) - 1, op, previous))
+                end_of[op.id] = len(tasks) - 1
+            previous = end_of[op.id]
+        else:
+            stopped.setdefault(worker, []).append(((), previous))
+    for index, op, previous in pending:
+        after = tuple(end_of[d] for d in op.deps) + ((previous,) if previous is not None else ())
+        tasks[index] = replace(tasks[index], after=after)
+    flows: dict[int, list[int]] = {}
+    for transfer_id, sides in posted.items():
+        t = transfers[transfer_id]
+        (s1, r), (s2, _) = at[t.src_device], at[t.dst_device]
+        key = ("f", s1, r) if s2 == s1 + 1 else ("b", s2, r)
+        tasks.append(Task(work_s=c[key], after=tuple(sides)))
+        for side in sides:
+            flows.setdefault(side, []).append(len(tasks) - 1)
+    for index, op, _ in pending:
+        if op.is_comm:
+            tasks[end_of[op.id]] = Task(work_s=0.0, after=tuple(flows[index]))
+    times = run_tasks(tasks, capacities)
+    ready = [[0.0] * placement.pp for _ in range(placement.dp)]
+    for (s, r), stops in stopped.items():
+        ready[r][s] = max(times[task][1] for deps, previous in stops
+                          for task in (*(end_of[d] for d in deps), *((previous,) if previous is not None else ())))
+    durations: dict[tuple[int, int], dict[Category, list[float]]] = {}
+    for stream in program.streams:
+        for op in stream.ops:
+            if op.category in (Category.FORWARD, Category.BACKWARD) and op.id in end_of:
+                start, end = times[end_of[op.id]]
+                durations.setdefault(worker_of[stream.devices], {}).setdefault(op.category, []).append(end - start)
+    mean = {w: tuple(sum(d.get(k, [0.0])) / max(1, len(d.get(k, ()))) for k in (Category.FORWARD, Category.BACKWARD))
+            for w, d in durations.items()}
+    return ready, mean
+
+
+def _shared_compute(placement: Placement, costs: list[list[WorkerCost]], units: dict, synced: list[float],
+                    mean: dict) -> tuple[list[list[WorkerCost]], list[list[float]]]:
+    """Costs whose forward and backward are the shared schedule's ``mean`` durations (for the
+    breakdown), and when each worker's optimizer step ends, the steps process-shared too."""
+    capacities, unit_of = _worker_units(placement, units)
+    workers = [(s, r) for s in range(placement.pp) for r in range(placement.dp)]
+    steps = run_tasks([Task(work_s=costs[s][r].optimizer_s, unit=unit_of.get((s, r), (None, 1))[0],
+                            ranks=unit_of.get((s, r), (None, 1))[1], release_s=synced[s]) for s, r in workers],
+                      capacities)
+    ends = [[0.0] * placement.dp for _ in range(placement.pp)]
+    timed = [list(row) for row in costs]
+    for (s, r), (start, end) in zip(workers, steps):
+        ends[s][r] = end
+        cost = costs[s][r]
+        f, b = mean[s, r]
+        timed[s][r] = replace(cost, forward_s=f, backward_s=b, forward_tp_s=cost.forward_tp_s * f / cost.forward_s
+                              if cost.forward_s else 0.0, backward_tp_s=cost.backward_tp_s * b / cost.backward_s
+                              if cost.backward_s else 0.0, optimizer_s=end - start)
+    return timed, ends
 
 
 def _breakdown(placement: Placement, costs: list[list[WorkerCost]], ready: list[list[float]],

@@ -12,6 +12,7 @@ from profiler.errors import InputError
 from scheduler.placement import Placement, Runtime, Schedule
 from simulator.compute import device_compute
 from simulator.runtime import TRAITS, RuntimeTraits
+from simulator.sharing import Unit, shared_units
 from simulator.topology import Topology, ring_allreduce_s
 
 # Megatron's tensor parallelism all-reduces the layer's activation twice in forward and twice in
@@ -26,6 +27,13 @@ class Job:
     model: ModelSpec
     training: TrainingSpec
     profiles: tuple[Profile, ...] = ()  # measured compute, each for the device kind it names
+    # Compute the devices share (simulator.sharing); None: as the cluster says. A validation sets
+    # it from where a run's ranks really ran.
+    units: tuple[Unit, ...] | None = None
+
+    @property
+    def compute_units(self) -> tuple[Unit, ...]:
+        return self.units if self.units is not None else shared_units(self.cluster, self.profiles)
 
     def micro_batches(self, placement: Placement) -> int:
         per_replica = self.training.global_batch // placement.dp

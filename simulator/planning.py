@@ -54,7 +54,8 @@ def degree_options(devices: int, layers: int, batch: int, pp: int | None, dp: in
 
 def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degrees], settings: SearchSettings,
              dp_bytes: float | None = None, pp_bytes: float | None = None,
-             progress: Callable[[str], None] | None = None, profiles: tuple[Profile, ...] = ()) -> Planned:
+             progress: Callable[[str], None] | None = None, profiles: tuple[Profile, ...] = (),
+             precision: str = "fp16") -> Planned:
     """Search every choice (each gets an equal share of the time limit); keep the fastest."""
     share = replace(settings, time_limit_s=settings.time_limit_s / len(options))
     best: Planned | None = None
@@ -62,7 +63,7 @@ def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degre
     for option in options:
         if progress and len(options) > 1:
             progress(f"P{option.pp}D{option.dp}, micro-batch {option.micro_batch}")
-        training = TrainingSpec(global_batch=batch, micro_batch=option.micro_batch)
+        training = TrainingSpec(global_batch=batch, micro_batch=option.micro_batch, precision=precision)
         problem = problem_for(cluster, model, training, option.pp, option.dp, dp_bytes, pp_bytes)
         evaluate = evaluator(cluster, model, training, profiles)
         result = plan_search(problem, share, evaluate,

@@ -65,7 +65,7 @@ def predict(job: Job, placement: Placement, *, engine: str = "simpy", topology: 
 
     program = lower(job, topology, placement)
     network = topology.network((t.src_device, t.dst_device) for t in program.transfers)
-    result = simulate(program, network, record_spans=True)
+    result = simulate(program, network, record_spans=True, units=job.compute_units)
     breakdown = engine_breakdown(program, result.spans, result.makespan_s)
     return (Prediction(config=placement.config, engine=engine, iteration_s=result.makespan_s, breakdown=breakdown,
                        peak_memory_bytes=peaks, operations=result.operations),

@@ -92,3 +92,18 @@ class Program:
     @property
     def op_count(self) -> int:
         return sum(len(s.ops) for s in self.streams)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Span:
+    """An op's time on its stream: from when it began (comm ops: were posted) to when it ended;
+    the engine's record of a simulated op, and the executor's of a measured one."""
+
+    stream: str
+    devices: tuple[int, ...]
+    main: bool
+    op_id: int
+    label: str
+    category: Category
+    start_s: float
+    end_s: float

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from profiler.files import write_atomic
-
-if TYPE_CHECKING:  # only for annotations: reading a trace should not need SimPy
-    from simulator.engine import Span
+from simulator.program import Span
 
 _US_PER_S = 1e6  # trace-event timestamps and durations are in microseconds
 

@@ -7,6 +7,10 @@ optimizer are compute; pipeline; dp_sync), idle the rest of the mean measured it
 the mean over ranks. With GPipe (the study's runtime) transfers overlap compute on streams of
 their own, so the simulator counts a stage waiting for its input as idle, and so does this; with
 1F1B the exchanges block the stage and count as pipeline time in both.
+
+The simulator models the run's conditions: ranks that ran on one machine's CPU shared its cores
+(the report gives each rank's host, cores and threads), whatever hosts the plan's cluster names
+for the emulated network.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.cluster import Cluster
 from profiler.errors import InputError
+from simulator.sharing import Unit
 
 REPORT_SCHEMA = "run-report/1"
 PARTS = {"forward": "compute_s", "backward": "compute_s", "optimizer": "compute_s", "tp_comm": "tp_comm_s",
@@ -63,8 +69,54 @@ def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
     return iteration, breakdown
 
 
+def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | None:
+    """The compute units the run's ranks really shared: CPU ranks (rank = device) on one machine
+    share its cores, each using its threads; None for a report that does not say where its ranks ran."""
+    ranks = report["ranks"]
+    if not all(isinstance(rank, dict) and {"host", "cpus", "threads"} <= rank.keys() for rank in ranks):
+        return None
+    machines: dict[str, list[dict]] = {}
+    for rank in ranks:
+        device = rank.get("rank")
+        if not isinstance(device, int) or not 0 <= device < cluster.size:
+            raise InputError(f"{where}: rank {device!r} is not a device of the plan's cluster")
+        if cluster.devices[device].gpu == "CPU":
+            machines.setdefault(str(rank["host"]), []).append(rank)
+    units = []
+    for host, members in machines.items():
+        try:
+            cores = int(members[0]["cpus"])
+            threads = max(int(m["threads"]) for m in members)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{where}: malformed cpus or threads of host {host!r} ({err})") from None
+        if cores >= 1 and threads >= 1 and len(members) > cores / threads:
+            units.append(Unit(name=f"{host}:cpu", capacity=cores / threads,
+                              devices=tuple(sorted(m["rank"] for m in members))))
+    return tuple(units)
+
+
+def profile_warnings(profiles: tuple, report: dict) -> list[str]:
+    """Where a profile was not measured under the run's conditions: other threads per rank, or
+    dropout where the executor trains without (its report says so; older ones ran without too)."""
+    threads = {rank["threads"] for rank in report["ranks"] if isinstance(rank, dict) and "threads" in rank}
+    dropout = (report.get("environment") or {}).get("dropout", 0.0)
+    out = []
+    for profile in profiles:
+        if profile.threads and threads and threads != {profile.threads}:
+            out.append(f"the {profile.device_kind} profile was timed with {profile.threads} threads, the run's ranks "
+                       f"used {', '.join(map(str, sorted(threads)))}: measure it with --threads as the run")
+        if profile.dropout != dropout:
+            out.append(f"the {profile.device_kind} profile was timed with dropout {profile.dropout:g}, the run trained "
+                       f"with {dropout:g}: measure it with --dropout {dropout:g}")
+    return out
+
+
 def compare(predicted_s: float, predicted: dict[str, float], report: Any, where: str) -> list[Row]:
+    """The iteration and each part. A run that did not time its tensor-parallel all-reduces apart
+    (the executor's run inside the layers) has them in its compute: so has the prediction here."""
     iteration, breakdown = measured(report, where)
+    if breakdown["tp_comm_s"] == 0 and predicted.get("tp_comm_s", 0.0) > 0:
+        predicted = dict(predicted, compute_s=predicted.get("compute_s", 0.0) + predicted["tp_comm_s"], tp_comm_s=0.0)
     return [Row(part="iteration", predicted_s=predicted_s, measured_s=iteration)] + [
         Row(part=key.removesuffix("_s"), predicted_s=predicted.get(key, 0.0), measured_s=breakdown[key])
         for key in breakdown]

@@ -66,6 +66,22 @@ def test_what_the_executor_does_not_run_yet_is_refused(capsys, tmp_path) -> None
 
     assert main(["run", str(plan_with(tmp_path, sync=Sync.SHARDED)), "--quiet"]) == 2
     assert "the executor runs 'ps' and 'ring' sync" in capsys.readouterr().err
+    tensor_parallel = Path(__file__).resolve().parents[2] / "examples" / "cpu-tensor-parallel-plan.json"
+    assert main(["run", str(tensor_parallel), "--emulate-network", "--quiet"]) == 2
+    assert "--emulate-network does not shape tensor-parallel all-reduces yet" in capsys.readouterr().err
+
+
+def test_a_tensor_parallel_degree_the_model_does_not_divide_into_is_refused(capsys, tmp_path) -> None:
+    from scheduler.layouts import megatron_layout
+    from scheduler.plan import load_plan
+
+    plan = load_plan(EXAMPLE)
+    odd = replace(plan, model=replace(plan.model, vocab=8194), placement=megatron_layout(4, 4, 1, 4))
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(odd.to_json()))
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert "8 heads, FFN 2048 and vocabulary 8194 must each divide into 4 tensor-parallel shards" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.distributed
@@ -74,12 +90,17 @@ def test_sim_validate_puts_a_run_beside_its_prediction(capsys, tmp_path) -> None
     from simulator.cli import main as sim
 
     run, profile = tmp_path / "run.json", tmp_path / "cpu.json"
-    assert profiler(["compute", "--quiet", "--tp", "1", "--micro-batch", "1", "--repeats", "3", "-o", str(profile)]) == 0
+    assert profiler(["compute", "--quiet", "--tp", "1", "--micro-batch", "1", "--repeats", "3", "--threads", "1",
+                     "--dropout", "0", "-o", str(profile)]) == 0
     assert main(["run", str(EXAMPLE), "--iterations", "1", "--quiet", "--out", str(run)]) == 0
     capsys.readouterr()
     assert sim(["validate", str(EXAMPLE), str(run), "--profile", str(profile), "--engine", "analytic"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line.split()[1:] for line in lines[4:]}
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # The 4 ranks ran on this machine's CPU: the prediction shares its cores among them.
+    assert lines[-1].startswith("compute: ranks 0, 1, 2, 3 share ") and "as the run report says" in lines[-1]
+    assert err == ""  # the profile's threads and dropout are the run's: no warning
+    rows = {line.split()[0]: line.split()[1:] for line in lines[4:-1]}
     assert set(rows) == {"iteration", "compute", "tp_comm", "pipeline", "dp_sync", "idle"}
     assert float(rows["iteration"][1]) == pytest.approx(json.loads(run.read_text())["iteration_s"][0], abs=1e-4)
     assert sim(["validate", str(EXAMPLE), str(profile)]) == 2  # a profile is no run report

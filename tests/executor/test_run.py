@@ -33,6 +33,15 @@ def cpu_plan(pp: int, dp: int, *, schedule: Schedule = Schedule.GPIPE, sync: Syn
                 provenance=Provenance(method="manual", objective="time"))
 
 
+def assert_same_steps(value: torch.Tensor, expected: torch.Tensor, initial: torch.Tensor, name: str) -> None:
+    """The weights moved as the reference's did: within 1% of the reference's own movement, plus 4
+    float32 ulps of the weight (a learning rate of 1e-3 moves weights by ~1e-6, so comparing the
+    weights alone could not tell a wrong gradient from a right one)."""
+    slack = 0.01 * (expected - initial).abs() + 4 * torch.finfo(torch.float32).eps * expected.abs()
+    worst = ((value - expected).abs() - slack).max().item()
+    assert worst <= 0, f"{name}: off by {worst:.3g} beyond the slack"
+
+
 def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     full = Stage(MODEL, 0, MODEL.layers, 0, recompute=False)
     optimizer = torch.optim.SGD(full.parameters(), lr=LEARNING_RATE)
@@ -53,20 +62,55 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, recompute=True)),
     (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, micro_batch=2)),
     (1, 4, dict(servers=(2,))),
+    (1, 3, dict(sync=Sync.RING, batch_size=6, emulate=True)),  # the ring's point-to-point steps, uneven chunks
 ])
 def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> None:
-    plan = cpu_plan(pp, dp, **kwargs)
-    result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True))
+    emulate = kwargs.pop("emulate", False)
+    assert_equals_one_process(cpu_plan(pp, dp, **kwargs), emulate)
+
+
+def assert_equals_one_process(plan: Plan, emulate: bool = False) -> None:
+    """Two iterations: the loss, and each rank's weights (a tensor-parallel rank's shards) against
+    the same slices of the one-process model's."""
+    from executor.tensor_parallel import shard_indices
+
+    result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True, emulate_network=emulate))
     losses, weights = reference(plan, 2)
+    initial = Stage(MODEL, 0, MODEL.layers, 0, recompute=False).state_dict()
     assert result["loss"] == pytest.approx(losses, rel=1e-5)
+    tp = plan.placement.tp
     for rank in result["ranks"]:
         start, _ = plan.placement.stage_layers[rank["stage"]]
         for key, value in rank["weights"].items():
-            if key.startswith("layers."):
-                _, local, rest = key.split(".", 2)
-                key = f"layers.{start + int(local)}.{rest}"
-            torch.testing.assert_close(torch.from_numpy(value), weights[key], rtol=1e-5, atol=1e-6)
+            part, rest = key.split(".", 1)
+            if part == "layers":
+                local, rest = rest.split(".", 1)
+                key, part = f"layers.{start + int(local)}.{rest}", "layer"
+            expected, before = weights[key], initial[key]
+            if tp > 1 and rest in shard_indices(MODEL, part, tp, rank["tp_rank"]):
+                dim, index = shard_indices(MODEL, part, tp, rank["tp_rank"])[rest]
+                expected, before = expected.index_select(dim, index), before.index_select(dim, index)
+            assert_same_steps(torch.from_numpy(value), expected, before, key)
     assert len(result["iteration_s"]) == 2 and all(s > 0 for s in result["iteration_s"])
+
+
+def tp_plan(pp: int, tp: int, dp: int, gpipe: bool) -> Plan:
+    from dataclasses import replace
+
+    from scheduler.layouts import megatron_layout
+    from scheduler.placement import Runtime
+
+    base = cpu_plan(1, pp * tp * dp, recompute=True)
+    placement = megatron_layout(pp * tp * dp, MODEL.layers, pp, tp)
+    if gpipe:
+        placement = replace(placement, schedule=Schedule.GPIPE, sync=Sync.PS, runtime=Runtime.DECENTRALIZED)
+    return replace(base, placement=placement)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("pp,tp,dp,gpipe", [(2, 2, 1, False), (1, 2, 2, True), (2, 2, 1, True)])
+def test_a_tensor_parallel_run_equals_one_process(pp, tp, dp, gpipe) -> None:
+    assert_equals_one_process(tp_plan(pp, tp, dp, gpipe))
 
 
 @pytest.mark.distributed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from simulator.engine import Span
+from simulator.program import Span
 from simulator.program import Category
 from simulator.trace import chrome_trace, write_chrome_trace
 

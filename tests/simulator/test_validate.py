@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from profiler.errors import InputError
-from simulator.validate import compare, measured
+from simulator.sharing import Unit
+from simulator.validate import compare, measured, run_units
 
 
 def report(schedule: str) -> dict:
@@ -46,3 +47,48 @@ def test_rows_give_the_error_against_the_measurement() -> None:
 def test_bad_reports_are_one_line_errors(doc, message) -> None:
     with pytest.raises(InputError, match=message):
         measured(doc, "run.json")
+
+
+def cpu_cluster(devices: int):
+    from profiler.cluster import Cluster, Device, Host, Interconnect, Link
+
+    hosts = tuple(Host(name=f"h{i}", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
+                       interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9) for i in range(2))
+    return Cluster(name="cpu", hosts=hosts, devices=tuple(Device(id=i, gpu="CPU", host=f"h{i % 2}") for i in range(devices)),
+                   links=(Link(a="here", b="here", latency_s=1e-3, bandwidth_bytes_per_s=1e9),))
+
+
+def test_the_ranks_of_one_machine_share_its_cores_whatever_hosts_the_plan_names() -> None:
+    # The plan spreads 4 ranks over 2 emulated hosts; the run put all 4 on one 2-core machine.
+    ranks = [{"rank": r, "host": "vm", "cpus": 2, "threads": 1, "spans": []} for r in range(4)]
+    doc = {"schema": "run-report/1", "iteration_s": [1.0], "ranks": ranks}
+    assert run_units(doc, cpu_cluster(4), "run.json") == (Unit(name="vm:cpu", capacity=2.0, devices=(0, 1, 2, 3)),)
+    # Two threads each: one rank at full speed at once.
+    assert run_units(doc | {"ranks": [dict(r, threads=2) for r in ranks]}, cpu_cluster(4), "r")[0].capacity == 1.0
+    # Two machines of 2 cores, 2 one-thread ranks each: nothing shared.
+    assert run_units(doc | {"ranks": [dict(r, host=f"m{r['rank'] % 2}") for r in ranks]}, cpu_cluster(4), "r") == ()
+    # An older report that does not say where its ranks ran: the plan's cluster decides.
+    assert run_units(doc | {"ranks": [{"rank": r, "spans": []} for r in range(4)]}, cpu_cluster(4), "r") is None
+    with pytest.raises(InputError, match="rank 7 is not a device of the plan's cluster"):
+        run_units(doc | {"ranks": ranks + [dict(ranks[0], rank=7)]}, cpu_cluster(4), "run.json")
+
+
+def test_a_profile_measured_under_other_conditions_than_the_run_is_pointed_out() -> None:
+    from dataclasses import replace
+
+    from profiler.model import gpt_small
+    from profiler.profile import Measured, Profile, Timing
+
+    model = gpt_small()
+    t = Timing(median_s=0.01, spread_s=0.0)
+    part = Measured(tp=1, micro_batch=1, forward=t, backward=t, recompute=t, peak_memory_bytes=1)
+    profile = Profile(device_kind="CPU", device_name="cpu", memory_bytes=1e9, torch_version="2.13.0", threads=1,
+                      dtype="fp32", host="h", date="2026-11-27", warmup=1, repeats=1,
+                      shape={k: getattr(model, k) for k in ("d_model", "heads", "ffn", "seq_len", "vocab")},
+                      layers=(part,), embedding=(part,), head=(part,), optimizer_s_per_param_byte=1e-10, dropout=0.0)
+    run = {"ranks": [{"rank": 0, "threads": 1}], "environment": {"dropout": 0.0}}
+    from simulator.validate import profile_warnings
+
+    assert profile_warnings((profile,), run) == []
+    warned = profile_warnings((replace(profile, threads=2, dropout=0.1),), run)
+    assert len(warned) == 2 and "--threads as the run" in warned[0] and "--dropout 0" in warned[1]

@@ -1,0 +1,150 @@
+"""Ranks that share compute (a host's CPU cores, one GPU): the cluster fields, exact timelines of
+process sharing in the engine and the task timer, and the estimator held to the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from profiler.cluster import Cluster, Device, Host, Interconnect, Link
+from profiler.errors import InputError
+from profiler.model import TrainingSpec, gpt_small
+from profiler.profile import Measured, Profile, Timing
+from scheduler.layouts import blocks_layout, megatron_layout
+from simulator.engine import simulate
+from simulator.job import Job
+from simulator.predict import predict
+from simulator.program import Category, Op, Program, Stream
+from simulator.routes import Network
+from simulator.sharing import Task, Unit, run_tasks, shared_units
+
+NO_NETWORK = Network(resource_names=(), capacities_bytes_per_s=(), routes={})
+
+
+def cpu_cluster(devices: int = 4, cores: int | None = 2) -> Cluster:
+    host = Host(name="local", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
+                interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9, cpu_cores=cores)
+    return Cluster(name="cpu", hosts=(host,), devices=tuple(Device(id=i, gpu="CPU", host="local") for i in range(devices)))
+
+
+def cpu_profile(threads: int = 1) -> Profile:
+    """gpt-small on a CPU: forward 20 ms a layer, backward 33 ms, recompute 21 ms (about what
+    `profiler compute --threads 1` measures on this project's machine)."""
+    def part(tp: int, micro_batch: int, forward_s: float, backward_s: float, recompute_s: float | None) -> Measured:
+        t = lambda s: Timing(median_s=s * micro_batch, spread_s=0.0)  # noqa: E731
+        return Measured(tp=tp, micro_batch=micro_batch, forward=t(forward_s), backward=t(backward_s),
+                        recompute=None if recompute_s is None else t(recompute_s), peak_memory_bytes=10**6)
+    model = gpt_small()
+    shape = {key: getattr(model, key) for key in ("d_model", "heads", "ffn", "seq_len", "vocab")}
+    return Profile(device_kind="CPU", device_name="test cpu", memory_bytes=24e9, torch_version="2.13.0",
+                   threads=threads, dtype="fp32", host="here", date="2026-11-27T00:00:00+00:00", warmup=1, repeats=3,
+                   shape=shape, layers=(part(1, 1, 0.020, 0.033, 0.021), part(2, 1, 0.011, 0.018, 0.011)),
+                   embedding=(part(1, 1, 0.001, 0.004, None), part(2, 1, 0.001, 0.002, None)),
+                   head=(part(1, 1, 0.016, 0.030, None), part(2, 1, 0.009, 0.016, None)),
+                   optimizer_s_per_param_byte=8e-11)
+
+
+def test_cluster_fields_round_trip_and_bad_values_are_refused() -> None:
+    cluster = cpu_cluster()
+    gpu = dataclasses.replace(cluster, devices=tuple(Device(id=i, gpu="H100-80GB", host="local", gpu_index=i // 2)
+                                                     for i in range(4)))
+    machine = dataclasses.replace(cluster, hosts=(dataclasses.replace(cluster.hosts[0], machine="m"),))
+    for c in (cluster, gpu, machine):
+        assert Cluster.from_json(c.to_json()) == c
+    doc = cluster.to_json()
+    doc["hosts"][0]["cpu_cores"] = 0
+    with pytest.raises(InputError, match="cpu_cores must be a whole number of at least 1"):
+        Cluster.from_json(doc)
+    doc = cluster.to_json()
+    doc["hosts"].append(dict(doc["hosts"][0], name="other", machine="m", cpu_cores=4))
+    doc["hosts"][0]["machine"] = "m"
+    with pytest.raises(InputError, match="hosts on machine 'm' give different cpu_cores"):
+        Cluster.from_json(doc)
+    doc = gpu.to_json()
+    doc["devices"][1]["gpu_index"] = -1
+    with pytest.raises(InputError, match=r"devices\[1\]: gpu_index must be 0 or more"):
+        Cluster.from_json(doc)
+
+
+def test_units_count_ranks_at_full_speed() -> None:
+    assert shared_units(cpu_cluster(), (cpu_profile(1),)) == (Unit(name="local:cpu", capacity=2.0, devices=(0, 1, 2, 3)),)
+    assert shared_units(cpu_cluster(), (cpu_profile(2),))[0].capacity == 1.0
+    assert shared_units(cpu_cluster(2), (cpu_profile(1),)) == ()  # two one-thread ranks on two cores never meet
+    assert shared_units(cpu_cluster(cores=None), (cpu_profile(1),)) == ()
+    gpu = dataclasses.replace(cpu_cluster(), devices=tuple(Device(id=i, gpu="H100-80GB", host="local", gpu_index=i // 2)
+                                                           for i in range(3)))
+    assert shared_units(gpu) == (Unit(name="local:gpu0", capacity=1.0, devices=(0, 1)),)
+    # Two emulated hosts on one machine share its cores.
+    emulated = Cluster(name="emulated", hosts=tuple(dataclasses.replace(cpu_cluster().hosts[0], name=f"h{i}", machine="m")
+                                                    for i in range(2)),
+                       devices=tuple(Device(id=i, gpu="CPU", host=f"h{i // 2}") for i in range(4)),
+                       links=(Link(a="here", b="here", latency_s=0.01, bandwidth_bytes_per_s=1e8),))
+    assert shared_units(emulated, (cpu_profile(1),)) == (Unit(name="m:cpu", capacity=2.0, devices=(0, 1, 2, 3)),)
+
+
+def test_tasks_share_a_unit_exactly() -> None:
+    # Three 1 s tasks on 2 cores: each at 2/3 speed, all end at 1.5 s. Then one released at 1 s
+    # on a 1-rank unit beside a 2 s task: alone until 1, then half speed: ends at 3, the other at 3.
+    assert run_tasks([Task(work_s=1.0, unit=0)] * 3, [2.0]) == [(0.0, 1.5)] * 3
+    times = run_tasks([Task(work_s=2.0, unit=0), Task(work_s=1.0, unit=0, release_s=1.0)], [1.0])
+    assert times == [(0.0, pytest.approx(3.0)), (1.0, pytest.approx(3.0))]
+    # A chain: the second waits for the first and a task of its own device (unshared).
+    times = run_tasks([Task(work_s=1.0, unit=0), Task(work_s=0.5), Task(work_s=1.0, unit=0, after=(0, 1))], [1.0])
+    assert times[2] == (1.0, 2.0)
+    with pytest.raises(RuntimeError, match="cycle"):
+        run_tasks([Task(work_s=1.0, after=(1,)), Task(work_s=1.0, after=(0,))], [])
+
+
+def test_a_tensor_parallel_worker_takes_a_share_per_rank() -> None:
+    # A 2-rank worker and a 1-rank one on 2 cores, 1 s of work each: max-min gives each 1 core,
+    # so the 2-rank worker runs at half speed until the other ends at 1 s, then at full speed.
+    assert run_tasks([Task(work_s=1.0, unit=0, ranks=2), Task(work_s=1.0, unit=0)], [2.0]) == [(0.0, 1.5), (0.0, 1.0)]
+    program = Program(streams=(Stream(name="tp", devices=(0, 1), main=True, ops=(
+        Op(id=0, category=Category.FORWARD, label="F", duration_s=1.0),)), Stream(name="one", devices=(2,), main=True,
+        ops=(Op(id=1, category=Category.FORWARD, label="F", duration_s=1.0),))))
+    result = simulate(program, NO_NETWORK, units=(Unit(name="cores", capacity=2.0, devices=(0, 1, 2)),))
+    assert result.stream_end_s == {"tp": pytest.approx(1.5), "one": pytest.approx(1.0)}
+
+
+def test_engine_processor_shares_compute_on_a_unit() -> None:
+    # Streams on devices 0..2 share one core; device 3 computes alone. A: 1 s, B: 2 s, C: 1 s
+    # after A. Until 2 s A and B share (each at 1/2), so A ends at 2; then B (1 s left) and C
+    # share until B ends at 4 and C at 4; D ends at 1.
+    def stream(name: str, device: int, *durations: float) -> Stream:
+        ops = tuple(Op(id=device * 10 + i, category=Category.FORWARD, label=f"{name}{i}", duration_s=d)
+                    for i, d in enumerate(durations))
+        return Stream(name=name, devices=(device,), main=True, ops=ops)
+    program = Program(streams=(stream("a", 0, 1.0, 1.0), stream("b", 1, 2.0), stream("d", 3, 1.0)))
+    result = simulate(program, NO_NETWORK, units=(Unit(name="core", capacity=1.0, devices=(0, 1, 2)),))
+    assert result.stream_end_s == {"a": pytest.approx(4.0), "b": pytest.approx(4.0), "d": 1.0}
+    alone = simulate(program, NO_NETWORK)
+    assert alone.stream_end_s == {"a": 2.0, "b": 2.0, "d": 1.0}
+
+
+PLACEMENTS = {
+    "P2D2 gpipe": blocks_layout([0, 1, 2, 3], 4, 2, 2),
+    "P4D1 gpipe": blocks_layout([0, 1, 2, 3], 4, 4, 1),
+    "P1D4 ps": blocks_layout([0, 1, 2, 3], 4, 1, 4),
+    "P4 1f1b": megatron_layout(4, 4, 4, 1),
+    "P2D2 1f1b": megatron_layout(4, 4, 2, 1),
+    "P1D4 ring": megatron_layout(4, 4, 1, 1),
+    "P2T2 1f1b": megatron_layout(4, 4, 2, 2),  # two 2-rank tensor-parallel workers on 2 cores
+    "P1T2D2 ring": megatron_layout(4, 4, 1, 2),
+}
+
+
+@pytest.mark.parametrize("name", PLACEMENTS)
+@pytest.mark.parametrize("batch", [4, 8])
+def test_the_estimator_times_shared_compute_as_the_engine_does(name, batch) -> None:
+    training = TrainingSpec(global_batch=batch, micro_batch=1, precision="fp32", optimizer="sgd")
+    shared = Job(cluster=cpu_cluster(), model=gpt_small(), training=training, profiles=(cpu_profile(),))
+    alone = dataclasses.replace(shared, cluster=cpu_cluster(cores=None))
+    placement = PLACEMENTS[name]
+    engine, _ = predict(shared, placement, engine="simpy")
+    estimate, _ = predict(shared, placement, engine="analytic")
+    unshared, _ = predict(alone, placement, engine="simpy")
+    assert estimate.iteration_s == pytest.approx(engine.iteration_s, rel=0.01)
+    assert engine.iteration_s > 1.1 * unshared.iteration_s  # four ranks on two cores do slow down
+    for key, value in engine.breakdown.items():
+        assert estimate.breakdown[key] == pytest.approx(value, rel=0.05, abs=0.01 * engine.iteration_s), key
