@@ -5,11 +5,11 @@ both), on an otherwise idle machine.
 - sharing: 1 to 4 one-thread processes each timing a gpt-small layer's forward and backward at
   once: each one's speed against one alone, beside process sharing's min(1, cores / n). This is
   where simulator.sharing's model comes from.
-- plans: for each validation plan of examples/, profile this CPU with one thread and no dropout, as
-  the executor trains (`profiler compute --threads 1 --tp 1 [T] --micro-batch 1 --dropout 0`, right
-  before the run: this VM's single-thread speed
-  drifts by ±10% over minutes), run the plan (`executor run`, 1 warm-up + 5 timed iterations; the
-  two-region ones with --emulate-network) and put `sim validate`'s prediction beside it: the
+- plans: for each validation plan of examples/, run the plan (`executor run`, 1 warm-up + 8
+  timed iterations; the two-region ones with --emulate-network) between two profiles of this CPU
+  with one thread and no dropout, as the executor trains (`profiler compute --threads 1 --tp 1 [T]
+  --micro-batch 1 --dropout 0`, right before and right after: this VM's single-thread speed
+  drifts by ±10% over minutes), and put the mean of the two SimPy predictions beside the run: the
   Markdown table of the README. It also says whether the scheduled two-region plan beats the
   random one in both prediction and measurement.
 """
@@ -36,7 +36,7 @@ PLANS = [  # (what it validates, plan file, emulate the plan's network)
     ("hybrid, 2 regions, random", "examples/cpu-two-regions-random-plan.json", True),
     ("tensor + pipeline parallel", "examples/cpu-tensor-parallel-plan.json", False),
 ]
-ITERATIONS = 5
+ITERATIONS = 8
 
 
 def _layer_worker(start, results, repeats: int) -> None:
@@ -88,29 +88,36 @@ def plans() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for label, path, emulate in PLANS:
             plan = load_plan(ROOT / path)
-            # Profiled right before its run: this VM's single-thread speed drifts by ±10% over minutes.
-            profile_path = Path(folder) / "cpu-1-thread.json"
-            subprocess.run([sys.executable, "-m", "profiler.cli", "compute", "--threads", "1", "--tp",
-                            *sorted({"1", str(plan.placement.tp)}), "--micro-batch", "1", "--dropout", "0", "--quiet", "-o",
-                            str(profile_path)], check=True, cwd=ROOT)
-            profile = load_profile(profile_path)
+
+            def profile(name: str):
+                out = Path(folder) / name
+                subprocess.run([sys.executable, "-m", "profiler.cli", "compute", "--threads", "1", "--tp",
+                                *sorted({"1", str(plan.placement.tp)}), "--micro-batch", "1", "--dropout", "0",
+                                "--quiet", "-o", str(out)], check=True, cwd=ROOT)
+                return load_profile(out)
+
+            # Profiled right before and right after its run: this VM's speed drifts over minutes.
+            before = profile("before.json")
             run = Path(folder) / "run.json"
             begin = time.perf_counter()
             subprocess.run([sys.executable, "-m", "executor.cli", "run", path, "--iterations", str(ITERATIONS),
                             "--out", str(run), "--quiet"] + (["--emulate-network"] if emulate else []),
                            check=True, cwd=ROOT)
             wall = time.perf_counter() - begin
+            after = profile("after.json")
             report = read_json(run, "run report")
-            job = Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=(profile,),
-                      units=run_units(report, plan.cluster, str(run)))
-            prediction, _ = predict(job, plan.placement, engine="simpy")
-            row = compare(prediction.iteration_s, prediction.breakdown, report, str(run))[0]
+            units = run_units(report, plan.cluster, str(run))
+            predicted = [predict(Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=(p,),
+                                     units=units), plan.placement, engine="simpy")[0] for p in (before, after)]
+            mean = sum(p.iteration_s for p in predicted) / 2
+            row = compare(mean, predicted[0].breakdown, report, str(run))[0]
             iterations[path] = (row.predicted_s, row.measured_s)
             rows.append(f"| {label} | `{path}` | {plan.placement.config} {plan.placement.schedule.value}/"
-                        f"{plan.placement.sync.value} | {row.predicted_s:.3f} | {row.measured_s:.3f} | "
-                        f"{row.error:+.1%} | {wall:.0f} s |")
+                        f"{plan.placement.sync.value} | {predicted[0].iteration_s:.3f} / {predicted[1].iteration_s:.3f}"
+                        f" | {row.measured_s:.3f} | {row.error:+.1%} | {wall:.0f} s |")
             print(rows[-1], file=sys.stderr, flush=True)
-    print("| plan | file | configuration | predicted s/it | measured s/it | error | run wall |")
+    print("| plan | file | configuration | predicted s/it (profile before / after) | measured s/it | error of the "
+          "mean | run wall |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     scheduled, random = iterations[PLANS[3][1]], iterations[PLANS[4][1]]

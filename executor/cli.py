@@ -109,7 +109,9 @@ def _write_trace(report: dict, plan, path: Path) -> None:
     from simulator.program import Category, Span
     from simulator.trace import chrome_trace, write_chrome_trace
 
-    spans = [Span(stream=f"s{rank['stage']}r{rank['replica']}", devices=(rank["rank"],), main=True, op_id=i,
+    tp = plan.placement.tp
+    spans = [Span(stream=f"s{rank['stage']}r{rank['replica']}" + (f"t{rank['tp_rank']}" if tp > 1 else ""),
+                  devices=(rank["rank"],), main=True, op_id=i,
                   label=span["label"], category=Category(span["category"]), start_s=span["start_s"],
                   end_s=span["end_s"])
              for rank in report["ranks"] for i, span in enumerate(rank["spans"])]

@@ -64,7 +64,8 @@ class Stage(nn.Module):
         contiguous gradient buffer)."""
         if getattr(self, "_gradients", None) is None:
             parameters = list(self.parameters())
-            self._gradients = torch.zeros(sum(p.numel() for p in parameters))
+            self._gradients = torch.zeros(sum(p.numel() for p in parameters), dtype=parameters[0].dtype,
+                                          device=parameters[0].device)
             offset = 0
             for p in parameters:
                 p.grad = self._gradients[offset:offset + p.numel()].view_as(p)

@@ -92,7 +92,7 @@ def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, A
     from scheduler.plan import plan_from_json
 
     ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))  # torchrun sets it per host
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks_here))
+    torch.set_num_threads(max(1, _cores() // ranks_here))
     show = (lambda text: print(f"[executor] {text}", file=sys.stderr, flush=True)) \
         if verbose and dist.get_rank() == 0 else None
     plan = plan_from_json(plan_doc)
@@ -104,6 +104,11 @@ def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, A
         raise RuntimeError(f"stage {role[0]} replica {role[1]} (rank {dist.get_rank()}) failed during "
                            f"{record.doing!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") \
             from None
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity: taskset or a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def roles(plan: Plan) -> dict[int, Role]:
@@ -127,7 +132,8 @@ def roles(plan: Plan) -> dict[int, Role]:
                                              previous=devices[s - 1][r][t] if s > 0 else None,
                                              following=devices[s + 1][r][t] if s < P - 1 else None,
                                              group=dp_groups[s, t], peers=peers, server=peers[placement.server_of(s)],
-                                             tp=T, tp_rank=t, tp_group=tp_groups[s, r])
+                                             tp=T, tp_rank=t, tp_group=tp_groups[s, r],
+                                             tp_members=tuple(devices[s][r]))
     return out
 
 
@@ -196,12 +202,12 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     gathered: list = [None] * dist.get_world_size()
     weights = {k: v.detach().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
     dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica, "tp_rank": role.tp_rank,
-                                      "host": platform.node(), "cpus": os.cpu_count(),
+                                      "host": platform.node(), "cpus": _cores(),
                                       "threads": torch.get_num_threads(), "spans": record.spans,
                                       "weights": weights})
     if rank != 0:
         return None
     return {"iteration_s": seconds, "loss": losses, "ranks": sorted(gathered, key=lambda g: g["rank"]),
             "environment": {"torch_version": torch.__version__, "backend": settings.backend, "host": platform.node(),
-                            "threads_per_rank": torch.get_num_threads(), "cpus": os.cpu_count(), "dropout": 0.0,
+                            "threads_per_rank": torch.get_num_threads(), "cpus": _cores(), "dropout": 0.0,
                             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}

@@ -35,6 +35,7 @@ class Role:
     tp: int = 1  # the tensor-parallel degree
     tp_rank: int = 0  # this rank's place in its tensor-parallel group
     tp_group: object | None = None  # this stage replica's tensor-parallel group (None: tp 1)
+    tp_members: tuple[int, ...] = ()  # its ranks in the plan's order (tp rank t is the t-th)
 
     def piece(self, activation: torch.Tensor) -> torch.Tensor:
         """What this rank sends of an activation (or its gradient) the tensor-parallel group holds
@@ -47,7 +48,9 @@ class Role:
             return piece
         pieces = [torch.empty_like(piece) for _ in range(self.tp)]
         dist.all_gather(pieces, piece, group=self.tp_group)
-        return torch.cat(pieces).view(shape)
+        # A process group numbers its members in ascending rank, the plan by tensor-parallel rank.
+        ascending = sorted(self.tp_members)
+        return torch.cat([pieces[ascending.index(rank)] for rank in self.tp_members]).view(shape)
 
 
 @dataclass(slots=True)

@@ -7,13 +7,16 @@ NIC, each at TCP's goodput; GPU ports inside a host), and one flow is capped by 
 a long link. The transfers in flight share every resource max-min fairly, as TCP flows through
 one NIC or tc class do, and a transfer arrives a latency after its last byte leaves.
 
-Every local rank of a run appends the transfers it sends, with the time it posted them, to one
-log file (``log_path``, locked around each access). A receiver replays the log's flows as a fluid
-network to find when its transfer arrives and sleeps until then; a flow posted meanwhile can only
-delay it, so it replays again on waking and sleeps on until the replay says it has arrived. The
+Every local rank of a run appends the transfers it sends, with the time it posted them (read
+under the lock, so the log is in posting order), to one log file (``log_path``). A receiver
+replays the log's flows as a fluid network to find when its transfer arrives and sleeps towards
+then, in slices of at most ``SLICE_S``: a flow posted meanwhile changes the answer (mostly it
+delays it; under max-min it can also speed it, by slowing a flow that held a resource the
+transfer waits on), so it replays again on each waking until the replay says it has arrived. The
 log is replayed from the last moment the network was idle, which later flows cannot change. Ranks
 on one machine share its monotonic clock (time.perf_counter is CLOCK_MONOTONIC on Linux), so a
-sender's time is the receiver's. Without a log (under torchrun) each transfer is timed alone.
+sender's time is the receiver's. Without a log (under torchrun, each host its own clock) each
+transfer is timed alone: no sharing between transfers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from simulator.routes import max_min_rates
 from simulator.topology import Topology
 
 RECORD = struct.Struct("<ddii")  # posted_s, bytes, src, dst
+SLICE_S = 0.005  # the longest a receiver sleeps before it replays the log again
 _DONE_BYTES = 1e-3  # a flow with less left than this has left (round-off of rate x time)
 
 
@@ -46,6 +50,7 @@ class Shaper:
         self.flows: list[tuple[float, float, int, int]] = []  # the log from ``self.first`` on
         self.first = 0  # index of the first flow after the last idle moment found
         self.settled: dict[int, float] = {}  # arrival of each flow to this rank from before ``first`` not yet taken
+        self.taken: set[int] = set()  # flows to this rank already taken, not yet dropped from ``flows``
         self.held_s = 0.0  # time spent holding transfers, all links together
 
     @staticmethod
@@ -68,6 +73,7 @@ class Shaper:
         if self.log is not None:
             fcntl.flock(self.log, fcntl.LOCK_EX)
             try:
+                posted = time.perf_counter()
                 end = self.log.seek(0, os.SEEK_END)
                 self.log.write(RECORD.pack(posted, float(nbytes), self.rank, dst))
                 self.log.flush()
@@ -91,8 +97,11 @@ class Shaper:
                 arrival = self._arrival_s(index)
             wait = arrival - time.perf_counter()
             if wait <= 0:
-                self.settled.pop(index, None)
+                if self.settled.pop(index, None) is None and index >= 0:
+                    self.taken.add(index)
                 return
+            if index >= 0:
+                wait = min(wait, SLICE_S)
             time.sleep(wait)
             self.held_s += wait
 
@@ -113,7 +122,10 @@ class Shaper:
         arrivals, idle = replay(self.flows, self.routes, self.capacities)
         arrival = arrivals[index - self.first]
         if idle:  # flows before the last idle moment are done for good: replay from there next time
-            self.settled |= {self.first + k: arrivals[k] for k in range(idle) if self.flows[k][3] == self.rank}
+            for k in range(idle):
+                if self.flows[k][3] == self.rank and self.first + k not in self.taken:
+                    self.settled[self.first + k] = arrivals[k]
+                self.taken.discard(self.first + k)
             del self.flows[:idle]
             self.first += idle
         return arrival
@@ -146,6 +158,6 @@ def replay(flows: list[tuple[float, float, int, int]], routes: dict, capacities:
             if left[k] <= _DONE_BYTES:
                 del left[k]
                 arrivals[k] = now + routes[flows[k][2], flows[k][3]].latency_s
-    # ``idle`` counts flows in posting order; the log is in posting order up to races of a few µs
-    # between ranks, so only drop a prefix that is also the log's prefix.
+    # ``idle`` counts flows in posting order, which is the log's (a sender reads the clock under
+    # the lock); should a log say otherwise, drop nothing.
     return arrivals, idle if sorted(order[:idle]) == list(range(idle)) else 0

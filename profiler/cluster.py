@@ -226,6 +226,9 @@ def _check_devices(cluster: Cluster) -> None:
                              f"{device.id}; ids must be 0..N-1 in order")
         if device.host not in hosts:
             raise InputError(f"cluster {cluster.name!r}: device {index} names unknown host {device.host!r}")
+        if device.gpu_index is not None and device.gpu in PROFILE_ONLY_KINDS:
+            raise InputError(f"cluster {cluster.name!r}: device {index} is a {device.gpu}, which has no gpu_index "
+                             "(CPU devices share their host's cpu_cores)")
         if device.gpu not in GPU_KINDS and device.gpu not in PROFILE_ONLY_KINDS:
             raise InputError(f"cluster {cluster.name!r}: device {index} has unknown GPU kind "
                              f"{device.gpu!r} (known: {', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")

@@ -103,6 +103,8 @@ class Profile:
             raise InputError("profile has no layer timings")
         if not self.optimizer_s_per_param_byte > 0 or not self.memory_bytes > 0:
             raise InputError("profile optimizer_s_per_param_byte and memory_bytes must be positive")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"profile dropout must be in [0, 1), got {self.dropout}")
 
     def matches(self, model: ModelSpec) -> bool:
         return all(getattr(model, key) == self.shape[key] for key in SHAPE_KEYS)

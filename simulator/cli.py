@@ -353,7 +353,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     rows = compare(prediction.iteration_s, prediction.breakdown, report, str(args.run))
     print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
     print(_sharing_line(job.compute_units, units is not None))
-    for line in profile_warnings(profiles, report):
+    for line in profile_warnings(profiles, report, str(args.run)):
         print(f"warning: {line}", file=sys.stderr)
     return 0
 

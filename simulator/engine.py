@@ -7,8 +7,9 @@ its transfers is delivered. A transfer starts flowing when its second side is po
 poster waits on an event that the network succeeds on delivery.
 
 Compute on devices that share a unit (simulator.sharing: ranks on one host's cores or one GPU)
-runs as a flow through a second fluid network whose resources are the units: its size is the op's
-duration, its per-flow cap full speed, so n ops on a unit of capacity c each run at min(1, c / n).
+runs as flows through a second fluid network whose resources are the units, one flow per rank
+(a tensor-parallel worker's op is done when each of its ranks is): a flow's size is the op's
+duration, its cap full speed, so n ranks computing on a unit of capacity c each run at min(1, c / n).
 
 Op completion events are made lazily, only for ops that somebody is actually waiting on: most ops
 are awaited by no one but their own stream, and an event nobody waits for still costs a trip
@@ -150,18 +151,11 @@ def _claim_sides(
         claimed[transfer_id] = (stream, op)
 
 
-def _compute_network(program: Program, units: tuple[Unit, ...]) -> Network:
-    """The units as resources, and a route (keyed by stream index, to itself) through the units
-    of each stream that computes on a shared device. A stream of k ranks on a unit (a tensor-
-    parallel group) runs at up to k ranks' speed: its flows carry k × the op's work."""
-    unit_of = {device: index for index, unit in enumerate(units) for device in unit.devices}
-    routes = {}
-    for index, stream in enumerate(program.streams):
-        on = [unit_of[d] for d in stream.devices if d in unit_of]
-        if on and any(op.duration_s > 0 for op in stream.ops):
-            ranks = max(on.count(unit) for unit in on)
-            routes[index, index] = Route(resources=tuple(dict.fromkeys(on)), flow_cap_bytes_per_s=ranks * _WORK_PER_S,
-                                         latency_s=0.0)
+def _compute_network(units: tuple[Unit, ...]) -> Network:
+    """The units as resources, and a route (keyed by the device, to itself) through its unit for
+    every device on one: each rank computes as a flow of its own, capped at full speed."""
+    routes = {(device, device): Route(resources=(index,), flow_cap_bytes_per_s=_WORK_PER_S, latency_s=0.0)
+              for index, unit in enumerate(units) for device in unit.devices}
     return Network(resource_names=tuple(unit.name for unit in units),
                    capacities_bytes_per_s=tuple(unit.capacity * _WORK_PER_S for unit in units), routes=routes)
 
@@ -203,16 +197,17 @@ class _Run:
         self.raw_spans: list[list[tuple[Op, float, float]]] | None = (
             [[] for _ in program.streams] if record_spans else None
         )
-        shared = _compute_network(program, units)
-        self.compute = FlowNetwork(self.env, shared) if shared.routes else None
+        self.compute = FlowNetwork(self.env, _compute_network(units)) if units else None
+        on_units = {device for unit in units for device in unit.devices}
         for index, stream in enumerate(program.streams):
-            route = shared.routes.get((index, index))
-            ranks = route.flow_cap_bytes_per_s / _WORK_PER_S if route else 0.0
-            self.env.process(self._stream(index, stream, ranks))
+            shared = tuple(d for d in stream.devices if d in on_units)
+            self.env.process(self._stream(index, stream, shared, len(shared) < len(stream.devices)))
 
-    def _stream(self, index: int, stream: Stream, ranks: float) -> Generator[simpy.Event, object, None]:
-        """The process of one stream: its ops strictly in order. A stream of ``ranks`` (> 0) on a
-        shared compute unit runs its compute through the units' network."""
+    def _stream(self, index: int, stream: Stream, shared: tuple[int, ...],
+                own: bool) -> Generator[simpy.Event, object, None]:
+        """The process of one stream: its ops strictly in order. The stream's ranks on ``shared``
+        devices compute through their units' network, one flow each; with ``own`` devices (on no
+        unit) beside them, those take the op's duration; the op ends when all have."""
         env = self.env
         finished = self.finished
         waiters = self.waiters
@@ -228,10 +223,14 @@ class _Run:
                 for delivered in self._post(op):
                     yield delivered
             elif op.duration_s > 0:
-                if ranks:
-                    yield self.compute.start(index, index, op.duration_s * ranks * _WORK_PER_S)
-                else:
+                if not shared:
                     yield env.timeout(op.duration_s)
+                else:
+                    ranks = [self.compute.start(d, d, op.duration_s * _WORK_PER_S) for d in shared]
+                    if own:
+                        ranks.append(env.timeout(op.duration_s))
+                    for done in ranks:
+                        yield done
             finished.add(op.id)
             waiter = waiters.pop(op.id, None)
             if waiter is not None:

@@ -287,6 +287,8 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     M = job.micro_batches(placement)
     costs = costs or stage_costs(job, topology, placement)
     units = _units_used(placement, job.compute_units)
+    if not units[1]:
+        units = None
     c, per_replica, synced, mean = _timed(job, topology, placement, costs, M, units)
     if units:
         costs, steps = _shared_compute(placement, costs, units, synced, mean)
@@ -298,7 +300,7 @@ def estimate(job: Job, topology: Topology, placement: Placement,
 
 
 def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], M: int,
-           units: dict | None = None) -> tuple[dict, list[list[float]], list[float], dict | None]:
+           units: tuple | None = None) -> tuple[dict, list[list[float]], list[float], dict | None]:
     """(transfer times, per replica each stage's readiness for the sync, each stage's end of sync,
     with ``units`` each worker's mean forward and backward): with ``units`` the schedule is timed
     with its compute shared (``_shared_schedule``)."""
@@ -327,45 +329,36 @@ def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[
     return c, per_replica, synced, mean
 
 
-def _units_used(placement: Placement, units: tuple[Unit, ...]) -> dict[str, tuple[float, dict[tuple[int, int], int]]]:
-    """unit name -> (capacity, the workers (stage, replica) with devices on it and how many), for
-    the units on which the placement puts more ranks than run at full speed."""
-    where = {device: unit for unit in units for device in unit.devices}
-    used: dict[str, tuple[float, dict[tuple[int, int], int]]] = {}
-    for s in range(placement.pp):
-        for r in range(placement.dp):
-            for d in placement.devices[s][r]:
-                if d in where:
-                    workers = used.setdefault(where[d].name, (where[d].capacity, {}))[1]
-                    workers[s, r] = workers.get((s, r), 0) + 1
-    return {name: value for name, value in used.items() if sum(value[1].values()) > value[0]}
-
-
-def _worker_units(placement: Placement, units: dict) -> tuple[list[float], dict[tuple[int, int], tuple[int, int]]]:
-    """(capacities, each worker's (unit index, ranks on it)), as the engine shares them: a worker on
-    several units takes the first, at its most ranks on any."""
-    capacities, unit_of = [], {}
-    for capacity, workers in units.values():
-        for worker, ranks in workers.items():
-            first, most = unit_of.get(worker, (len(capacities), 0))
-            unit_of[worker] = (first, max(most, ranks))
-        capacities.append(capacity)
+def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[float], dict[int, int]]:
+    """(capacities, the unit index of each device on one) of the units on which the placement
+    puts more ranks than run at full speed."""
+    used = {d for replicas in placement.devices for group in replicas for d in group}
+    capacities: list[float] = []
+    unit_of: dict[int, int] = {}
+    for unit in units:
+        mine = [d for d in unit.devices if d in used]
+        if len(mine) > unit.capacity:
+            unit_of.update((d, len(capacities)) for d in mine)
+            capacities.append(unit.capacity)
     return capacities, unit_of
 
 
 def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
-                     units: dict) -> tuple[list[list[float]], dict[tuple[int, int], tuple[float, float]]]:
+                     units: tuple[list[float], dict[int, int]]) -> tuple[list[list[float]], dict]:
     """The pipeline schedule of the engine's program (simulator.lower) up to the sync, timed as
-    tasks (simulator.sharing.run_tasks) with the workers' compute process-shared on their units and
-    each transfer taking its time in ``c`` once both its sides are posted. Returns per replica each
-    stage's readiness for the sync and each worker's mean (forward, backward) duration."""
+    tasks (simulator.sharing.run_tasks) as the engine runs it: a compute op is a task per rank of
+    its worker, each process-shared on its device's unit (or at full speed on a device of its
+    own), and done when all are; a transfer takes its time in ``c`` once both its sides are
+    posted. Returns per replica each stage's readiness for the sync and each worker's mean
+    (forward, backward) duration."""
+    capacities, unit_of = units
     program = lower(job, topology, placement, costs=costs)
-    capacities, unit_of = _worker_units(placement, units)
     worker_of = {placement.devices[s][r]: (s, r) for s in range(placement.pp) for r in range(placement.dp)}
     at = {d: (s, r) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]}
     transfers = {t.id: t for t in program.transfers}
     tasks: list[Task] = []
     end_of: dict[int, int] = {}  # op id -> the task that ends it
+    ranks_of: dict[int, list[int]] = {}  # compute op id -> its ranks' tasks
     posted: dict[int, list[int]] = {}  # transfer id -> the post tasks of its sides
     stopped: dict[tuple[int, int], list] = {}  # worker -> (op deps, previous task) where its sync starts
     pending: list[tuple[int, Op, int | None]] = []  # (task index, op, previous task) to fill in
@@ -381,13 +374,14 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
                 pending.append((len(tasks) - 1, op, previous))
                 for transfer in op.sends + op.recvs:
                     posted.setdefault(transfer, []).append(len(tasks) - 1)
-                tasks.append(Task(work_s=0.0))  # placeholder: ends after the op's transfers
-                end_of[op.id] = len(tasks) - 1
             else:
-                unit, ranks = unit_of.get(worker, (None, 1))
-                tasks.append(Task(work_s=op.duration_s, unit=unit, ranks=ranks))
-                pending.append((len(tasks) - 1, op, previous))
-                end_of[op.id] = len(tasks) - 1
+                ranks_of[op.id] = []
+                for device in stream.devices:
+                    tasks.append(Task(work_s=op.duration_s, unit=unit_of.get(device)))
+                    pending.append((len(tasks) - 1, op, previous))
+                    ranks_of[op.id].append(len(tasks) - 1)
+            tasks.append(Task(work_s=0.0))  # placeholder: ends after the op's transfers or ranks
+            end_of[op.id] = len(tasks) - 1
             previous = end_of[op.id]
         else:
             stopped.setdefault(worker, []).append(((), previous))
@@ -405,6 +399,8 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
     for index, op, _ in pending:
         if op.is_comm:
             tasks[end_of[op.id]] = Task(work_s=0.0, after=tuple(flows[index]))
+        else:
+            tasks[end_of[op.id]] = Task(work_s=0.0, after=tuple(ranks_of[op.id]))
     times = run_tasks(tasks, capacities)
     ready = [[0.0] * placement.pp for _ in range(placement.dp)]
     for (s, r), stops in stopped.items():
@@ -413,32 +409,29 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
     durations: dict[tuple[int, int], dict[Category, list[float]]] = {}
     for stream in program.streams:
         for op in stream.ops:
-            if op.category in (Category.FORWARD, Category.BACKWARD) and op.id in end_of:
-                start, end = times[end_of[op.id]]
-                durations.setdefault(worker_of[stream.devices], {}).setdefault(op.category, []).append(end - start)
+            if op.category in (Category.FORWARD, Category.BACKWARD) and op.id in ranks_of:
+                start = min(times[task][0] for task in ranks_of[op.id])
+                durations.setdefault(worker_of[stream.devices], {}).setdefault(op.category, []).append(
+                    times[end_of[op.id]][1] - start)
     mean = {w: tuple(sum(d.get(k, [0.0])) / max(1, len(d.get(k, ()))) for k in (Category.FORWARD, Category.BACKWARD))
             for w, d in durations.items()}
     return ready, mean
 
 
-def _shared_compute(placement: Placement, costs: list[list[WorkerCost]], units: dict, synced: list[float],
-                    mean: dict) -> tuple[list[list[WorkerCost]], list[list[float]]]:
+def _shared_compute(placement: Placement, costs: list[list[WorkerCost]], units: tuple[list[float], dict[int, int]],
+                    synced: list[float], mean: dict) -> tuple[list[list[WorkerCost]], list[list[float]]]:
     """Costs whose forward and backward are the shared schedule's ``mean`` durations (for the
-    breakdown), and when each worker's optimizer step ends, the steps process-shared too."""
-    capacities, unit_of = _worker_units(placement, units)
-    workers = [(s, r) for s in range(placement.pp) for r in range(placement.dp)]
-    steps = run_tasks([Task(work_s=costs[s][r].optimizer_s, unit=unit_of.get((s, r), (None, 1))[0],
-                            ranks=unit_of.get((s, r), (None, 1))[1], release_s=synced[s]) for s, r in workers],
-                      capacities)
+    breakdown; the tensor-parallel part kept, as the engine counts it), and when each worker's
+    optimizer step ends, the steps process-shared too, a task per rank."""
+    capacities, unit_of = units
+    workers = [(s, r, d) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]]
+    steps = run_tasks([Task(work_s=costs[s][r].optimizer_s, unit=unit_of.get(d), release_s=synced[s])
+                       for s, r, d in workers], capacities)
     ends = [[0.0] * placement.dp for _ in range(placement.pp)]
-    timed = [list(row) for row in costs]
-    for (s, r), (start, end) in zip(workers, steps):
-        ends[s][r] = end
-        cost = costs[s][r]
-        f, b = mean[s, r]
-        timed[s][r] = replace(cost, forward_s=f, backward_s=b, forward_tp_s=cost.forward_tp_s * f / cost.forward_s
-                              if cost.forward_s else 0.0, backward_tp_s=cost.backward_tp_s * b / cost.backward_s
-                              if cost.backward_s else 0.0, optimizer_s=end - start)
+    for (s, r, _), (_, end) in zip(workers, steps):
+        ends[s][r] = max(ends[s][r], end)
+    timed = [[replace(cost, forward_s=mean[s, r][0], backward_s=mean[s, r][1], optimizer_s=ends[s][r] - synced[s])
+              for r, cost in enumerate(row)] for s, row in enumerate(costs)]
     return timed, ends
 
 

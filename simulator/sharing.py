@@ -56,12 +56,11 @@ def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
     """A piece of work for ``run_tasks``: ``work_s`` at full speed on ``unit`` (an index into the
-    capacities; None: on a device of its own, at full speed) by ``ranks`` ranks (a tensor-parallel
-    group), once every task in ``after`` has ended and not before ``release_s``."""
+    capacities; None: on a device of its own, at full speed) by one rank, once every task in
+    ``after`` has ended and not before ``release_s``."""
 
     work_s: float
     unit: int | None = None
-    ranks: float = 1.0
     after: tuple[int, ...] = ()
     release_s: float = 0.0
 
@@ -86,19 +85,23 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
     active: list[dict[int, float]] = [{} for _ in capacities]  # per unit: task -> work left
     now, done = 0.0, 0
     while done < count:
-        speeds = [_speeds(capacity, running, tasks) for capacity, running in zip(capacities, active)]
+        speeds = [min(1.0, capacity / len(running)) if running else 0.0
+                  for capacity, running in zip(capacities, active)]
         next_s = min(pending[0][0] if pending else math.inf, own[0][0] if own else math.inf,
-                     *(now + left / speed[task] for speed, running in zip(speeds, active)
-                       for task, left in running.items()))
+                     *(now + min(running.values()) / speed for speed, running in zip(speeds, active) if running))
         if next_s == math.inf:
             raise RuntimeError(f"{count - done} tasks wait for each other in a cycle")
+        # Those due by next_s end there (a relative tolerance: far from 0, ``now`` can be too
+        # coarse a float to step by what such a task has left).
+        due = next_s + 1e-12 * max(1.0, abs(next_s))
         finished = []
         for speed, running in zip(speeds, active):
             for task in list(running):
-                running[task] -= speed[task] * (next_s - now)
-                if running[task] <= 1e-12 * max(1.0, tasks[task].work_s):
+                if now + running[task] / speed <= due:
                     del running[task]
                     finished.append(task)
+                else:
+                    running[task] -= speed * (next_s - now)
         now = next_s
         while own and own[0][0] <= now:
             finished.append(heapq.heappop(own)[1])
@@ -122,19 +125,3 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
                 active[unit][task] = tasks[task].work_s
     return list(zip(start, end))
 
-
-def _speeds(capacity: float, running: dict[int, float], tasks: list[Task]) -> dict[int, float]:
-    """Each running task's speed (a fraction of full speed): max-min fair shares of ``capacity``,
-    a task's share at most its ranks (progressive filling: the smallest demands first)."""
-    speeds, left, waiting = {}, capacity, sorted(running, key=lambda task: tasks[task].ranks)
-    while waiting:
-        level = left / len(waiting)
-        task = waiting[0]
-        ranks = tasks[task].ranks
-        if ranks > level:  # nobody left is capped: all share the level
-            speeds.update((t, level / tasks[t].ranks) for t in waiting)
-            break
-        speeds[task] = 1.0
-        left -= ranks
-        waiting.pop(0)
-    return speeds

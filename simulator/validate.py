@@ -20,7 +20,7 @@ from typing import Any
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
-from simulator.sharing import Unit
+from simulator.sharing import Unit, shared_units
 
 REPORT_SCHEMA = "run-report/1"
 PARTS = {"forward": "compute_s", "backward": "compute_s", "optimizer": "compute_s", "tp_comm": "tp_comm_s",
@@ -71,7 +71,8 @@ def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
 
 def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | None:
     """The compute units the run's ranks really shared: CPU ranks (rank = device) on one machine
-    share its cores, each using its threads; None for a report that does not say where its ranks ran."""
+    share its cores, each using its threads; ranks sharing a GPU as the cluster says. None for a
+    report that does not say where its ranks ran."""
     ranks = report["ranks"]
     if not all(isinstance(rank, dict) and {"host", "cpus", "threads"} <= rank.keys() for rank in ranks):
         return None
@@ -92,17 +93,22 @@ def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | 
         if cores >= 1 and threads >= 1 and len(members) > cores / threads:
             units.append(Unit(name=f"{host}:cpu", capacity=cores / threads,
                               devices=tuple(sorted(m["rank"] for m in members))))
-    return tuple(units)
+    gpus = tuple(unit for unit in shared_units(cluster) if cluster.devices[unit.devices[0]].gpu != "CPU")
+    return tuple(units) + gpus
 
 
-def profile_warnings(profiles: tuple, report: dict) -> list[str]:
+def profile_warnings(profiles: tuple, report: dict, where: str = "run report") -> list[str]:
     """Where a profile was not measured under the run's conditions: other threads per rank, or
     dropout where the executor trains without (its report says so; older ones ran without too)."""
-    threads = {rank["threads"] for rank in report["ranks"] if isinstance(rank, dict) and "threads" in rank}
-    dropout = (report.get("environment") or {}).get("dropout", 0.0)
+    given = [rank["threads"] for rank in report["ranks"] if isinstance(rank, dict) and "threads" in rank]
+    environment = report.get("environment")
+    dropout = environment.get("dropout", 0.0) if isinstance(environment, dict) else 0.0
+    threads = set(given) if all(isinstance(t, int) for t in given) else None
+    if threads is None or not isinstance(dropout, (int, float)):
+        raise InputError(f"{where}: the ranks' threads must be whole numbers and the environment's dropout a number")
     out = []
     for profile in profiles:
-        if profile.threads and threads and threads != {profile.threads}:
+        if profile.device_kind == "CPU" and profile.threads and threads and threads != {profile.threads}:
             out.append(f"the {profile.device_kind} profile was timed with {profile.threads} threads, the run's ranks "
                        f"used {', '.join(map(str, sorted(threads)))}: measure it with --threads as the run")
         if profile.dropout != dropout:

@@ -61,19 +61,22 @@ def test_ranks_of_one_emulated_host_share_its_class_towards_a_region(tmp_path) -
     senders = [Shaper(cluster, rank, log) for rank in (0, 1, 2)]
     stamps = [senders[0].post(2, ACTIVATION_BYTES), senders[1].post(3, ACTIVATION_BYTES),
               senders[2].post(0, ACTIVATION_BYTES)]
-    posted = max(float(s[0]) for s in stamps)
     each = ACTIVATION_BYTES / (BANDWIDTH * NETWORK_GOODPUT_FRACTION)
+    # The class carries both activations from the first post on: the later one leaves 2 × each
+    # after it, whenever the second was posted in between.
+    first = min(float(stamps[0][0]), float(stamps[1][0]))
     receiver = Shaper(cluster, 3, log)
-    assert receiver._arrival_s(int(stamps[1][1])) == pytest.approx(posted + 2 * each + LATENCY_S, abs=1e-3)
-    assert Shaper(cluster, 0, log)._arrival_s(int(stamps[2][1])) == pytest.approx(posted + each + LATENCY_S, abs=1e-3)
+    assert receiver._arrival_s(int(stamps[1][1])) == pytest.approx(first + 2 * each + LATENCY_S, abs=1e-9)
+    back = float(stamps[2][0]) + each + LATENCY_S
+    assert Shaper(cluster, 0, log)._arrival_s(int(stamps[2][1])) == pytest.approx(back, abs=1e-9)
 
 
 @pytest.mark.distributed
 def test_a_pipeline_waits_as_long_as_its_emulated_links_say() -> None:
-    """GPipe, 2 stages in two regions, 4 micro-batches: the 4 activations leave together and
-    arrive 53 ms apart (50 ms of wire time at TCP's goodput), the last 0.31 s after the first
-    left; the gradients come back the same way. The link adds 0.62 s to the iteration, less the
-    little compute it overlaps."""
+    """GPipe, 2 stages in two regions, 4 micro-batches: the 4 activations leave together and share
+    the link (53 ms of wire time each at TCP's goodput), the last arriving 4 × 53 ms + 100 ms after
+    they left; the gradients come back the same way. The link adds 0.62 s to the iteration, less
+    the little compute it overlaps."""
     plan = Plan(cluster=two_regions(), case=None, model=MODEL,
                 training=TrainingSpec(global_batch=4, precision="fp32", activation_recompute=False),
                 placement=blocks_layout([0, 1], MODEL.layers, 2, 1), provenance=Provenance(method="manual", objective="time"))

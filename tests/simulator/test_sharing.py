@@ -96,15 +96,23 @@ def test_tasks_share_a_unit_exactly() -> None:
         run_tasks([Task(work_s=1.0, after=(1,)), Task(work_s=1.0, after=(0,))], [])
 
 
-def test_a_tensor_parallel_worker_takes_a_share_per_rank() -> None:
-    # A 2-rank worker and a 1-rank one on 2 cores, 1 s of work each: max-min gives each 1 core,
-    # so the 2-rank worker runs at half speed until the other ends at 1 s, then at full speed.
-    assert run_tasks([Task(work_s=1.0, unit=0, ranks=2), Task(work_s=1.0, unit=0)], [2.0]) == [(0.0, 1.5), (0.0, 1.0)]
+def test_a_tensor_parallel_worker_shares_per_rank() -> None:
+    # A 2-rank worker and a 1-rank one, 1 s each: three ranks on 2 cores, each at 2/3 speed, all
+    # done at 1.5 s. With only rank 0 of the worker sharing one core with the other worker, that
+    # rank runs at half speed and holds the worker's op until 2 s; its rank 1 computes alone.
     program = Program(streams=(Stream(name="tp", devices=(0, 1), main=True, ops=(
         Op(id=0, category=Category.FORWARD, label="F", duration_s=1.0),)), Stream(name="one", devices=(2,), main=True,
         ops=(Op(id=1, category=Category.FORWARD, label="F", duration_s=1.0),))))
     result = simulate(program, NO_NETWORK, units=(Unit(name="cores", capacity=2.0, devices=(0, 1, 2)),))
-    assert result.stream_end_s == {"tp": pytest.approx(1.5), "one": pytest.approx(1.0)}
+    assert result.stream_end_s == {"tp": pytest.approx(1.5), "one": pytest.approx(1.5)}
+    result = simulate(program, NO_NETWORK, units=(Unit(name="core", capacity=1.0, devices=(0, 2)),))
+    assert result.stream_end_s == {"tp": pytest.approx(2.0), "one": pytest.approx(2.0)}
+
+
+def test_tasks_far_from_time_zero_still_end() -> None:
+    # At 1e5 s a float cannot step by what such tasks have left: they end where they are due.
+    times = run_tasks([Task(work_s=1.0, unit=0, release_s=1e5)] * 5, [2.0])
+    assert times == [(1e5, pytest.approx(1e5 + 2.5))] * 5
 
 
 def test_engine_processor_shares_compute_on_a_unit() -> None:

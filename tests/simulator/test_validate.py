@@ -92,3 +92,5 @@ def test_a_profile_measured_under_other_conditions_than_the_run_is_pointed_out()
     assert profile_warnings((profile,), run) == []
     warned = profile_warnings((replace(profile, threads=2, dropout=0.1),), run)
     assert len(warned) == 2 and "--threads as the run" in warned[0] and "--dropout 0" in warned[1]
+    with pytest.raises(InputError, match="run.json: the ranks' threads must be whole numbers"):
+        profile_warnings((profile,), {"ranks": [{"rank": 0, "threads": [1]}]}, "run.json")
