@@ -57,8 +57,6 @@ def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
                          f"must each divide into {placement.tp} tensor-parallel shards")
     if emulate_network and placement.tp > 1:
         raise InputError(f"plan {placement.config}: --emulate-network does not shape tensor-parallel all-reduces yet")
-    if placement.sync.value == "sharded":
-        raise InputError("plan sync 'sharded': the executor runs 'ps' and 'ring' sync")
 
 
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:

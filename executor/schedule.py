@@ -152,15 +152,17 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
 
 def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
     """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
-    to it, broadcast back: the study's runtime) or a ring all-reduce (Megatron). With a shaper,
-    the server's reduce and broadcast, or the ring's steps, are point-to-point transfers, each
-    over its link."""
+    to it, broadcast back: the study's runtime), a ring all-reduce (Megatron) or sharded (each
+    replica owns a slice). With a shaper, the server's reduce and broadcast, or the ring's steps,
+    are point-to-point transfers, each over its link; the sharded sync always is."""
     if role.group is None:
         return
     flat = stage.gradient_buffer()
 
     def exchange() -> None:
-        if method == "ps" and shaper:
+        if method == "sharded":
+            _sharded(flat, role, shaper)
+        elif method == "ps" and shaper:
             _shaped_server(flat, role, shaper)
         elif shaper:
             _shaped_ring(flat, role, shaper)
@@ -214,3 +216,24 @@ def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
             chunks[into].copy_(got)
         for handle in handles:
             handle.wait()
+
+
+def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None) -> None:
+    """The sharded sync the simulator models: member i owns the i-th of k slices of the gradient;
+    every member sends each other member its slice of that member, each owner adds up its slice
+    (its own first, then the others' in member order) and sends the sum back to every other member."""
+    k = len(role.peers)
+    me = role.peers.index(dist.get_rank())
+    chunks = list(flat.tensor_split(k))
+    others = [i for i in range(k) if i != me]
+    reduce_tag, gather_tag = (1 << 19) + (1 << 17), (1 << 19) + (1 << 17) + 1
+    inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper) for i in others}
+    handles = [h for i in others for h in send(chunks[i].clone(), role.peers[i], reduce_tag, shaper)]
+    for i in others:
+        chunks[me] += inboxes[i].take(0)
+    inboxes = {i: Inbox(role.peers[i], tuple(chunks[i].shape), 1, gather_tag, shaper) for i in others}
+    handles += [h for i in others for h in send(chunks[me].clone(), role.peers[i], gather_tag, shaper)]
+    for i in others:
+        chunks[i].copy_(inboxes[i].take(0))
+    for handle in handles:
+        handle.wait()

@@ -34,16 +34,6 @@ def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
     assert {e["cat"] for e in spans} == categories
 
 
-def plan_with(tmp_path, **placement_changes) -> Path:
-    from scheduler.plan import load_plan
-
-    plan = load_plan(EXAMPLE)
-    plan = replace(plan, placement=replace(plan.placement, **placement_changes))
-    path = tmp_path / "plan.json"
-    path.write_text(json.dumps(plan.to_json()))
-    return path
-
-
 @pytest.mark.parametrize("argv,message", [
     (["run", "missing.json"], "cannot read plan file"),
     (["run", str(EXAMPLE), "--iterations", "0"], "--iterations and --every must be at least 1"),
@@ -62,10 +52,6 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, m
 
 
 def test_what_the_executor_does_not_run_yet_is_refused(capsys, tmp_path) -> None:
-    from scheduler.placement import Sync
-
-    assert main(["run", str(plan_with(tmp_path, sync=Sync.SHARDED)), "--quiet"]) == 2
-    assert "the executor runs 'ps' and 'ring' sync" in capsys.readouterr().err
     tensor_parallel = Path(__file__).resolve().parents[2] / "examples" / "cpu-tensor-parallel-plan.json"
     assert main(["run", str(tensor_parallel), "--emulate-network", "--quiet"]) == 2
     assert "--emulate-network does not shape tensor-parallel all-reduces yet" in capsys.readouterr().err

@@ -63,6 +63,8 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, micro_batch=2)),
     (1, 4, dict(servers=(2,))),
     (1, 3, dict(sync=Sync.RING, batch_size=6, emulate=True)),  # the ring's point-to-point steps, uneven chunks
+    (1, 3, dict(sync=Sync.SHARDED, batch_size=6)),
+    (2, 2, dict(sync=Sync.SHARDED, emulate=True)),
 ])
 def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> None:
     emulate = kwargs.pop("emulate", False)
