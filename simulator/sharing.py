@@ -5,7 +5,8 @@ A *unit* is what they share, with a capacity counted in ranks running at full sp
 (or its machine's) ``cpu_cores`` over the intra-op threads each rank computes with (the
 profile's ``threads``: a rank is timed alone with that many threads), or 1 for a GPU that several
 ranks share. The units process-share: while n ranks compute on a unit of capacity c, each runs at
-min(1, c / n) of its speed alone. Measured on this project's 2-core machine (``python
+min(1, c / n) of its speed alone (each rank of a tensor-parallel worker counts; the worker's op
+ends with its slowest rank). Measured on this project's 2-core machine (``python
 benchmarks/bench_validation.py sharing``): 1, 2, 3 and 4 one-thread processes each doing a
 gpt-small layer's forward and backward ran at a mean 1.00, 1.01, 0.64 and 0.48 of the speed of one
 alone, against min(1, 2/n) = 1, 1, 0.67, 0.5. Ranks sharing a GPU are modelled the same way; that
@@ -66,10 +67,9 @@ class Task:
 
 
 def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, float]]:
-    """(start, end) of each task, the units process-shared as the engine shares them: the tasks
-    running on a unit of capacity c get its max-min fair shares, each at most its ranks, and
-    progress at their share over their ranks (k one-rank tasks: min(1, c / k) each). RuntimeError
-    if some tasks wait for each other in a cycle."""
+    """(start, end) of each task, the units process-shared as the engine shares them: while k
+    tasks run on a unit of capacity c each progresses at min(1, c / k). RuntimeError if some
+    tasks wait for each other in a cycle."""
     count = len(tasks)
     children: list[list[int]] = [[] for _ in range(count)]
     waiting = [0] * count
