@@ -82,7 +82,7 @@ def plans() -> None:
     from scheduler.plan import load_plan
     from simulator.job import Job
     from simulator.predict import predict
-    from simulator.validate import compare, run_units
+    from simulator.validate import compare, measured, run_units
 
     rows, iterations = [], {}
     with tempfile.TemporaryDirectory() as folder:
@@ -110,7 +110,7 @@ def plans() -> None:
             predicted = [predict(Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=(p,),
                                      units=units), plan.placement, engine="simpy")[0] for p in (before, after)]
             mean = sum(p.iteration_s for p in predicted) / 2
-            row = compare(mean, predicted[0].breakdown, report, str(run))[0]
+            row = compare(mean, predicted[0].breakdown, measured(report, str(run)))[0]
             iterations[path] = (row.predicted_s, row.measured_s)
             rows.append(f"| {label} | `{path}` | {plan.placement.config} {plan.placement.schedule.value}/"
                         f"{plan.placement.sync.value} | {predicted[0].iteration_s:.3f} / {predicted[1].iteration_s:.3f}"

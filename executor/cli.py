@@ -69,10 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise InputError("the executor needs torch: pip install -e '.[torch]'") from None
-    from executor.run import Settings, check_runnable, run_plan, run_under_torchrun
+    from executor.run import Settings, run_plan, run_under_torchrun
     from profiler.spawn import RankFailed
 
-    check_runnable(plan, args.emulate_network)
     settings = Settings(iterations=args.iterations, warmup=args.warmup, backend=args.backend, seed=args.seed,
                         emulate_network=args.emulate_network,
                         checkpoint_dir=str(args.checkpoint_dir) if args.checkpoint_dir else None, every=args.every,
@@ -107,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _write_trace(report: dict, plan, path: Path) -> None:
     """The same trace format as `sim predict --trace`, so predicted and measured open side by side."""
     from simulator.program import Category, Span
-    from simulator.trace import chrome_trace, write_chrome_trace
+    from simulator.trace import write_cluster_trace
 
     tp = plan.placement.tp
     spans = [Span(stream=f"s{rank['stage']}r{rank['replica']}" + (f"t{rank['tp_rank']}" if tp > 1 else ""),
@@ -115,9 +114,7 @@ def _write_trace(report: dict, plan, path: Path) -> None:
                   label=span["label"], category=Category(span["category"]), start_s=span["start_s"],
                   end_s=span["end_s"])
              for rank in report["ranks"] for i, span in enumerate(rank["spans"])]
-    cluster = plan.cluster
-    names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)}), measured" for d in cluster.devices}
-    write_chrome_trace(path, chrome_trace(spans, device_names=names))
+    write_cluster_trace(path, spans, plan.cluster, ", measured")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,6 @@ class Shaper:
         self.first = 0  # index of the first flow after the last idle moment found
         self.settled: dict[int, float] = {}  # arrival of each flow to this rank from before ``first`` not yet taken
         self.taken: set[int] = set()  # flows to this rank already taken, not yet dropped from ``flows``
-        self.held_s = 0.0  # time spent holding transfers, all links together
 
     @staticmethod
     def create_log(path: Path) -> str:
@@ -103,7 +102,6 @@ class Shaper:
             if index >= 0:
                 wait = min(wait, SLICE_S)
             time.sleep(wait)
-            self.held_s += wait
 
     def _read(self) -> None:
         fcntl.flock(self.log, fcntl.LOCK_SH)

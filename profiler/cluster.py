@@ -137,20 +137,6 @@ class Cluster:
                 return link
         raise InputError(f"cluster {self.name!r}: no link between regions {region_a!r} and {region_b!r}")
 
-    def pair_link(self, src: int, dst: int) -> tuple[float, float]:
-        """(latency_s, bandwidth_bytes_per_s) of one transfer alone from device src to dst: the
-        measured pair where the cluster has matrices; inside a host its GPU pair (or port); between
-        hosts the region link, no faster than either host's NIC. Contention and TCP are the
-        simulator's to model; this is the figure an emulated link gives one transfer."""
-        a, b = self.host_of(src), self.host_of(dst)
-        if self.pair_latency_s is not None:
-            return self.pair_latency_s[src][dst], self.pair_bandwidth_bytes_per_s[src][dst]
-        if a.name == b.name:
-            return a.interconnect_latency_s, a.pair_bandwidth_bytes_per_s or a.interconnect_bandwidth_bytes_per_s
-        link = self.link(a.region, b.region)
-        return link.latency_s, min(link.bandwidth_bytes_per_s, a.uplink_bandwidth_bytes_per_s,
-                                   b.uplink_bandwidth_bytes_per_s)
-
     def _hosts_by_name(self) -> dict[str, Host]:
         return {host.name: host for host in self.hosts}
 

@@ -212,7 +212,9 @@ def _predict_plan(args: argparse.Namespace) -> int:
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))  # raises, naming the device
     if args.trace:
-        _write_spans(plan.cluster, spans, args.trace)
+        from simulator.trace import write_cluster_trace
+
+        write_cluster_trace(args.trace, spans, plan.cluster)
     if args.json:
         print(json.dumps(prediction.to_json(), indent=2))
     else:
@@ -222,15 +224,9 @@ def _predict_plan(args: argparse.Namespace) -> int:
 
 def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
     from simulator.predict import trace_first_row
+    from simulator.trace import write_cluster_trace
 
-    _write_spans(cluster, trace_first_row(cluster, table, gpt3_xl, profiles), path)
-
-
-def _write_spans(cluster: Cluster, spans, path: Path) -> None:
-    from simulator.trace import chrome_trace, write_chrome_trace
-
-    names = {d.id: f"device {d.id} ({d.host}, {cluster.region_of(d.id)})" for d in cluster.devices}
-    write_chrome_trace(path, chrome_trace(spans, device_names=names))
+    write_cluster_trace(path, trace_first_row(cluster, table, gpt3_xl, profiles), cluster)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -343,14 +339,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)
     report = read_json(args.run, "run report")
-    measured(report, str(args.run))  # a bad report is refused before any simulating
+    run = measured(report, str(args.run))  # a bad report is refused before any simulating
     profiles = _profiles(args.profile, plan.cluster)
     units = run_units(report, plan.cluster, str(args.run))
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=profiles, units=units)
     prediction, _ = predict(job, plan.placement, engine=args.engine)
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))
-    rows = compare(prediction.iteration_s, prediction.breakdown, report, str(args.run))
+    rows = compare(prediction.iteration_s, prediction.breakdown, run)
     print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
     print(_sharing_line(job.compute_units, units is not None))
     for line in profile_warnings(profiles, report, str(args.run)):

@@ -287,8 +287,6 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     M = job.micro_batches(placement)
     costs = costs or stage_costs(job, topology, placement)
     units = _units_used(placement, job.compute_units)
-    if not units[1]:
-        units = None
     c, per_replica, synced, mean = _timed(job, topology, placement, costs, M, units)
     if units:
         costs, steps = _shared_compute(placement, costs, units, synced, mean)
@@ -329,9 +327,9 @@ def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[
     return c, per_replica, synced, mean
 
 
-def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[float], dict[int, int]]:
+def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[float], dict[int, int]] | None:
     """(capacities, the unit index of each device on one) of the units on which the placement
-    puts more ranks than run at full speed."""
+    puts more ranks than run at full speed; None where there are none."""
     used = {d for replicas in placement.devices for group in replicas for d in group}
     capacities: list[float] = []
     unit_of: dict[int, int] = {}
@@ -340,7 +338,7 @@ def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[flo
         if len(mine) > unit.capacity:
             unit_of.update((d, len(capacities)) for d in mine)
             capacities.append(unit.capacity)
-    return capacities, unit_of
+    return (capacities, unit_of) if capacities else None
 
 
 def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
@@ -353,7 +351,6 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
     (forward, backward) duration."""
     capacities, unit_of = units
     program = lower(job, topology, placement, costs=costs)
-    worker_of = {placement.devices[s][r]: (s, r) for s in range(placement.pp) for r in range(placement.dp)}
     at = {d: (s, r) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]}
     transfers = {t.id: t for t in program.transfers}
     tasks: list[Task] = []
@@ -364,7 +361,7 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
     pending: list[tuple[int, Op, int | None]] = []  # (task index, op, previous task) to fill in
 
     for stream in program.streams:
-        worker, previous = worker_of[stream.devices], None
+        worker, previous = at[stream.devices[0]], None
         for op in stream.ops:
             if op.category in (Category.DP_SYNC, Category.OPTIMIZER):
                 stopped.setdefault(worker, []).append((op.deps, previous))
@@ -411,7 +408,7 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
         for op in stream.ops:
             if op.category in (Category.FORWARD, Category.BACKWARD) and op.id in ranks_of:
                 start = min(times[task][0] for task in ranks_of[op.id])
-                durations.setdefault(worker_of[stream.devices], {}).setdefault(op.category, []).append(
+                durations.setdefault(at[stream.devices[0]], {}).setdefault(op.category, []).append(
                     times[end_of[op.id]][1] - start)
     mean = {w: tuple(sum(d.get(k, [0.0])) / max(1, len(d.get(k, ()))) for k in (Category.FORWARD, Category.BACKWARD))
             for w, d in durations.items()}

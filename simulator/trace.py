@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterable
 
+from profiler.cluster import Cluster
 from profiler.files import write_atomic
 from simulator.program import Span
 
@@ -55,6 +56,15 @@ def chrome_trace(
 def write_chrome_trace(path: str | os.PathLike[str], trace: dict[str, object]) -> None:
     """Write ``trace`` as JSON atomically: readers see the old file or the whole new one."""
     write_atomic(path, json.dumps(trace))
+
+
+def write_cluster_trace(path: str | os.PathLike[str], spans: Iterable[Span], cluster: Cluster,
+                        suffix: str = "") -> None:
+    """``spans`` as a trace whose processes are ``cluster``'s devices, each named with its host
+    and region, then ``suffix`` (the executor's ", measured")."""
+    regions = {host.name: host.region for host in cluster.hosts}
+    names = {d.id: f"device {d.id} ({d.host}, {regions[d.host]}){suffix}" for d in cluster.devices}
+    write_chrome_trace(path, chrome_trace(spans, device_names=names))
 
 
 def _thread_ids(spans: list[Span]) -> dict[str, tuple[int, int]]:

@@ -117,10 +117,11 @@ def profile_warnings(profiles: tuple, report: dict, where: str = "run report") -
     return out
 
 
-def compare(predicted_s: float, predicted: dict[str, float], report: Any, where: str) -> list[Row]:
-    """The iteration and each part. A run that did not time its tensor-parallel all-reduces apart
-    (the executor's run inside the layers) has them in its compute: so has the prediction here."""
-    iteration, breakdown = measured(report, where)
+def compare(predicted_s: float, predicted: dict[str, float], run: tuple[float, dict[str, float]]) -> list[Row]:
+    """The iteration and each part, against ``run``'s (``measured``). A run that did not time its
+    tensor-parallel all-reduces apart (the executor's run inside the layers) has them in its
+    compute: so has the prediction here."""
+    iteration, breakdown = run
     if breakdown["tp_comm_s"] == 0 and predicted.get("tp_comm_s", 0.0) > 0:
         predicted = dict(predicted, compute_s=predicted.get("compute_s", 0.0) + predicted["tp_comm_s"], tp_comm_s=0.0)
     return [Row(part="iteration", predicted_s=predicted_s, measured_s=iteration)] + [

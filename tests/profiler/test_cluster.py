@@ -240,16 +240,3 @@ def test_lookups() -> None:
     assert cluster.link("virginia", "ohio") is cluster.link("ohio", "virginia")
     with pytest.raises(InputError, match="no link"):
         cluster.link("ohio", "mars")
-
-
-def test_pair_link_gives_one_transfer_its_figures() -> None:
-    from profiler.scenarios import SCENARIOS
-
-    spot = SCENARIOS["spot"].build()
-    same = [d.id for d in spot.devices if d.host == spot.devices[0].host]
-    latency, bandwidth = spot.pair_link(same[0], same[1])
-    assert latency == spot.host_of(same[0]).interconnect_latency_s and bandwidth == 50e9  # two NVLinks, FACTS.md §2
-    world = SCENARIOS["world"].build()
-    oregon = next(d.id for d in world.devices if world.region_of(d.id) == "oregon")
-    frankfurt = next(d.id for d in world.devices if world.region_of(d.id) == "frankfurt")
-    assert world.pair_link(oregon, frankfurt) == pytest.approx((0.143, 0.404e9 / 8))  # FACTS.md §3, case 5

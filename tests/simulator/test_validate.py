@@ -32,7 +32,7 @@ def test_with_gpipe_waiting_for_an_input_is_idle_as_the_simulator_counts_it() ->
 
 
 def test_rows_give_the_error_against_the_measurement() -> None:
-    rows = compare(1.1, {"compute_s": 0.65, "pipeline_s": 0.25, "dp_sync_s": 0.1, "idle_s": 0.1}, report("1f1b"), "r")
+    rows = compare(1.1, {"compute_s": 0.65, "pipeline_s": 0.25, "dp_sync_s": 0.1, "idle_s": 0.1}, measured(report("1f1b"), "r"))
     assert [r.part for r in rows] == ["iteration", "compute", "tp_comm", "pipeline", "dp_sync", "idle"]
     assert rows[0].error == pytest.approx(0.1) and rows[2].error is None and rows[4].error == pytest.approx(1.0)
 
