@@ -1,21 +1,27 @@
 """The executor's validation targets (issue 5), measured. Run as ``python
-benchmarks/bench_validation.py [section ...]`` with sections ``sharing`` and ``plans`` (default:
-both), on an otherwise idle machine.
+benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loopback`` and
+``plans`` (default: all), on an otherwise idle machine.
 
 - sharing: 1 to 4 one-thread processes each timing a gpt-small layer's forward and backward at
   once: each one's speed against one alone, beside process sharing's min(1, cores / n). This is
   where simulator.sharing's model comes from.
+- loopback: what a transfer through the loopback (gloo, 32 MB, one-thread processes) costs the
+  cores: one alone; two at once, whence the cores one keeps busy at full speed
+  (simulator.sharing.LOOPBACK_COPY_CORES); and one beside two ranks computing, each side's speed
+  against what the model says.
 - plans: for each validation plan of examples/, run the plan (`executor run`, 1 warm-up + 8
   timed iterations; the two-region ones with --emulate-network) between two profiles of this CPU
   with one thread and no dropout, as the executor trains (`profiler compute --threads 1 --tp 1 [T]
   --micro-batch 1 --dropout 0`, right before and right after: this VM's single-thread speed
   drifts by ±10% over minutes), and put the mean of the two SimPy predictions beside the run: the
   Markdown table of the README. It also says whether the scheduled two-region plan beats the
-  random one in both prediction and measurement.
+  random one in both prediction and measurement. With TASKLET_KEEP_RUNS=DIR it keeps each plan's
+  two profiles and run report in DIR/<plan>/, for `sim validate` by hand.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -76,6 +82,95 @@ def sharing() -> None:
               f"process sharing says {min(1.0, cores / n):.2f}")
 
 
+_LOOPBACK_ELEMENTS = 8 * 2**20  # 32 MB of fp32
+_LOOPBACK_SENDS = 150  # each pair's, about 3 s alone
+_ALONE_S = 4.0  # how long a rank computing alone loops
+
+
+def _layer_seconds(until) -> float:
+    """Mean seconds of a gpt-small layer's forward and backward, looped until ``until()``."""
+    import torch
+
+    from profiler.gpt import GPTLayerShard
+    from profiler.model import gpt_small
+
+    model = gpt_small()
+    layer = GPTLayerShard(model.d_model, model.heads, model.ffn, 1, 0.0)
+    x = torch.randn(1, model.seq_len, model.d_model, requires_grad=True)
+    layer(x).sum().backward()
+    count, begin = 0, time.perf_counter()
+    while not until() or not count:
+        layer(x).sum().backward()
+        count += 1
+    return (time.perf_counter() - begin) / count
+
+
+def _loopback_worker(rank: int, port: int, pairs: list, computing: list, sent, results) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=4)
+    dist.barrier()
+    mine = [(src, dst) for src, dst in pairs if rank in (src, dst)]
+    if rank in computing:  # until the transfers are done, or for a while when there are none
+        begin = time.perf_counter()
+        results.put(("compute", rank, _layer_seconds(
+            (lambda: sent.value == 2 * len(pairs)) if pairs else (lambda: time.perf_counter() - begin > _ALONE_S))))
+    if mine:
+        buffer, begin = torch.ones(_LOOPBACK_ELEMENTS), time.perf_counter()
+        for _ in range(_LOOPBACK_SENDS):  # a count, not a time: each send needs its receive
+            for work in [dist.isend(buffer, dst) if rank == src else dist.irecv(torch.empty_like(buffer), src)
+                         for src, dst in mine]:
+                work.wait()
+        results.put(("transfer", rank, 4 * _LOOPBACK_ELEMENTS * _LOOPBACK_SENDS / (time.perf_counter() - begin)))
+        with sent.get_lock():
+            sent.value += 1
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _loopback_case(pairs: list, computing: list) -> dict[str, float]:
+    """Mean transfer rate (bytes/s) and compute seconds of four processes: ``pairs`` send to each
+    other, while ``computing`` loop a layer."""
+    import socket
+
+    context = mp.get_context("spawn")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results, sent = context.Queue(), context.Value("i", 0)
+    workers = [context.Process(target=_loopback_worker, args=(rank, port, pairs, computing, sent, results))
+               for rank in range(4)]
+    for w in workers:
+        w.start()
+    got: dict[str, list[float]] = {}
+    for _ in range(2 * len(pairs) + len(computing)):
+        kind, _, value = results.get()
+        got.setdefault(kind, []).append(value)
+    for w in workers:
+        w.join()
+    return {kind: statistics.mean(values) for kind, values in got.items()}
+
+
+def loopback() -> None:
+    from simulator.sharing import LOOPBACK_COPY_CORES, fair_speeds
+
+    cores = os.cpu_count() or 1
+    alone = _loopback_case([(0, 1)], [])["transfer"]
+    two = _loopback_case([(0, 1), (2, 3)], [])["transfer"]
+    layer = _loopback_case([], [2, 3])["compute"]
+    beside = _loopback_case([(0, 1)], [2, 3])
+    # Two transfers that each keep k cores busy at full speed run at cores / 2k (where 2k > cores).
+    busy = cores * alone / (2 * two) if two < alone else math.nan
+    print(f"one loopback transfer alone: {alone / 1e9:.2f} GB/s; two at once on {cores} cores: {two / 1e9:.2f} GB/s "
+          f"each ({two / alone:.2f} of alone), so one at full speed keeps {busy:.2f} cores busy "
+          f"(LOOPBACK_COPY_CORES = {LOOPBACK_COPY_CORES})")
+    copy, compute, _ = fair_speeds(cores, [LOOPBACK_COPY_CORES, 1.0, 1.0])
+    print(f"one transfer beside two ranks computing: transfer at {beside['transfer'] / alone:.2f} of alone (model "
+          f"{copy:.2f}), compute at {layer / beside['compute']:.2f} of alone (model {compute:.2f})")
+
+
 def plans() -> None:
     from profiler.files import read_json
     from profiler.profile import load_profile
@@ -85,8 +180,11 @@ def plans() -> None:
     from simulator.validate import compare, measured, run_units
 
     rows, iterations = [], {}
-    with tempfile.TemporaryDirectory() as folder:
+    keep = os.environ.get("TASKLET_KEEP_RUNS")  # a folder to keep each plan's profiles and run report in
+    with tempfile.TemporaryDirectory() as scratch:
         for label, path, emulate in PLANS:
+            folder = Path(keep or scratch) / Path(path).stem
+            folder.mkdir(parents=True, exist_ok=True)
             plan = load_plan(ROOT / path)
 
             def profile(name: str):
@@ -125,7 +223,7 @@ def plans() -> None:
           f"measured {scheduled[1]:.3f} < {random[1]:.3f}: {scheduled[1] < random[1]}")
 
 
-SECTIONS = {"sharing": sharing, "plans": plans}
+SECTIONS = {"sharing": sharing, "loopback": loopback, "plans": plans}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(SECTIONS):

@@ -10,6 +10,9 @@ Compute on devices that share a unit (simulator.sharing: ranks on one host's cor
 runs as flows through a second fluid network whose resources are the units, one flow per rank
 (a tensor-parallel worker's op is done when each of its ranks is): a flow's size is the op's
 duration, its cap full speed, so n ranks computing on a unit of capacity c each run at min(1, c / n).
+A transfer between two ranks of a CPU unit also copies on it: two more flows on the unit, its
+sender's side and its receiver's (keyed by the pair, each way), each capped at the capacity a side
+keeps busy at full speed; the transfer is delivered when its network flow and both sides are done.
 
 Op completion events are made lazily, only for ops that somebody is actually waiting on: most ops
 are awaited by no one but their own stream, and an event nobody waits for still costs a trip
@@ -153,9 +156,14 @@ def _claim_sides(
 
 def _compute_network(units: tuple[Unit, ...]) -> Network:
     """The units as resources, and a route (keyed by the device, to itself) through its unit for
-    every device on one: each rank computes as a flow of its own, capped at full speed."""
+    every device on one: each rank computes as a flow of its own, capped at full speed; and for
+    every pair of a CPU unit's devices, the route of their transfers' copies."""
     routes = {(device, device): Route(resources=(index,), flow_cap_bytes_per_s=_WORK_PER_S, latency_s=0.0)
               for index, unit in enumerate(units) for device in unit.devices}
+    routes.update(((src, dst), Route(resources=(index,), flow_cap_bytes_per_s=unit.copy_ranks * _WORK_PER_S,
+                                     latency_s=0.0))
+                  for index, unit in enumerate(units) if unit.copy_s(1.0) > 0
+                  for src in unit.devices for dst in unit.devices if src != dst)
     return Network(resource_names=tuple(unit.name for unit in units),
                    capacities_bytes_per_s=tuple(unit.capacity * _WORK_PER_S for unit in units), routes=routes)
 
@@ -175,6 +183,7 @@ class _Run:
         "ends_s",
         "raw_spans",
         "compute",
+        "copies",
     )
 
     def __init__(
@@ -199,6 +208,12 @@ class _Run:
         )
         self.compute = FlowNetwork(self.env, _compute_network(units)) if units else None
         on_units = {device for unit in units for device in unit.devices}
+        copying = {(src, dst): unit for unit in units if unit.copy_s(1.0) > 0
+                   for src in unit.devices for dst in unit.devices if src != dst}
+        # transfer id -> the work of each of its sides' copies
+        self.copies = {t.id: copying[t.src_device, t.dst_device].copy_s(t.size_bytes) * _WORK_PER_S
+                       * copying[t.src_device, t.dst_device].copy_ranks
+                       for t in transfers.values() if (t.src_device, t.dst_device) in copying and t.size_bytes > 0}
         for index, stream in enumerate(program.streams):
             shared = tuple(d for d in stream.devices if d in on_units)
             self.env.process(self._stream(index, stream, shared, len(shared) < len(stream.devices)))
@@ -256,14 +271,28 @@ class _Run:
                 delivered = posted[transfer_id] = self.env.event()
             else:
                 transfer = self.transfers[transfer_id]
-                self.network.start(
-                    transfer.src_device,
-                    transfer.dst_device,
-                    transfer.size_bytes,
-                    delivered=delivered,
-                )
+                copy = self.copies.get(transfer_id)
+                if copy is None:
+                    self.network.start(transfer.src_device, transfer.dst_device, transfer.size_bytes,
+                                       delivered=delivered)
+                else:
+                    src, dst = transfer.src_device, transfer.dst_device
+                    self._all(delivered, self.network.start(src, dst, transfer.size_bytes),
+                              self.compute.start(src, dst, copy), self.compute.start(dst, src, copy))
             events.append(delivered)
         return events
+
+    def _all(self, delivered: simpy.Event, *parts: simpy.Event) -> None:
+        """Succeed ``delivered`` once every one of ``parts`` has."""
+        left = [len(parts)]
+
+        def one_done(_: simpy.Event) -> None:
+            left[0] -= 1
+            if not left[0]:
+                delivered.succeed()
+
+        for part in parts:
+            part.callbacks.append(one_done)
 
     def raise_if_stuck(self) -> None:
         for index, stream in enumerate(self.program.streams):

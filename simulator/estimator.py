@@ -12,8 +12,9 @@ simulation by the structure of each schedule:
 - the gradient sync of all stages is evaluated together, each phase as a fluid max-min set of
   flows (simulator.fluid), so stages that share a host share its NIC;
 - where workers share a compute unit (simulator.sharing: ranks on one host's cores, or on one
-  GPU) no closed form holds, so the engine's program up to the sync is timed as tasks with the
-  units process-shared and each transfer taking the time found above (simulator.sharing.run_tasks).
+  GPU) no closed form holds, so the engine's whole program is timed as tasks with the units
+  shared, each pipeline transfer taking the time found above, each sync transfer its share of its
+  step's, and a loopback transfer on a CPU unit copying there too (simulator.sharing.run_tasks).
 """
 
 from __future__ import annotations
@@ -287,90 +288,105 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     M = job.micro_batches(placement)
     costs = costs or stage_costs(job, topology, placement)
     units = _units_used(placement, job.compute_units)
-    c, per_replica, synced, mean = _timed(job, topology, placement, costs, M, units)
+    c = _pipeline_times(job, topology, placement, costs)
     if units:
-        costs, steps = _shared_compute(placement, costs, units, synced, mean)
+        per_replica, synced, steps, mean = _shared_schedule(job, topology, placement, costs, c, units)
+        costs = [[replace(cost, forward_s=mean[s, r][0], backward_s=mean[s, r][1], optimizer_s=steps[s][r] - synced[s])
+                  for r, cost in enumerate(row)] for s, row in enumerate(costs)]
     else:
+        per_replica, synced = _timed(job, topology, placement, costs, c, M)
         steps = [[synced[s] + cost.optimizer_s for cost in row] for s, row in enumerate(costs)]
     iteration = max(max(row) for row in steps)
     return Estimate(iteration_s=iteration,
                     breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
 
 
-def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], M: int,
-           units: tuple | None = None) -> tuple[dict, list[list[float]], list[float], dict | None]:
-    """(transfer times, per replica each stage's readiness for the sync, each stage's end of sync,
-    with ``units`` each worker's mean forward and backward): with ``units`` the schedule is timed
-    with its compute shared (``_shared_schedule``)."""
-    P, traits = placement.pp, TRAITS[placement.runtime]
+def _pipeline_times(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]]) -> dict:
+    """The time of each pipeline transfer, keyed (direction, boundary or stage, replica)."""
     if placement.schedule is Schedule.GPIPE:
-        c = _streaming_times(job, topology, placement, costs, "f") | _streaming_times(job, topology, placement, costs, "b")
-        ready_of = _gpipe_ready
-    else:
-        c = _exchange_times(job, topology, placement, costs)
-        ready_of = _one_f_one_b_ready
-    mean = None
-    if units:
-        per_replica, mean = _shared_schedule(job, topology, placement, costs, c, units)
-    else:
-        per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
+        return (_streaming_times(job, topology, placement, costs, "f")
+                | _streaming_times(job, topology, placement, costs, "b"))
+    return _exchange_times(job, topology, placement, costs)
+
+
+def _timed(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
+           M: int) -> tuple[list[list[float]], list[float]]:
+    """(per replica each stage's readiness for the sync, each stage's end of sync)."""
+    ready_of = _gpipe_ready if placement.schedule is Schedule.GPIPE else _one_f_one_b_ready
+    per_replica = [ready_of(placement, costs, c, M, r) for r in range(placement.dp)]
+    return per_replica, _sync_ends(job, topology, placement, costs, per_replica)
+
+
+def _sync_ends(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]],
+               per_replica: list[list[float]], embedding: bool = True) -> list[float]:
+    """When each stage's sync ends, its workers ready as ``per_replica`` says (without
+    ``embedding``, the data-parallel sync alone)."""
+    P, traits = placement.pp, TRAITS[placement.runtime]
     sizes = [costs[s][0].params * traits.grad_bytes_per_param for s in range(P)]
     if placement.sync is Sync.RING:
         synced = _ring_sync_end(topology, placement, per_replica, sizes)
     else:
         synced = fluid_phases_s([min(r[s] for r in per_replica) for s in range(P)],
                                 _sync_phases(topology, placement, sizes, per_replica), topology.capacities)
-    embedding = _embedding_sync_s(job, topology, placement)
+    embedding = embedding and _embedding_sync_s(job, topology, placement)
     if embedding:
         both = max(synced[0], synced[-1]) + embedding
         synced[0] = synced[-1] = both
-    return c, per_replica, synced, mean
+    return synced
 
 
-def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[float], dict[int, int]] | None:
-    """(capacities, the unit index of each device on one) of the units on which the placement
-    puts more ranks than run at full speed; None where there are none."""
+def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[Unit], dict[int, int]] | None:
+    """(the units on which the placement puts more ranks than run at full speed, the index of
+    each device's there); None where there are none."""
     used = {d for replicas in placement.devices for group in replicas for d in group}
-    capacities: list[float] = []
+    crowded: list[Unit] = []
     unit_of: dict[int, int] = {}
     for unit in units:
         mine = [d for d in unit.devices if d in used]
         if len(mine) > unit.capacity:
-            unit_of.update((d, len(capacities)) for d in mine)
-            capacities.append(unit.capacity)
-    return (capacities, unit_of) if capacities else None
+            unit_of.update((d, len(crowded)) for d in mine)
+            crowded.append(unit)
+    return (crowded, unit_of) if crowded else None
 
 
 def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
-                     units: tuple[list[float], dict[int, int]]) -> tuple[list[list[float]], dict]:
-    """The pipeline schedule of the engine's program (simulator.lower) up to the sync, timed as
-    tasks (simulator.sharing.run_tasks) as the engine runs it: a compute op is a task per rank of
-    its worker, each process-shared on its device's unit (or at full speed on a device of its
-    own), and done when all are; a transfer takes its time in ``c`` once both its sides are
-    posted. Returns per replica each stage's readiness for the sync and each worker's mean
-    (forward, backward) duration."""
-    capacities, unit_of = units
+                     units: tuple[list[Unit], dict[int, int]]) -> tuple[list[list[float]], list[float], list[list[float]], dict]:
+    """The engine's program (simulator.lower) timed as tasks (simulator.sharing.run_tasks) as the
+    engine runs it: a compute op is a task per rank of its worker, each shared on its device's
+    unit (or at full speed on a device of its own), and done when all are; a transfer takes its
+    time once both its sides are posted (a pipeline transfer its time in ``c``; a sync transfer
+    latency + bytes at its max-min share among the transfers its stage's step sends at once), and
+    between two ranks of a CPU unit also its two sides' copies on the unit. Stages whose syncs
+    meet on the network slow each other: a second pass stretches each stage's sync transfers by
+    how much longer the fluid sync model (``_sync_ends``, from the first pass's readiness) takes
+    than the stage's steps alone. Returns per replica each stage's readiness for the sync, each
+    stage's end of sync, when each worker's optimizer step ends, and each worker's mean (forward,
+    backward) duration."""
+    crowded, unit_of = units
     program = lower(job, topology, placement, costs=costs)
     at = {d: (s, r) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]}
-    transfers = {t.id: t for t in program.transfers}
     tasks: list[Task] = []
     end_of: dict[int, int] = {}  # op id -> the task that ends it
     ranks_of: dict[int, list[int]] = {}  # compute op id -> its ranks' tasks
     posted: dict[int, list[int]] = {}  # transfer id -> the post tasks of its sides
-    stopped: dict[tuple[int, int], list] = {}  # worker -> (op deps, previous task) where its sync starts
+    step_of: dict[int, tuple[int, int]] = {}  # sync transfer id -> (stage, its sender's sync step)
+    stages: dict[tuple[int, int], list] = {}  # worker -> [its sync's start (deps, previous), last sync op, optimizer]
     pending: list[tuple[int, Op, int | None]] = []  # (task index, op, previous task) to fill in
 
     for stream in program.streams:
-        worker, previous = at[stream.devices[0]], None
+        worker, previous, step = at[stream.devices[0]], None, 0
+        marks = stages.setdefault(worker, [None, None, None]) if stream.main else [None] * 3
         for op in stream.ops:
-            if op.category in (Category.DP_SYNC, Category.OPTIMIZER):
-                stopped.setdefault(worker, []).append((op.deps, previous))
-                break
+            if op.category in (Category.DP_SYNC, Category.OPTIMIZER) and marks[0] is None:
+                marks[0] = (op.deps, previous)
             if op.is_comm:
                 tasks.append(Task(work_s=0.0))  # placeholder: posted after previous and deps
                 pending.append((len(tasks) - 1, op, previous))
                 for transfer in op.sends + op.recvs:
                     posted.setdefault(transfer, []).append(len(tasks) - 1)
+                if op.category is Category.DP_SYNC:
+                    step_of.update((transfer, (worker[0], step)) for transfer in op.sends)
+                    step += 1
             else:
                 ranks_of[op.id] = []
                 for device in stream.devices:
@@ -380,29 +396,67 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
             tasks.append(Task(work_s=0.0))  # placeholder: ends after the op's transfers or ranks
             end_of[op.id] = len(tasks) - 1
             previous = end_of[op.id]
-        else:
-            stopped.setdefault(worker, []).append(((), previous))
+            if op.category is Category.DP_SYNC:
+                marks[1] = previous
+            elif op.category is Category.OPTIMIZER:
+                marks[2] = previous
     for index, op, previous in pending:
         after = tuple(end_of[d] for d in op.deps) + ((previous,) if previous is not None else ())
         tasks[index] = replace(tasks[index], after=after)
+    network_s = _transfer_s(program, topology, c, at, step_of)
     flows: dict[int, list[int]] = {}
-    for transfer_id, sides in posted.items():
-        t = transfers[transfer_id]
-        (s1, r), (s2, _) = at[t.src_device], at[t.dst_device]
-        key = ("f", s1, r) if s2 == s1 + 1 else ("b", s2, r)
-        tasks.append(Task(work_s=c[key], after=tuple(sides)))
+    network_task: dict[int, int] = {}  # transfer id -> its network task
+    for t in program.transfers:
+        sides = tuple(posted[t.id])
+        network_task[t.id] = len(tasks)
+        tasks.append(Task(work_s=network_s[t.id], after=sides))
         for side in sides:
             flows.setdefault(side, []).append(len(tasks) - 1)
+        unit = unit_of.get(t.src_device)
+        copy_s = crowded[unit].copy_s(t.size_bytes) if unit is not None and unit == unit_of.get(t.dst_device) else 0
+        for _ in range(2 if copy_s > 0 else 0):  # its sender's side and its receiver's
+            tasks.append(Task(work_s=copy_s, unit=unit, after=sides, demand=crowded[unit].copy_ranks))
+            for side in sides:
+                flows[side].append(len(tasks) - 1)
     for index, op, _ in pending:
         if op.is_comm:
             tasks[end_of[op.id]] = Task(work_s=0.0, after=tuple(flows[index]))
         else:
             tasks[end_of[op.id]] = Task(work_s=0.0, after=tuple(ranks_of[op.id]))
+    capacities = [unit.capacity for unit in crowded]
+
+    def ready_of(times: list[tuple[float, float]]) -> list[list[float]]:
+        ready = [[0.0] * placement.pp for _ in range(placement.dp)]
+        for (s, r), ((deps, previous), _, _) in stages.items():
+            ready[r][s] = max((times[task][1] for task in (*(end_of[d] for d in deps),
+                                                           *((previous,) if previous is not None else ()))), default=0.0)
+        return ready
+
     times = run_tasks(tasks, capacities)
-    ready = [[0.0] * placement.pp for _ in range(placement.dp)]
-    for (s, r), stops in stopped.items():
-        ready[r][s] = max(times[task][1] for deps, previous in stops
-                          for task in (*(end_of[d] for d in deps), *((previous,) if previous is not None else ())))
+    ready = ready_of(times)
+    ends = _sync_ends(job, topology, placement, costs, ready, embedding=False)
+    # Each stage's data-parallel sync steps (not the tied embedding's), each as long as its slowest transfer.
+    data_parallel = {t.id: key for t in program.transfers if (key := step_of.get(t.id))
+                     and at[t.src_device][0] == at[t.dst_device][0]}
+    alone = [0.0] * placement.pp
+    steps_s: dict[tuple[int, int], float] = {}
+    for transfer, key in data_parallel.items():
+        steps_s[key] = max(steps_s.get(key, 0.0), network_s[transfer])
+    for (s, _), length in steps_s.items():
+        alone[s] += length
+    stretch = [max(1.0, (ends[s] - min(r[s] for r in ready)) / alone[s]) if alone[s] > 0 else 1.0
+               for s in range(placement.pp)]
+    if any(x > 1.0 + 1e-9 for x in stretch):
+        for transfer, (s, _) in data_parallel.items():
+            tasks[network_task[transfer]] = replace(tasks[network_task[transfer]],
+                                                    work_s=network_s[transfer] * stretch[s])
+        times = run_tasks(tasks, capacities)
+        ready = ready_of(times)
+    synced = [0.0] * placement.pp
+    steps = [[0.0] * placement.dp for _ in range(placement.pp)]
+    for (s, r), (_, last_sync, optimizer) in stages.items():
+        synced[s] = max(synced[s], times[last_sync][1] if last_sync is not None else ready[r][s])
+        steps[s][r] = times[optimizer][1]
     durations: dict[tuple[int, int], dict[Category, list[float]]] = {}
     for stream in program.streams:
         for op in stream.ops:
@@ -412,24 +466,25 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
                     times[end_of[op.id]][1] - start)
     mean = {w: tuple(sum(d.get(k, [0.0])) / max(1, len(d.get(k, ()))) for k in (Category.FORWARD, Category.BACKWARD))
             for w, d in durations.items()}
-    return ready, mean
+    return ready, synced, steps, mean
 
 
-def _shared_compute(placement: Placement, costs: list[list[WorkerCost]], units: tuple[list[float], dict[int, int]],
-                    synced: list[float], mean: dict) -> tuple[list[list[WorkerCost]], list[list[float]]]:
-    """Costs whose forward and backward are the shared schedule's ``mean`` durations (for the
-    breakdown; the tensor-parallel part kept, as the engine counts it), and when each worker's
-    optimizer step ends, the steps process-shared too, a task per rank."""
-    capacities, unit_of = units
-    workers = [(s, r, d) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]]
-    steps = run_tasks([Task(work_s=costs[s][r].optimizer_s, unit=unit_of.get(d), release_s=synced[s])
-                       for s, r, d in workers], capacities)
-    ends = [[0.0] * placement.dp for _ in range(placement.pp)]
-    for (s, r, _), (_, end) in zip(workers, steps):
-        ends[s][r] = max(ends[s][r], end)
-    timed = [[replace(cost, forward_s=mean[s, r][0], backward_s=mean[s, r][1], optimizer_s=ends[s][r] - synced[s])
-              for r, cost in enumerate(row)] for s, row in enumerate(costs)]
-    return timed, ends
+def _transfer_s(program, topology: Topology, c: dict, at: dict, step_of: dict[int, tuple[int, int]]) -> dict[int, float]:
+    """Each transfer's network time: a pipeline transfer its time in ``c``; a sync transfer
+    latency + bytes at its max-min share among those of its stage's sync step."""
+    out: dict[int, float] = {}
+    together: dict[tuple[int, int], list] = {}
+    for t in program.transfers:
+        if t.id in step_of:
+            together.setdefault(step_of[t.id], []).append(t)
+            continue
+        (s1, r), (s2, _) = at[t.src_device], at[t.dst_device]
+        out[t.id] = c[("f", s1, r) if s2 == s1 + 1 else ("b", s2, r)]
+    for group in together.values():
+        routes = [topology.route(t.src_device, t.dst_device) for t in group]
+        for t, route, rate in zip(group, routes, route_rates(routes, topology.capacities)):
+            out[t.id] = route.latency_s + t.size_bytes / rate
+    return out
 
 
 def _breakdown(placement: Placement, costs: list[list[WorkerCost]], ready: list[list[float]],

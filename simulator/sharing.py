@@ -11,6 +11,14 @@ benchmarks/bench_validation.py sharing``): 1, 2, 3 and 4 one-thread processes ea
 gpt-small layer's forward and backward ran at a mean 1.00, 1.01, 0.64 and 0.48 of the speed of one
 alone, against min(1, 2/n) = 1, 1, 0.67, 0.5. Ranks sharing a GPU are modelled the same way; that
 has not been measured (no GPU was at hand).
+
+A transfer between two ranks of one CPU unit goes through the machine's loopback, and the kernel
+copies its bytes on the same cores, in the sender's thread and in the receiver's: such a transfer is
+also work on the unit, two more flows (one a side) that at full speed (the loopback's rate: the
+hosts' interconnect bandwidth) keep ``LOOPBACK_COPY_CORES`` busy between them, and share the unit
+max-min fairly with the ranks' compute, thread by thread as the kernel schedules. It is delivered
+when its network flow and both its sides are done (under `executor run --emulate-network` a slow
+link's bytes are copied at once and then held).
 """
 
 from __future__ import annotations
@@ -23,53 +31,82 @@ from profiler.cluster import Cluster
 from profiler.profile import Profile
 from simulator.compute import profile_for
 
+# Cores one loopback transfer keeps busy at full speed, its two sides together. Measured (``python
+# benchmarks/bench_validation.py loopback``: gloo, 32 MB fp32 sends between one-thread processes on
+# this project's 2-core machine): one transfer alone moved 1.79 GB/s, two at once 1.25 GB/s each,
+# 0.70 of full speed; two transfers that each keep k cores busy share 2 cores at 2 / 2k, so k = 1.43
+# (a second run: 1.63 and 1.20 GB/s, k = 1.36).
+LOOPBACK_COPY_CORES = 1.43
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unit:
     name: str
     capacity: float  # ranks at full speed at once
     devices: tuple[int, ...]
+    # A CPU unit's loopback: the rate of a transfer between two of its ranks at full speed, and the
+    # capacity (in ranks) each of its two sides then keeps busy; None where transfers take no
+    # compute (a GPU).
+    copy_bytes_per_s: float | None = None
+    copy_ranks: float = 0.0
+
+    def copy_s(self, size_bytes: float) -> float:
+        """Seconds at full speed of each side of a loopback transfer of ``size_bytes`` (0: none)."""
+        return size_bytes / self.copy_bytes_per_s if self.copy_bytes_per_s and self.copy_ranks else 0.0
+
+
+def cpu_unit(name: str, cores: int, threads: int, devices: tuple[int, ...], loopback_bytes_per_s: float) -> Unit:
+    """The unit of CPU ranks, each computing with ``threads``, that share ``cores`` and a loopback
+    of ``loopback_bytes_per_s``."""
+    return Unit(name=name, capacity=cores / threads, devices=devices, copy_bytes_per_s=loopback_bytes_per_s,
+                copy_ranks=LOOPBACK_COPY_CORES / 2 / threads)
 
 
 def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[Unit, ...]:
     """The units on which more devices may compute at once than run at full speed; a device
-    belongs to at most one."""
+    belongs to at most one. A CPU unit's loopback is its hosts' slowest interconnect."""
     members: dict[str, list[int]] = {}
-    capacity: dict[str, float] = {}
     hosts = {host.name: host for host in cluster.hosts}
     for device in cluster.devices:
         host = hosts[device.host]
         if device.gpu_index is not None:
-            name = f"{host.name}:gpu{device.gpu_index}"
-            capacity[name] = 1.0
+            members.setdefault(f"{host.name}:gpu{device.gpu_index}", []).append(device.id)
         elif host.cpu_cores is not None and device.gpu == "CPU":
-            profile = profile_for(device.gpu, profiles)
-            threads = profile.threads if profile is not None and profile.threads > 0 else 1
-            name = f"{host.machine or host.name}:cpu"
-            capacity[name] = host.cpu_cores / threads
+            members.setdefault(f"{host.machine or host.name}:cpu", []).append(device.id)
+    profile = profile_for("CPU", profiles)
+    threads = profile.threads if profile is not None and profile.threads > 0 else 1
+    units = []
+    for name, devices in members.items():
+        first = hosts[cluster.devices[devices[0]].host]
+        if first.cpu_cores is None or cluster.devices[devices[0]].gpu != "CPU":
+            unit = Unit(name=name, capacity=1.0, devices=tuple(devices))
         else:
-            continue
-        members.setdefault(name, []).append(device.id)
-    return tuple(Unit(name=name, capacity=capacity[name], devices=tuple(devices))
-                 for name, devices in members.items() if len(devices) > capacity[name])
+            loopback = min(hosts[cluster.devices[d].host].interconnect_bandwidth_bytes_per_s for d in devices)
+            unit = cpu_unit(name, first.cpu_cores, threads, tuple(devices), loopback)
+        if len(devices) > unit.capacity:
+            units.append(unit)
+    return tuple(units)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
     """A piece of work for ``run_tasks``: ``work_s`` at full speed on ``unit`` (an index into the
-    capacities; None: on a device of its own, at full speed) by one rank, once every task in
-    ``after`` has ended and not before ``release_s``."""
+    capacities; None: on a device of its own, at full speed), where full speed takes ``demand`` of
+    the unit's capacity (1: one rank's compute), once every task in ``after`` has ended and not
+    before ``release_s``."""
 
     work_s: float
     unit: int | None = None
     after: tuple[int, ...] = ()
     release_s: float = 0.0
+    demand: float = 1.0
 
 
 def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, float]]:
-    """(start, end) of each task, the units process-shared as the engine shares them: while k
-    tasks run on a unit of capacity c each progresses at min(1, c / k). RuntimeError if some
-    tasks wait for each other in a cycle."""
+    """(start, end) of each task, the units shared as the engine shares them: max-min fairly,
+    each task's share capped by its demand (while k one-rank tasks run on a unit of capacity c,
+    each progresses at min(1, c / k)). RuntimeError if some tasks wait for each other in a
+    cycle."""
     count = len(tasks)
     children: list[list[int]] = [[] for _ in range(count)]
     waiting = [0] * count
@@ -85,10 +122,11 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
     active: list[dict[int, float]] = [{} for _ in capacities]  # per unit: task -> work left
     now, done = 0.0, 0
     while done < count:
-        speeds = [min(1.0, capacity / len(running)) if running else 0.0
+        speeds = [dict(zip(running, fair_speeds(capacity, [tasks[t].demand for t in running])))
                   for capacity, running in zip(capacities, active)]
         next_s = min(pending[0][0] if pending else math.inf, own[0][0] if own else math.inf,
-                     *(now + min(running.values()) / speed for speed, running in zip(speeds, active) if running))
+                     *(now + left / speed[task] for speed, running in zip(speeds, active)
+                       for task, left in running.items()))
         if next_s == math.inf:
             raise RuntimeError(f"{count - done} tasks wait for each other in a cycle")
         # Those due by next_s end there (a relative tolerance: far from 0, ``now`` can be too
@@ -97,11 +135,11 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
         finished = []
         for speed, running in zip(speeds, active):
             for task in list(running):
-                if now + running[task] / speed <= due:
+                if now + running[task] / speed[task] <= due:
                     del running[task]
                     finished.append(task)
                 else:
-                    running[task] -= speed * (next_s - now)
+                    running[task] -= speed[task] * (next_s - now)
         now = next_s
         while own and own[0][0] <= now:
             finished.append(heapq.heappop(own)[1])
@@ -125,3 +163,15 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
                 active[unit][task] = tasks[task].work_s
     return list(zip(start, end))
 
+
+
+def fair_speeds(capacity: float, demands: list[float]) -> list[float]:
+    """The speed (of full speed) of each of the works sharing a unit of ``capacity`` max-min fairly,
+    each one's share capped by its demand (the capacity it takes at full speed)."""
+    speeds, left, count = [0.0] * len(demands), capacity, len(demands)
+    for index in sorted(range(len(demands)), key=demands.__getitem__):
+        share = min(demands[index], left / count)
+        speeds[index] = share / demands[index]
+        left -= share
+        count -= 1
+    return speeds

@@ -20,7 +20,7 @@ from typing import Any
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
-from simulator.sharing import Unit, shared_units
+from simulator.sharing import Unit, cpu_unit, shared_units
 
 REPORT_SCHEMA = "run-report/1"
 PARTS = {"forward": "compute_s", "backward": "compute_s", "optimizer": "compute_s", "tp_comm": "tp_comm_s",
@@ -71,8 +71,9 @@ def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
 
 def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | None:
     """The compute units the run's ranks really shared: CPU ranks (rank = device) on one machine
-    share its cores, each using its threads; ranks sharing a GPU as the cluster says. None for a
-    report that does not say where its ranks ran."""
+    share its cores, each using its threads, and its loopback (their hosts' slowest interconnect,
+    as the cluster says); ranks sharing a GPU as the cluster says. None for a report that does not
+    say where its ranks ran."""
     ranks = report["ranks"]
     if not all(isinstance(rank, dict) and {"host", "cpus", "threads"} <= rank.keys() for rank in ranks):
         return None
@@ -91,8 +92,9 @@ def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | 
         except (TypeError, ValueError) as err:
             raise InputError(f"{where}: malformed cpus or threads of host {host!r} ({err})") from None
         if cores >= 1 and threads >= 1 and len(members) > cores / threads:
-            units.append(Unit(name=f"{host}:cpu", capacity=cores / threads,
-                              devices=tuple(sorted(m["rank"] for m in members))))
+            devices = tuple(sorted(m["rank"] for m in members))
+            loopback = min(cluster.host_of(d).interconnect_bandwidth_bytes_per_s for d in devices)
+            units.append(cpu_unit(f"{host}:cpu", cores, threads, devices, loopback))
     gpus = tuple(unit for unit in shared_units(cluster) if cluster.devices[unit.devices[0]].gpu != "CPU")
     return tuple(units) + gpus
 

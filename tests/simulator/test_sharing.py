@@ -15,9 +15,9 @@ from scheduler.layouts import blocks_layout, megatron_layout
 from simulator.engine import simulate
 from simulator.job import Job
 from simulator.predict import predict
-from simulator.program import Category, Op, Program, Stream
-from simulator.routes import Network
-from simulator.sharing import Task, Unit, run_tasks, shared_units
+from simulator.program import Category, Op, Program, Stream, Transfer
+from simulator.routes import Network, Route
+from simulator.sharing import LOOPBACK_COPY_CORES, Task, Unit, cpu_unit, fair_speeds, run_tasks, shared_units
 
 NO_NETWORK = Network(resource_names=(), capacities_bytes_per_s=(), routes={})
 
@@ -68,25 +68,34 @@ def test_cluster_fields_round_trip_and_bad_values_are_refused() -> None:
 
 
 def test_units_count_ranks_at_full_speed() -> None:
-    assert shared_units(cpu_cluster(), (cpu_profile(1),)) == (Unit(name="local:cpu", capacity=2.0, devices=(0, 1, 2, 3)),)
-    assert shared_units(cpu_cluster(), (cpu_profile(2),))[0].capacity == 1.0
+    # One-thread ranks: 2 cores are 2 ranks at full speed; a loopback transfer's side (at the
+    # host's interconnect rate) takes half of LOOPBACK_COPY_CORES. Two-thread ranks: half of both.
+    assert shared_units(cpu_cluster(), (cpu_profile(1),)) == (
+        Unit(name="local:cpu", capacity=2.0, devices=(0, 1, 2, 3), copy_bytes_per_s=1e10,
+             copy_ranks=LOOPBACK_COPY_CORES / 2),)
+    assert shared_units(cpu_cluster(), (cpu_profile(2),))[0] == cpu_unit("local:cpu", 2, 2, (0, 1, 2, 3), 1e10)
+    assert cpu_unit("c", 2, 2, (0,), 1e10).capacity == 1.0
+    assert cpu_unit("c", 2, 2, (0,), 1e10).copy_ranks == LOOPBACK_COPY_CORES / 4
     assert shared_units(cpu_cluster(2), (cpu_profile(1),)) == ()  # two one-thread ranks on two cores never meet
     assert shared_units(cpu_cluster(cores=None), (cpu_profile(1),)) == ()
     gpu = dataclasses.replace(cpu_cluster(), devices=tuple(Device(id=i, gpu="H100-80GB", host="local", gpu_index=i // 2)
                                                            for i in range(3)))
-    assert shared_units(gpu) == (Unit(name="local:gpu0", capacity=1.0, devices=(0, 1)),)
+    assert shared_units(gpu) == (Unit(name="local:gpu0", capacity=1.0, devices=(0, 1)),)  # copies cost it nothing
     # Two emulated hosts on one machine share its cores.
     emulated = Cluster(name="emulated", hosts=tuple(dataclasses.replace(cpu_cluster().hosts[0], name=f"h{i}", machine="m")
                                                     for i in range(2)),
                        devices=tuple(Device(id=i, gpu="CPU", host=f"h{i // 2}") for i in range(4)),
                        links=(Link(a="here", b="here", latency_s=0.01, bandwidth_bytes_per_s=1e8),))
-    assert shared_units(emulated, (cpu_profile(1),)) == (Unit(name="m:cpu", capacity=2.0, devices=(0, 1, 2, 3)),)
+    assert shared_units(emulated, (cpu_profile(1),)) == (cpu_unit("m:cpu", 2, 1, (0, 1, 2, 3), 1e10),)
+    slower = dataclasses.replace(emulated, hosts=(emulated.hosts[0], dataclasses.replace(
+        emulated.hosts[1], interconnect_bandwidth_bytes_per_s=2e9)))
+    assert shared_units(slower, (cpu_profile(1),))[0].copy_bytes_per_s == 2e9  # the slowest loopback
 
 
 def test_tasks_share_a_unit_exactly() -> None:
     # Three 1 s tasks on 2 cores: each at 2/3 speed, all end at 1.5 s. Then one released at 1 s
     # on a 1-rank unit beside a 2 s task: alone until 1, then half speed: ends at 3, the other at 3.
-    assert run_tasks([Task(work_s=1.0, unit=0)] * 3, [2.0]) == [(0.0, 1.5)] * 3
+    assert run_tasks([Task(work_s=1.0, unit=0)] * 3, [2.0]) == [(0.0, pytest.approx(1.5))] * 3
     times = run_tasks([Task(work_s=2.0, unit=0), Task(work_s=1.0, unit=0, release_s=1.0)], [1.0])
     assert times == [(0.0, pytest.approx(3.0)), (1.0, pytest.approx(3.0))]
     # A chain: the second waits for the first and a task of its own device (unshared).
@@ -94,6 +103,37 @@ def test_tasks_share_a_unit_exactly() -> None:
     assert times[2] == (1.0, 2.0)
     with pytest.raises(RuntimeError, match="cycle"):
         run_tasks([Task(work_s=1.0, after=(1,)), Task(work_s=1.0, after=(0,))], [])
+
+
+def test_works_share_a_unit_max_min_fairly_up_to_their_demand() -> None:
+    # Two copy sides wanting half a core each beside a rank's compute, on one core: a third each.
+    assert fair_speeds(1.0, [0.5, 1.0, 0.5]) == pytest.approx([2 / 3, 1 / 3, 2 / 3])
+    assert fair_speeds(2.0, [0.5, 1.0, 0.5]) == [1.0, 1.0, 1.0]  # room for all
+    assert fair_speeds(1.0, [0.2, 1.0, 1.0]) == pytest.approx([1.0, 0.4, 0.4])  # the small one is not held back
+    # As tasks: the sides' 1 s each end at 1.5 s; the compute's 2 s has 1.5 s left then, alone.
+    sides = Task(work_s=1.0, unit=0, demand=0.5)
+    assert run_tasks([sides, sides, Task(work_s=2.0, unit=0)], [1.0]) == [
+        (0.0, pytest.approx(1.5)), (0.0, pytest.approx(1.5)), (0.0, pytest.approx(3.0))]
+
+
+def test_a_loopback_transfer_copies_on_the_unit() -> None:
+    # Devices 0-2 share one core whose loopback moves 1 GB/s with each side taking half a core.
+    # Device 0 sends 1 GB to device 1 (the network alone: 1 s) while device 2 computes for 2 s:
+    # as above, the copy's sides end at 1.5 s, which delivers it; the compute ends at 3 s. To
+    # device 3, on no unit, nothing is copied on the core: delivered at 1 s, the compute alone.
+    unit = Unit(name="core", capacity=1.0, devices=(0, 1, 2), copy_bytes_per_s=1e9, copy_ranks=0.5)
+    route = Route(resources=(), flow_cap_bytes_per_s=1e9, latency_s=0.0)
+    network = Network(resource_names=(), capacities_bytes_per_s=(), routes={(0, 1): route, (0, 3): route})
+
+    def program(to: int) -> Program:
+        return Program(streams=(
+            Stream(name="send", devices=(0,), main=True, ops=(Op(id=0, category=Category.PIPELINE, label="s", sends=(0,)),)),
+            Stream(name="recv", devices=(to,), main=True, ops=(Op(id=1, category=Category.PIPELINE, label="r", recvs=(0,)),)),
+            Stream(name="c", devices=(2,), main=True, ops=(Op(id=2, category=Category.FORWARD, label="F", duration_s=2.0),))),
+            transfers=(Transfer(id=0, src_device=0, dst_device=to, size_bytes=1e9, category=Category.PIPELINE),))
+    assert simulate(program(1), network, units=(unit,)).stream_end_s == {
+        "send": pytest.approx(1.5), "recv": pytest.approx(1.5), "c": pytest.approx(3.0)}
+    assert simulate(program(3), network, units=(unit,)).stream_end_s == {"send": 1.0, "recv": 1.0, "c": 2.0}
 
 
 def test_a_tensor_parallel_worker_shares_per_rank() -> None:
