@@ -51,6 +51,7 @@ def latest(folder: Path, ranks: int) -> int | None:
 
 
 def load(folder: Path, iteration: int, rank: int, stage: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    state = torch.load(folder / f"iteration-{iteration}" / f"rank-{rank}.pt", weights_only=True)
+    state = torch.load(folder / f"iteration-{iteration}" / f"rank-{rank}.pt", weights_only=True,
+                       map_location=next(stage.parameters()).device)
     stage.load_state_dict(state["stage"])
     optimizer.load_state_dict(state["optimizer"])

@@ -53,9 +53,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.iterations < 1 or args.warmup < 0 or args.every < 1 or not args.timeout > 0:
         raise InputError("--iterations and --every must be at least 1, --warmup 0 or more, --timeout positive")
-    if args.backend == "nccl":
-        raise InputError("--backend nccl: the executor runs its stages on the CPU with gloo so far; GPU stages "
-                         "come with its GPU support")
     if args.resume and not args.checkpoint_dir:
         raise InputError("--resume needs --checkpoint-dir")
     if args.checkpoint_dir:

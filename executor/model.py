@@ -5,6 +5,11 @@ Every part is initialised from its own seed (the run's seed and the part's index
 weights do not depend on how the layers were split: a pipelined, data-parallel run and one
 process holding the whole model start from the same weights and see the same tokens. Dropout is
 off, so both compute the same numbers; its masks cost little beside the GEMMs.
+
+A plan in fp16 or bf16 runs its forwards under autocast to that type (the GEMMs in it, on a GPU's
+tensor cores) and sends its activations and their gradients in it, as the simulator counts them;
+the weights, their gradients and the sync stay in fp32 (no loss scaling: fp16 gradients may
+underflow, which changes no timing).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
 from profiler.model import ModelSpec
 
 EMBEDDING, HEAD = -1, -2  # part indices of the embedding and the head beside layers 0..L-1
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _seeded(seed: int, part: int) -> torch.Generator:
@@ -42,8 +48,9 @@ class Stage(nn.Module):
     (executor.tensor_parallel)."""
 
     def __init__(self, model: ModelSpec, start: int, end: int, seed: int, recompute: bool, tp: int = 1,
-                 tp_rank: int = 0, tp_group=None) -> None:
+                 tp_rank: int = 0, tp_group=None, precision: str = "fp32") -> None:
         super().__init__()
+        self.activation_dtype = DTYPES[precision]  # what its pipeline transfers carry
         if tp == 1:
             shard = lambda part, whole: whole  # noqa: E731
         else:
@@ -71,6 +78,13 @@ class Stage(nn.Module):
                 p.grad = self._gradients[offset:offset + p.numel()].view_as(p)
                 offset += p.numel()
         return self._gradients
+
+    def run(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """The forward in the plan's precision (autocast below fp32)."""
+        if self.activation_dtype == torch.float32:
+            return self(x, targets)
+        with torch.autocast(device_type=x.device.type, dtype=self.activation_dtype):
+            return self(x, targets)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """x: token ids (first stage) or the previous stage's activation; the loss on the last."""

@@ -28,7 +28,7 @@ from executor.model import Stage, batch
 from executor.schedule import Recorder, Role, run_iteration, sync_gradients
 from executor.shaper import Shaper
 from profiler.errors import InputError
-from profiler.spawn import TIMEOUT, run_local
+from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
 from scheduler.plan import Plan
 
 LEARNING_RATE = 1e-3
@@ -74,6 +74,7 @@ def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) ->
     result, None on the others."""
     check_runnable(plan, settings.emulate_network)
     world = int(os.environ["WORLD_SIZE"])
+    check_backend(settings.backend, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if world != plan.placement.device_count:
         raise InputError(f"plan {plan.placement.config} runs {plan.placement.device_count} ranks; torchrun started "
                          f"{world}")
@@ -102,6 +103,10 @@ def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, A
         raise RuntimeError(f"stage {role[0]} replica {role[1]} (rank {dist.get_rank()}) failed during "
                            f"{record.doing!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") \
             from None
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _cores() -> int:
@@ -157,15 +162,17 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     role = roles(plan)[rank]
     model, training, placement = plan.model, plan.training, plan.placement
     start, end = placement.stage_layers[role.stage]
+    device = rank_device(settings.backend)
     stage = Stage(model, start, end, settings.seed, training.activation_recompute, placement.tp, role.tp_rank,
-                  role.tp_group)
+                  role.tp_group, training.precision).to(device)
     stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
-    shaper = Shaper(plan.cluster, rank, settings.shaper_log) if settings.emulate_network else None
+    shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []
     record = record or Recorder()
+    record.device = device
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     first = 0
     if folder and settings.resume:
@@ -176,17 +183,18 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     for iteration in range(first, settings.warmup + settings.iterations):
         ids, targets = batch(model, training.global_batch, iteration, settings.seed)
         mine = slice(role.replica * share, (role.replica + 1) * share)
+        ids, targets = ids[mine].to(device), targets[mine].to(device)
         optimizer.zero_grad(set_to_none=False)
         _fault(rank, iteration)
         record.doing = f"the barrier before iteration {iteration}"
         dist.barrier()
-        record.origin, record.spans = time.perf_counter(), []
-        loss = run_iteration(stage, role, ids[mine], targets[mine], M, placement.schedule.value, shape,
+        record.origin, record.spans = record.now(), []
+        loss = run_iteration(stage, role, ids, targets, M, placement.schedule.value, shape,
                              1.0 / (M * placement.dp), record, shaper)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
-        elapsed = torch.tensor([time.perf_counter() - record.origin, loss])
+        elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)
         dist.all_reduce(elapsed[1:], op=dist.ReduceOp.SUM)
         if iteration >= settings.warmup:
@@ -198,9 +206,9 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         if folder and (iteration + 1) % settings.every == 0:
             checkpoint.save(folder, iteration, rank, stage, optimizer)
     gathered: list = [None] * dist.get_world_size()
-    weights = {k: v.detach().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
     dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica, "tp_rank": role.tp_rank,
-                                      "host": platform.node(), "cpus": _cores(),
+                                      "host": platform.node(), "cpus": _cores(), "device": _device_name(device),
                                       "threads": torch.get_num_threads(), "spans": record.spans,
                                       "weights": weights})
     if rank != 0:
@@ -208,4 +216,5 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     return {"iteration_s": seconds, "loss": losses, "ranks": sorted(gathered, key=lambda g: g["rank"]),
             "environment": {"torch_version": torch.__version__, "backend": settings.backend, "host": platform.node(),
                             "threads_per_rank": torch.get_num_threads(), "cpus": _cores(), "dropout": 0.0,
+                            "device": _device_name(device), "precision": training.precision,
                             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}

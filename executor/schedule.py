@@ -55,17 +55,26 @@ class Role:
 
 @dataclass(slots=True)
 class Recorder:
-    """Spans of one iteration: (label, category, start_s, end_s), relative to ``origin``."""
+    """Spans of one iteration: (label, category, start_s, end_s), relative to ``origin``. On a
+    GPU a span waits for the device before it starts and before it ends (kernels run
+    asynchronously: otherwise a span would time their launch)."""
 
     origin: float = 0.0
     spans: list[tuple[str, str, float, float]] = field(default_factory=list)
     doing: str = "starting"  # the op under way, for the message of a rank that fails
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def now(self) -> float:
+        """perf_counter once the device has done what it was given."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def time(self, label: str, category: str, work: Callable[[], object]) -> object:
         self.doing = label
-        begin = time.perf_counter()
+        begin = self.now()
         result = work()
-        self.spans.append((label, category, begin - self.origin, time.perf_counter() - self.origin))
+        self.spans.append((label, category, begin - self.origin, self.now() - self.origin))
         return result
 
 
@@ -73,10 +82,11 @@ class Inbox:
     """Receives from one peer, all posted ahead; with a shaper, each with its sender's stamp, and
     held until the emulated link has delivered it."""
 
-    def __init__(self, peer: int | None, shape: tuple[int, ...], count: int, tag: int, shaper: Shaper | None) -> None:
+    def __init__(self, peer: int | None, shape: tuple[int, ...], count: int, tag: int, shaper: Shaper | None,
+                 device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.peer, self.shaper = peer, shaper
-        self.tensors = [torch.empty(shape) for _ in range(count)] if peer is not None else []
-        self.stamps = [torch.empty(2, dtype=torch.float64) for _ in self.tensors] if shaper else []
+        self.tensors = [torch.empty(shape, device=device, dtype=dtype) for _ in range(count)] if peer is not None else []
+        self.stamps = [torch.empty(2, dtype=torch.float64, device=device) for _ in self.tensors] if shaper else []
         self.pending = [dist.irecv(t, peer, tag=tag + i) for i, t in enumerate(self.tensors)]
         self.pending_stamps = [dist.irecv(t, peer, tag=STAMPS + tag + i) for i, t in enumerate(self.stamps)]
 
@@ -103,8 +113,9 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
     M = micro_batches
     ids_of, targets_of = ids.chunk(M), targets.chunk(M)
     piece_shape = activation_shape if role.tp == 1 else (math.prod(activation_shape) // role.tp,)
-    inputs = Inbox(role.previous, piece_shape, M, 0, shaper)
-    grads = Inbox(role.following, piece_shape, M, M, shaper)
+    device, dtype = record.device, stage.activation_dtype
+    inputs = Inbox(role.previous, piece_shape, M, 0, shaper, device, dtype)
+    grads = Inbox(role.following, piece_shape, M, M, shaper, device, dtype)
     sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
 
     def forward(m: int) -> None:
@@ -112,24 +123,24 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
         if role.previous is None:
             x = ids_of[m]
         else:
-            x = received[m] = record.time(f"recv activation {m}", "pipeline",
-                                          lambda: role.whole(inputs.take(m), activation_shape)).requires_grad_()
-        out = record.time(f"forward {m}", "forward", lambda: stage(x, targets_of[m] if role.following is None else None))
+            x = received[m] = record.time(f"recv activation {m}", "pipeline", lambda: role.whole(
+                inputs.take(m), activation_shape).float()).requires_grad_()
+        out = record.time(f"forward {m}", "forward", lambda: stage.run(x, targets_of[m] if role.following is None else None))
         if role.following is None:
             loss_sum += float(out.detach())
             outputs[m] = out * scale
         else:
             outputs[m] = out
-            sends.extend(send(role.piece(out.detach()), role.following, m, shaper))
+            sends.extend(send(role.piece(out.detach().to(dtype)), role.following, m, shaper))
 
     def backward(m: int) -> None:
         if role.following is None:
             record.time(f"backward {m}", "backward", outputs[m].backward)
         else:
             grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(grads.take(m), activation_shape))
-            record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad))
+            record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad.to(outputs[m].dtype)))
         if role.previous is not None:
-            sends.extend(send(role.piece(received[m].grad), role.previous, M + m, shaper))
+            sends.extend(send(role.piece(received[m].grad.to(dtype)), role.previous, M + m, shaper))
         outputs[m] = received[m] = None
 
     for kind, m in _order(schedule, role.stage, role.stages, M):
@@ -182,13 +193,13 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
     reduce_tag, broadcast_tag = 1 << 18, (1 << 18) + 1
     me = dist.get_rank()
     if me != role.server:
-        back = Inbox(role.server, tuple(flat.shape), 1, broadcast_tag, shaper)
+        back = Inbox(role.server, tuple(flat.shape), 1, broadcast_tag, shaper, flat.device)
         for handle in send(flat, role.server, reduce_tag, shaper):
             handle.wait()
         flat.copy_(back.take(0))
         return
     others = [peer for peer in role.peers if peer != me]
-    inboxes = [Inbox(peer, tuple(flat.shape), 1, reduce_tag, shaper) for peer in others]
+    inboxes = [Inbox(peer, tuple(flat.shape), 1, reduce_tag, shaper, flat.device) for peer in others]
     for inbox in inboxes:
         flat += inbox.take(0)
     for handle in [h for peer in others for h in send(flat, peer, broadcast_tag, shaper)]:
@@ -207,7 +218,7 @@ def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
     base = 1 << 19
     for step in range(2 * (k - 1)):
         out, into = (me - step) % k, (me - step - 1) % k
-        inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper)
+        inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
         handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
         got = inbox.take(0)
         if step < k - 1:
@@ -227,11 +238,11 @@ def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None) -> None:
     chunks = list(flat.tensor_split(k))
     others = [i for i in range(k) if i != me]
     reduce_tag, gather_tag = (1 << 19) + (1 << 17), (1 << 19) + (1 << 17) + 1
-    inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper) for i in others}
+    inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper, flat.device) for i in others}
     handles = [h for i in others for h in send(chunks[i].clone(), role.peers[i], reduce_tag, shaper)]
     for i in others:
         chunks[me] += inboxes[i].take(0)
-    inboxes = {i: Inbox(role.peers[i], tuple(chunks[i].shape), 1, gather_tag, shaper) for i in others}
+    inboxes = {i: Inbox(role.peers[i], tuple(chunks[i].shape), 1, gather_tag, shaper, flat.device) for i in others}
     handles += [h for i in others for h in send(chunks[me].clone(), role.peers[i], gather_tag, shaper)]
     for i in others:
         chunks[i].copy_(inboxes[i].take(0))

@@ -41,8 +41,10 @@ _DONE_BYTES = 1e-3  # a flow with less left than this has left (round-off of rat
 
 
 class Shaper:
-    def __init__(self, cluster: Cluster, rank: int, log_path: str | None = None) -> None:
+    def __init__(self, cluster: Cluster, rank: int, log_path: str | None = None,
+                 device: torch.device | None = None) -> None:
         self.rank = rank
+        self.device = device  # where the stamps go (NCCL sends only GPU tensors)
         topology = Topology(cluster)
         self.routes = {(a, b): topology.route(a, b) for a in range(cluster.size) for b in range(cluster.size) if a != b}
         self.capacities = list(topology.capacities)
@@ -79,7 +81,7 @@ class Shaper:
                 index = end // RECORD.size
             finally:
                 fcntl.flock(self.log, fcntl.LOCK_UN)
-        return torch.tensor([posted, float(index)], dtype=torch.float64)
+        return torch.tensor([posted, float(index)], dtype=torch.float64, device=self.device)
 
     def send(self, tensor: torch.Tensor, dst: int, tag: int, stamp_tag: int) -> list:
         """isend the tensor and its stamp; the handles to wait for."""

@@ -11,7 +11,6 @@ gathers everything and returns the cluster document; the other ranks return None
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 import statistics
 import sys
@@ -23,7 +22,7 @@ import torch.distributed as dist
 
 from profiler.links import cluster_document, fit_link, tournament
 from profiler.measure import device_kind
-from profiler.spawn import TIMEOUT, run_local
+from profiler.spawn import TIMEOUT, rank_device, run_local
 
 
 def run_network(*, spawn: int | None, backend: str, sizes: list[int], repeats: int, regions: dict[str, str],
@@ -43,10 +42,7 @@ def _measure(settings: dict, verbose: bool) -> dict[str, Any] | None:
     backend, sizes, repeats = settings["backend"], settings["sizes"], settings["repeats"]
     rank, world = dist.get_rank(), dist.get_world_size()
     progress = (lambda text: print(f"[profiler] {text}", file=sys.stderr, flush=True)) if verbose and rank == 0 else None
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1)) \
-        if backend == "nccl" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = rank_device(backend)
     who: list = [None] * world
     kind = device_kind(device) or torch.cuda.get_device_name(device)  # an unknown GPU: the cluster check names it
     dist.all_gather_object(who, (socket.gethostname(), kind))

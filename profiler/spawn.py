@@ -27,6 +27,28 @@ from profiler.errors import InputError
 TIMEOUT = datetime.timedelta(minutes=5)  # a rank that waits this long on a peer gives up
 
 
+def rank_device(backend: str) -> torch.device:
+    """This rank's device: with NCCL the GPU of its local rank (made current), else the CPU."""
+    if backend != "nccl":
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.get_rank())) % max(torch.cuda.device_count(), 1))
+    torch.cuda.set_device(device)
+    return device
+
+
+def check_backend(backend: str, ranks_here: int) -> None:
+    """InputError unless the backend can run ``ranks_here`` ranks on this host: NCCL needs CUDA,
+    and a GPU of its own for each rank (it refuses two ranks of one group on one GPU)."""
+    if backend != "nccl":
+        return
+    if not torch.cuda.is_available() or not dist.is_nccl_available():
+        raise InputError(f"--backend nccl needs CUDA and NCCL; this torch ({torch.__version__}) has "
+                         f"{'no CUDA device' if not torch.cuda.is_available() else 'no NCCL'}")
+    if ranks_here > torch.cuda.device_count():
+        raise InputError(f"--backend nccl needs a GPU for each rank: {ranks_here} ranks on this host, torch sees "
+                         f"{torch.cuda.device_count()} GPU(s); ranks that share a GPU need --backend gloo")
+
+
 class RankFailed(RuntimeError):
     """A spawned rank raised or died; the message names the rank and its last words."""
 
@@ -34,9 +56,7 @@ class RankFailed(RuntimeError):
 def run_local(worker: Callable[..., Any], ranks: int, backend: str, args: tuple = (),
               timeout: datetime.timedelta = TIMEOUT) -> Any:
     """``worker(*args)`` on ``ranks`` local processes in one process group; rank 0's return value."""
-    if backend == "nccl" and (not torch.cuda.is_available() or not dist.is_nccl_available()):
-        raise InputError(f"--backend nccl needs CUDA and NCCL; this torch ({torch.__version__}) has "
-                         f"{'no CUDA device' if not torch.cuda.is_available() else 'no NCCL'}")
+    check_backend(backend, ranks)
     with socket.socket() as probe:  # a free port on the loopback for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -40,7 +40,7 @@ def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
     (["run", str(EXAMPLE), "--out", "no/such/dir/run.json"], "folder no/such/dir does not exist"),
     (["run"], "the following arguments are required: plan"),
     (["run", str(EXAMPLE), "--resume"], "--resume needs --checkpoint-dir"),
-    (["run", str(EXAMPLE), "--backend", "nccl"], "runs its stages on the CPU with gloo so far"),
+    (["run", str(EXAMPLE), "--backend", "nccl"], "--backend nccl needs CUDA and NCCL; this torch"),
     (["run", str(EXAMPLE), "--checkpoint-dir", "no/such/dir/ck"], "folder no/such/dir does not exist"),
     (["run", str(EXAMPLE), "--every", "0", "--checkpoint-dir", "ck"], "--every must be at least 1"),
 ])

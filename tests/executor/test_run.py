@@ -152,3 +152,41 @@ def test_a_rank_that_dies_or_hangs_stops_the_run_naming_it(monkeypatch, fault, m
     assert time.perf_counter() - begin < 60
     if "hang" in fault:  # a waiting peer names itself and what it waited on
         assert "stage" in str(failure.value) and "replica" in str(failure.value)
+
+
+@pytest.mark.distributed
+def test_a_bf16_plan_computes_and_sends_in_bf16() -> None:
+    # A stage's GEMMs run in bf16 under its run(); a pipelined bf16 run lands near one fp32 process.
+    from dataclasses import replace
+
+    stage = Stage(MODEL, 0, 2, 0, recompute=False, precision="bf16")
+    seen = []
+    stage.layers[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    for module in stage.layers[1].modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    ids, _ = batch(MODEL, 2, 0, 0)
+    stage.run(ids)
+    assert seen[0] == torch.float32 and set(seen[1:]) == {torch.bfloat16}  # residual stream fp32, GEMMs bf16
+    assert stage.activation_dtype == torch.bfloat16
+    plan = cpu_plan(2, 1)
+    plan = replace(plan, training=replace(plan.training, precision="bf16"))
+    result = run_plan(plan, Settings(iterations=1, warmup=0))
+    fp32, _ = reference(plan, 1)
+    assert result["loss"] == pytest.approx(fp32, rel=2e-2)
+    assert result["environment"]["precision"] == "bf16" and result["environment"]["device"] == "cpu"
+
+
+def test_nccl_wants_cuda_and_a_gpu_for_each_rank(monkeypatch) -> None:
+    from profiler.errors import InputError
+    from profiler.spawn import check_backend
+
+    check_backend("gloo", 8)  # gloo runs anywhere
+    with pytest.raises(InputError, match="--backend nccl needs CUDA and NCCL"):
+        check_backend("nccl", 1) if not torch.cuda.is_available() else pytest.skip("this torch has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    check_backend("nccl", 2)
+    with pytest.raises(InputError, match="needs a GPU for each rank: 4 ranks on this host, torch sees 2 GPU"):
+        check_backend("nccl", 4)
