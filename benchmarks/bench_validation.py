@@ -8,7 +8,9 @@ benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loop
 - loopback: what a transfer through the loopback (gloo, 32 MB, one-thread processes) costs the
   cores: one alone; two at once, whence the cores one keeps busy at full speed
   (simulator.sharing.LOOPBACK_COPY_CORES); and one beside two ranks computing, each side's speed
-  against what the model says.
+  against what the model says. Then what the executor's syncs cost between two ranks alone, for
+  the 42.5 MB gradient of a gpt-small stage: gloo's reduce + broadcast (the ps sync), its
+  all-reduce (ring) and a send each way (what the simulator's push and pull move).
 - plans: for each validation plan of examples/, run the plan (`executor run`, 1 warm-up + 8
   timed iterations; the two-region ones with --emulate-network) between two profiles of this CPU
   with one thread and no dropout, as the executor trains (`profiler compute --threads 1 --tp 1 [T]
@@ -130,15 +132,46 @@ def _loopback_worker(rank: int, port: int, pairs: list, computing: list, sent, r
     dist.destroy_process_group()
 
 
+_SYNC_BYTES = 42_500_000  # a gpt-small stage's fp32 gradient (2 of 4 layers with the embedding or head)
+
+
+def _sync_worker(rank: int, port: int, results) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    flat, peer = torch.ones(_SYNC_BYTES // 4), 1 - rank
+    ways = {"reduce + broadcast (ps)": lambda: (dist.reduce(flat, dst=0), dist.broadcast(flat, src=0)),
+            "all-reduce (ring)": lambda: dist.all_reduce(flat),
+            "a send each way": lambda: (dist.send(flat, peer), dist.recv(flat, peer)) if rank == 0
+            else (dist.recv(flat, peer), dist.send(flat, peer))}
+    for name, way in ways.items():
+        seconds = []
+        for _ in range(6):
+            dist.barrier()
+            begin = time.perf_counter()
+            way()
+            seconds.append(time.perf_counter() - begin)
+        if rank == 0:
+            results.put((name, statistics.median(seconds[1:])))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _loopback_case(pairs: list, computing: list) -> dict[str, float]:
     """Mean transfer rate (bytes/s) and compute seconds of four processes: ``pairs`` send to each
     other, while ``computing`` loop a layer."""
-    import socket
-
     context = mp.get_context("spawn")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     results, sent = context.Queue(), context.Value("i", 0)
     workers = [context.Process(target=_loopback_worker, args=(rank, port, pairs, computing, sent, results))
                for rank in range(4)]
@@ -166,9 +199,19 @@ def loopback() -> None:
     print(f"one loopback transfer alone: {alone / 1e9:.2f} GB/s; two at once on {cores} cores: {two / 1e9:.2f} GB/s "
           f"each ({two / alone:.2f} of alone), so one at full speed keeps {busy:.2f} cores busy "
           f"(LOOPBACK_COPY_CORES = {LOOPBACK_COPY_CORES})")
-    copy, compute, _ = fair_speeds(cores, [LOOPBACK_COPY_CORES, 1.0, 1.0])
+    copy, _, compute, _ = fair_speeds(cores, [LOOPBACK_COPY_CORES / 2] * 2 + [1.0, 1.0])  # two sides, two ranks
     print(f"one transfer beside two ranks computing: transfer at {beside['transfer'] / alone:.2f} of alone (model "
           f"{copy:.2f}), compute at {layer / beside['compute']:.2f} of alone (model {compute:.2f})")
+    context = mp.get_context("spawn")
+    results, port = context.Queue(), _free_port()
+    workers = [context.Process(target=_sync_worker, args=(rank, port, results)) for rank in range(2)]
+    for w in workers:
+        w.start()
+    timed = [results.get() for _ in range(3)]
+    for w in workers:
+        w.join()
+    print(f"syncing {_SYNC_BYTES / 1e6:.1f} MB between two ranks alone: " + "; ".join(
+        f"{name} {seconds * 1e3:.1f} ms" for name, seconds in timed))
 
 
 def plans() -> None:

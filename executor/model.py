@@ -9,7 +9,8 @@ off, so both compute the same numbers; its masks cost little beside the GEMMs.
 A plan in fp16 or bf16 runs its forwards under autocast to that type (the GEMMs in it, on a GPU's
 tensor cores) and sends its activations and their gradients in it, as the simulator counts them;
 the weights, their gradients and the sync stay in fp32 (no loss scaling: fp16 gradients may
-underflow, which changes no timing).
+underflow, which changes no timing; the simulator's Megatron runtime counts its sync at 2 bytes a
+parameter, so such a run's sync moves twice what it predicts).
 """
 
 from __future__ import annotations

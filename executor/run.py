@@ -49,9 +49,16 @@ class Settings:
     shaper_log: str | None = None  # the local ranks' shared transfer log (executor.shaper); set by run_plan
 
 
-def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
+def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gloo") -> None:
     placement = plan.placement
     model = plan.model
+    if backend == "nccl" and (placement.pp > 1 or placement.sync.value == "sharded" or emulate_network):
+        # NCCL runs the point-to-point operations between two ranks in the order they are posted,
+        # and the executor posts a stage's receives ahead (for gloo): stage s would wait for its
+        # first gradient before it sends its first activation. Megatron groups each exchange's send
+        # and receive instead (batch_isend_irecv); not done here yet.
+        raise InputError(f"plan {placement.config}: --backend nccl runs plans without point-to-point transfers so "
+                         "far (one stage, sync ps or ring, no --emulate-network)")
     if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
         raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
                          f"must each divide into {placement.tp} tensor-parallel shards")
@@ -61,7 +68,8 @@ def check_runnable(plan: Plan, emulate_network: bool = False) -> None:
 
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
-    check_runnable(plan, settings.emulate_network)
+    check_backend(settings.backend, plan.placement.device_count)
+    check_runnable(plan, settings.emulate_network, settings.backend)
     with tempfile.TemporaryDirectory(prefix="tasklet-shaper-") as folder:
         if settings.emulate_network:
             settings = replace(settings, shaper_log=Shaper.create_log(Path(folder) / "transfers"))
@@ -72,9 +80,9 @@ def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str,
 def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any] | None:
     """This process's rank of a torchrun launch (rank and world from the environment): rank 0's
     result, None on the others."""
-    check_runnable(plan, settings.emulate_network)
     world = int(os.environ["WORLD_SIZE"])
     check_backend(settings.backend, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    check_runnable(plan, settings.emulate_network, settings.backend)
     if world != plan.placement.device_count:
         raise InputError(f"plan {plan.placement.config} runs {plan.placement.device_count} ranks; torchrun started "
                          f"{world}")

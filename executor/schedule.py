@@ -56,8 +56,9 @@ class Role:
 @dataclass(slots=True)
 class Recorder:
     """Spans of one iteration: (label, category, start_s, end_s), relative to ``origin``. On a
-    GPU a span waits for the device before it starts and before it ends (kernels run
-    asynchronously: otherwise a span would time their launch)."""
+    GPU a span waits for the compute stream before it starts and before it ends (kernels run
+    asynchronously: otherwise a span would time their launch); not for the whole device, whose
+    NCCL streams may hold receives posted for later."""
 
     origin: float = 0.0
     spans: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -67,7 +68,7 @@ class Recorder:
     def now(self) -> float:
         """perf_counter once the device has done what it was given."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
 
     def time(self, label: str, category: str, work: Callable[[], object]) -> object:

@@ -282,7 +282,8 @@ def _embedding_sync_s(job: Job, topology: Topology, placement: Placement) -> flo
 
 def estimate(job: Job, topology: Topology, placement: Placement,
              costs: list[list[WorkerCost]] | None = None) -> Estimate:
-    """The iteration's closed form; ``costs`` replaces the computed per-worker costs (tests)."""
+    """The iteration, in closed form (or, where ranks share compute, as timed tasks); ``costs``
+    replaces the computed per-worker costs (tests)."""
     placement.check_layers(job.model.layers)
     check_runtime(placement)
     M = job.micro_batches(placement)
@@ -291,11 +292,13 @@ def estimate(job: Job, topology: Topology, placement: Placement,
     c = _pipeline_times(job, topology, placement, costs)
     if units:
         per_replica, synced, steps, mean = _shared_schedule(job, topology, placement, costs, c, units)
-        costs = [[replace(cost, forward_s=mean[s, r][0], backward_s=mean[s, r][1], optimizer_s=steps[s][r] - synced[s])
-                  for r, cost in enumerate(row)] for s, row in enumerate(costs)]
+        costs = [[replace(cost, forward_s=mean[s, r][0], backward_s=mean[s, r][1],
+                          optimizer_s=steps[s][r] - synced[s][r]) for r, cost in enumerate(row)]
+                 for s, row in enumerate(costs)]
     else:
-        per_replica, synced = _timed(job, topology, placement, costs, c, M)
-        steps = [[synced[s] + cost.optimizer_s for cost in row] for s, row in enumerate(costs)]
+        per_replica, stage_synced = _timed(job, topology, placement, costs, c, M)
+        synced = [[end] * placement.dp for end in stage_synced]
+        steps = [[synced[s][r] + cost.optimizer_s for r, cost in enumerate(row)] for s, row in enumerate(costs)]
     iteration = max(max(row) for row in steps)
     return Estimate(iteration_s=iteration,
                     breakdown=_breakdown(placement, costs, per_replica, synced, M, iteration))
@@ -336,21 +339,22 @@ def _sync_ends(job: Job, topology: Topology, placement: Placement, costs: list[l
 
 
 def _units_used(placement: Placement, units: tuple[Unit, ...]) -> tuple[list[Unit], dict[int, int]] | None:
-    """(the units on which the placement puts more ranks than run at full speed, the index of
-    each device's there); None where there are none."""
+    """(the units on which the placement puts more ranks than run at full speed, or two ranks
+    whose transfers copy on it; the index of each device's there); None where there are none."""
     used = {d for replicas in placement.devices for group in replicas for d in group}
     crowded: list[Unit] = []
     unit_of: dict[int, int] = {}
     for unit in units:
         mine = [d for d in unit.devices if d in used]
-        if len(mine) > unit.capacity:
+        if len(mine) > unit.capacity or (len(mine) > 1 and unit.copy_s(1.0) > 0):
             unit_of.update((d, len(crowded)) for d in mine)
             crowded.append(unit)
     return (crowded, unit_of) if crowded else None
 
 
 def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: list[list[WorkerCost]], c: dict,
-                     units: tuple[list[Unit], dict[int, int]]) -> tuple[list[list[float]], list[float], list[list[float]], dict]:
+                     units: tuple[list[Unit], dict[int, int]]) -> tuple[list[list[float]], list[list[float]],
+                                                                        list[list[float]], dict]:
     """The engine's program (simulator.lower) timed as tasks (simulator.sharing.run_tasks) as the
     engine runs it: a compute op is a task per rank of its worker, each shared on its device's
     unit (or at full speed on a device of its own), and done when all are; a transfer takes its
@@ -358,10 +362,10 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
     latency + bytes at its max-min share among the transfers its stage's step sends at once), and
     between two ranks of a CPU unit also its two sides' copies on the unit. Stages whose syncs
     meet on the network slow each other: a second pass stretches each stage's sync transfers by
-    how much longer the fluid sync model (``_sync_ends``, from the first pass's readiness) takes
-    than the stage's steps alone. Returns per replica each stage's readiness for the sync, each
-    stage's end of sync, when each worker's optimizer step ends, and each worker's mean (forward,
-    backward) duration."""
+    how much longer the fluid sync model (``_sync_ends``, each stage ready when the first pass's
+    last replica is) takes than the stage's steps alone. Returns per replica each stage's
+    readiness for the sync, each worker's end of sync, when each worker's optimizer step ends, and
+    each worker's mean (forward, backward) duration."""
     crowded, unit_of = units
     program = lower(job, topology, placement, costs=costs)
     at = {d: (s, r) for s in range(placement.pp) for r in range(placement.dp) for d in placement.devices[s][r]}
@@ -434,7 +438,10 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
 
     times = run_tasks(tasks, capacities)
     ready = ready_of(times)
-    ends = _sync_ends(job, topology, placement, costs, ready, embedding=False)
+    # Everyone of a stage ready with its last replica: the fluid model's sync then takes what the
+    # network adds, not the wait for a late replica (the tasks already wait for both sides).
+    latest = [max(r[s] for r in ready) for s in range(placement.pp)]
+    ends = _sync_ends(job, topology, placement, costs, [latest] * placement.dp, embedding=False)
     # Each stage's data-parallel sync steps (not the tied embedding's), each as long as its slowest transfer.
     data_parallel = {t.id: key for t in program.transfers if (key := step_of.get(t.id))
                      and at[t.src_device][0] == at[t.dst_device][0]}
@@ -444,7 +451,7 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
         steps_s[key] = max(steps_s.get(key, 0.0), network_s[transfer])
     for (s, _), length in steps_s.items():
         alone[s] += length
-    stretch = [max(1.0, (ends[s] - min(r[s] for r in ready)) / alone[s]) if alone[s] > 0 else 1.0
+    stretch = [max(1.0, (ends[s] - latest[s]) / alone[s]) if alone[s] > 0 else 1.0
                for s in range(placement.pp)]
     if any(x > 1.0 + 1e-9 for x in stretch):
         for transfer, (s, _) in data_parallel.items():
@@ -452,10 +459,10 @@ def _shared_schedule(job: Job, topology: Topology, placement: Placement, costs: 
                                                     work_s=network_s[transfer] * stretch[s])
         times = run_tasks(tasks, capacities)
         ready = ready_of(times)
-    synced = [0.0] * placement.pp
+    synced = [[0.0] * placement.dp for _ in range(placement.pp)]
     steps = [[0.0] * placement.dp for _ in range(placement.pp)]
     for (s, r), (_, last_sync, optimizer) in stages.items():
-        synced[s] = max(synced[s], times[last_sync][1] if last_sync is not None else ready[r][s])
+        synced[s][r] = times[last_sync][1] if last_sync is not None else ready[r][s]
         steps[s][r] = times[optimizer][1]
     durations: dict[tuple[int, int], dict[Category, list[float]]] = {}
     for stream in program.streams:
@@ -488,10 +495,10 @@ def _transfer_s(program, topology: Topology, c: dict, at: dict, step_of: dict[in
 
 
 def _breakdown(placement: Placement, costs: list[list[WorkerCost]], ready: list[list[float]],
-               synced: list[float], M: int, iteration: float) -> dict[str, float]:
+               synced: list[list[float]], M: int, iteration: float) -> dict[str, float]:
     """As the engine counts it: a blocking runtime's worker is inside a pipeline exchange
-    whenever its schedule is not computing; a worker is in the sync from its own readiness to the
-    stage's end of sync (waiting for its peers included); the rest is idle."""
+    whenever its schedule is not computing; a worker is in the sync from its own readiness to its
+    end of sync (``synced[s][r]``; waiting for its peers included); the rest is idle."""
     totals = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     blocking = not TRAITS[placement.runtime].overlap_p2p
     workers = 0
@@ -502,7 +509,7 @@ def _breakdown(placement: Placement, costs: list[list[WorkerCost]], ready: list[
             totals["compute_s"] += work - tp + cost.optimizer_s
             totals["tp_comm_s"] += tp
             totals["pipeline_s"] += max(0.0, ready[r][s] - work) if blocking else 0.0
-            totals["dp_sync_s"] += synced[s] - ready[r][s]
+            totals["dp_sync_s"] += synced[s][r] - ready[r][s]
             workers += 1
     totals["idle_s"] = workers * iteration - sum(totals.values())
     return {key: value / workers for key, value in totals.items()}

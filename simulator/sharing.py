@@ -63,8 +63,9 @@ def cpu_unit(name: str, cores: int, threads: int, devices: tuple[int, ...], loop
 
 
 def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[Unit, ...]:
-    """The units on which more devices may compute at once than run at full speed; a device
-    belongs to at most one. A CPU unit's loopback is its hosts' slowest interconnect."""
+    """The units on which more devices may compute at once than run at full speed, and the CPU
+    units of two devices or more (their transfers copy on the cores); a device belongs to at most
+    one. A CPU unit's loopback is its hosts' slowest interconnect."""
     members: dict[str, list[int]] = {}
     hosts = {host.name: host for host in cluster.hosts}
     for device in cluster.devices:
@@ -83,7 +84,7 @@ def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[
         else:
             loopback = min(hosts[cluster.devices[d].host].interconnect_bandwidth_bytes_per_s for d in devices)
             unit = cpu_unit(name, first.cpu_cores, threads, tuple(devices), loopback)
-        if len(devices) > unit.capacity:
+        if len(devices) > unit.capacity or (len(devices) > 1 and unit.copy_s(1.0) > 0):
             units.append(unit)
     return tuple(units)
 
@@ -171,7 +172,7 @@ def fair_speeds(capacity: float, demands: list[float]) -> list[float]:
     speeds, left, count = [0.0] * len(demands), capacity, len(demands)
     for index in sorted(range(len(demands)), key=demands.__getitem__):
         share = min(demands[index], left / count)
-        speeds[index] = share / demands[index]
+        speeds[index] = share / demands[index] if demands[index] > 0 else 1.0  # it takes nothing
         left -= share
         count -= 1
     return speeds

@@ -91,7 +91,7 @@ def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | 
             threads = max(int(m["threads"]) for m in members)
         except (TypeError, ValueError) as err:
             raise InputError(f"{where}: malformed cpus or threads of host {host!r} ({err})") from None
-        if cores >= 1 and threads >= 1 and len(members) > cores / threads:
+        if cores >= 1 and threads >= 1 and len(members) > 1:  # they share the cores, or copy on them
             devices = tuple(sorted(m["rank"] for m in members))
             loopback = min(cluster.host_of(d).interconnect_bandwidth_bytes_per_s for d in devices)
             units.append(cpu_unit(f"{host}:cpu", cores, threads, devices, loopback))

@@ -190,3 +190,17 @@ def test_nccl_wants_cuda_and_a_gpu_for_each_rank(monkeypatch) -> None:
     check_backend("nccl", 2)
     with pytest.raises(InputError, match="needs a GPU for each rank: 4 ranks on this host, torch sees 2 GPU"):
         check_backend("nccl", 4)
+
+
+def test_nccl_runs_only_plans_without_point_to_point_transfers() -> None:
+    from dataclasses import replace
+
+    from executor.run import check_runnable
+    from profiler.errors import InputError
+
+    for plan, emulate in ((cpu_plan(2, 1), False), (cpu_plan(1, 2, sync=Sync.SHARDED), False), (cpu_plan(1, 2), True)):
+        with pytest.raises(InputError, match="--backend nccl runs plans without point-to-point transfers"):
+            check_runnable(plan, emulate, "nccl")
+        check_runnable(plan, emulate, "gloo")
+    check_runnable(cpu_plan(1, 4, sync=Sync.RING), False, "nccl")
+    check_runnable(replace(cpu_plan(1, 2), training=replace(cpu_plan(1, 2).training, precision="bf16")), False, "nccl")

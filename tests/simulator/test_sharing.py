@@ -12,6 +12,7 @@ from profiler.errors import InputError
 from profiler.model import TrainingSpec, gpt_small
 from profiler.profile import Measured, Profile, Timing
 from scheduler.layouts import blocks_layout, megatron_layout
+from scheduler.placement import Sync
 from simulator.engine import simulate
 from simulator.job import Job
 from simulator.predict import predict
@@ -76,7 +77,9 @@ def test_units_count_ranks_at_full_speed() -> None:
     assert shared_units(cpu_cluster(), (cpu_profile(2),))[0] == cpu_unit("local:cpu", 2, 2, (0, 1, 2, 3), 1e10)
     assert cpu_unit("c", 2, 2, (0,), 1e10).capacity == 1.0
     assert cpu_unit("c", 2, 2, (0,), 1e10).copy_ranks == LOOPBACK_COPY_CORES / 4
-    assert shared_units(cpu_cluster(2), (cpu_profile(1),)) == ()  # two one-thread ranks on two cores never meet
+    # Two one-thread ranks on two cores never meet computing, but their transfers copy on the cores.
+    assert shared_units(cpu_cluster(2), (cpu_profile(1),)) == (cpu_unit("local:cpu", 2, 1, (0, 1), 1e10),)
+    assert shared_units(cpu_cluster(1), (cpu_profile(1),)) == ()  # one rank alone: nothing shared
     assert shared_units(cpu_cluster(cores=None), (cpu_profile(1),)) == ()
     gpu = dataclasses.replace(cpu_cluster(), devices=tuple(Device(id=i, gpu="H100-80GB", host="local", gpu_index=i // 2)
                                                            for i in range(3)))
@@ -196,3 +199,23 @@ def test_the_estimator_times_shared_compute_as_the_engine_does(name, batch) -> N
     assert engine.iteration_s > 1.1 * unshared.iteration_s  # four ranks on two cores do slow down
     for key, value in engine.breakdown.items():
         assert estimate.breakdown[key] == pytest.approx(value, rel=0.05, abs=0.01 * engine.iteration_s), key
+
+
+@pytest.mark.parametrize("name,placement,unit", [
+    # Two replicas of three on one core, the third alone: the stage's sync waits for the slow two,
+    # which is waiting, not a slower network.
+    ("P1D3 ps, 2 of 3 on a core", blocks_layout([0, 1, 2], 4, 1, 3), (0, 1)),
+    ("P1D3 ring, 2 of 3 on a core", dataclasses.replace(blocks_layout([0, 1, 2], 4, 1, 3), sync=Sync.RING), (0, 1)),
+    ("P2D2 1f1b, a replica of each stage on a core", megatron_layout(4, 4, 2, 1), (0, 2)),
+    # Two ranks on two cores: they never wait for a core, but their transfers copy on them.
+    ("P2 gpipe on 2 of the 4 cores' devices", blocks_layout([0, 1], 4, 2, 1), (0, 1, 2, 3)),
+])
+def test_the_estimator_follows_the_engine_where_some_ranks_share(name, placement, unit) -> None:
+    training = TrainingSpec(global_batch=6 * placement.dp, micro_batch=1, precision="fp32", optimizer="sgd")
+    cores = 2.0 if len(unit) == 4 else 1.0
+    units = (Unit(name="cores", capacity=cores, devices=unit, copy_bytes_per_s=1e8, copy_ranks=LOOPBACK_COPY_CORES / 2),)
+    job = Job(cluster=cpu_cluster(), model=gpt_small(), training=training, profiles=(cpu_profile(),), units=units)
+    engine, _ = predict(job, placement, engine="simpy")
+    estimate, _ = predict(job, placement, engine="analytic")
+    assert estimate.iteration_s == pytest.approx(engine.iteration_s, rel=0.01)
+    assert estimate.breakdown["compute_s"] >= 0.9 * engine.breakdown["compute_s"]  # no negative optimizer steps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from profiler.errors import InputError
-from simulator.sharing import LOOPBACK_COPY_CORES, Unit
+from simulator.sharing import LOOPBACK_COPY_CORES, Unit, cpu_unit
 from simulator.validate import compare, measured, run_units
 
 
@@ -68,8 +68,11 @@ def test_the_ranks_of_one_machine_share_its_cores_whatever_hosts_the_plan_names(
              copy_ranks=LOOPBACK_COPY_CORES / 2),)
     # Two threads each: one rank at full speed at once.
     assert run_units(doc | {"ranks": [dict(r, threads=2) for r in ranks]}, cpu_cluster(4), "r")[0].capacity == 1.0
-    # Two machines of 2 cores, 2 one-thread ranks each: nothing shared.
-    assert run_units(doc | {"ranks": [dict(r, host=f"m{r['rank'] % 2}") for r in ranks]}, cpu_cluster(4), "r") == ()
+    # Two machines of 2 cores, 2 one-thread ranks each: they never wait for a core, but their
+    # transfers copy on their machine's; one rank a machine shares nothing.
+    assert run_units(doc | {"ranks": [dict(r, host=f"m{r['rank'] % 2}") for r in ranks]}, cpu_cluster(4), "r") == (
+        cpu_unit("m0:cpu", 2, 1, (0, 2), 1e10), cpu_unit("m1:cpu", 2, 1, (1, 3), 1e10))
+    assert run_units(doc | {"ranks": [dict(r, host=f"m{r['rank']}") for r in ranks]}, cpu_cluster(4), "r") == ()
     # An older report that does not say where its ranks ran: the plan's cluster decides.
     assert run_units(doc | {"ranks": [{"rank": r, "spans": []} for r in range(4)]}, cpu_cluster(4), "r") is None
     with pytest.raises(InputError, match="rank 7 is not a device of the plan's cluster"):
