@@ -47,18 +47,21 @@ class Settings:
     timeout_s: float = TIMEOUT.total_seconds()  # a rank waiting this long on a peer stops the run
     keep_weights: bool = False  # tests: every rank's final stage weights come back in the result
     shaper_log: str | None = None  # the local ranks' shared transfer log (executor.shaper); set by run_plan
+    # Pipeline receives posted in program order with their sends (NCCL needs it: executor.schedule.
+    # Grouped); None: as the backend needs. Tests run it on gloo.
+    grouped_exchanges: bool | None = None
 
 
 def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gloo") -> None:
     placement = plan.placement
     model = plan.model
-    if backend == "nccl" and (placement.pp > 1 or placement.sync.value == "sharded" or emulate_network):
-        # NCCL runs the point-to-point operations between two ranks in the order they are posted,
-        # and the executor posts a stage's receives ahead (for gloo): stage s would wait for its
-        # first gradient before it sends its first activation. Megatron groups each exchange's send
-        # and receive instead (batch_isend_irecv); not done here yet.
-        raise InputError(f"plan {placement.config}: --backend nccl runs plans without point-to-point transfers so "
-                         "far (one stage, sync ps or ring, no --emulate-network)")
+    if backend == "nccl" and (placement.sync.value == "sharded" or emulate_network):
+        # NCCL runs the point-to-point operations between two ranks in the order they are posted;
+        # the sharded sync and the emulator's transfers post their receives ahead, as gloo needs
+        # (the pipeline's are grouped for NCCL: executor.schedule.Grouped).
+        raise InputError(f"plan {placement.config}: --backend nccl does not run the sharded sync or "
+                         "--emulate-network yet (their receives are posted ahead, which NCCL's in-order "
+                         "point-to-point would stall)")
     if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
         raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
                          f"must each divide into {placement.tp} tensor-parallel shards")
@@ -181,6 +184,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     seconds, losses = [], []
     record = record or Recorder()
     record.device = device
+    grouped = settings.backend == "nccl" if settings.grouped_exchanges is None else settings.grouped_exchanges
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     first = 0
     if folder and settings.resume:
@@ -198,7 +202,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         dist.barrier()
         record.origin, record.spans = record.now(), []
         loss = run_iteration(stage, role, ids, targets, M, placement.schedule.value, shape,
-                             1.0 / (M * placement.dp), record, shaper)
+                             1.0 / (M * placement.dp), record, shaper, grouped)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)

@@ -4,7 +4,9 @@ sync with its stage's replicas, and the optimizer step.
 
 Receives are posted ahead, all of an iteration's at its start (gloo's send waits until the peer
 has posted its receive: posted late, the pipeline would serialise), and sends are waited for at
-the end. Every op is recorded as a span (seconds since the iteration began) for the run report
+the end. NCCL runs the operations between two ranks in the order they are posted, where receives
+posted ahead would stall the sends behind them: there each receive is posted when it is needed, a
+send together with the receive right after it from the same peer (``Grouped``, as Megatron does). Every op is recorded as a span (seconds since the iteration began) for the run report
 and the trace.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -106,17 +109,74 @@ def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> lis
 STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
 
 
+class Grouped:
+    """The pipeline's sends and receives posted in program order, each receive when it is needed
+    and a send together with the receive right after it from the same peer (``grouped``), as
+    Megatron does for NCCL: NCCL runs the operations between two ranks in the order they are
+    posted, so receives posted ahead would stall the sends behind them."""
+
+    def __init__(self, role: Role, steps: list[tuple[str, str, int]], shape: tuple[int, ...],
+                 device: torch.device | None, dtype: torch.dtype) -> None:
+        self.role, self.shape, self.device, self.dtype = role, shape, device, dtype
+        self.follows = {}  # send step -> the receive posted with it
+        for group in grouped(steps):
+            if len(group) == 2:
+                self.follows[group[0]] = group[1]
+        self.held: dict[tuple[str, str, int], torch.Tensor] = {}  # a send waiting for its receive
+        self.handles: list = []  # sends to wait for at the end of the iteration
+
+    def _peer(self, op: str, what: str) -> int:
+        return self.role.following if peer_of(op, what) == "following" else self.role.previous
+
+    def send(self, what: str, m: int, tensor: torch.Tensor) -> list:
+        step = ("send", what, m)
+        if step in self.follows:
+            self.held[self.follows[step]] = tensor
+        else:
+            self.handles.append(dist.isend(tensor, self._peer("send", what)))
+        return []
+
+    def take(self, what: str, m: int) -> torch.Tensor:
+        step, buffer = ("recv", what, m), torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        peer = self._peer("recv", what)
+        ops = [dist.P2POp(dist.irecv, buffer, peer)]
+        if step in self.held:
+            ops.insert(0, dist.P2POp(dist.isend, self.held.pop(step), peer))
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        return buffer
+
+    def wait(self) -> None:
+        for handle in self.handles:
+            handle.wait()
+
+
 def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Tensor, micro_batches: int,
                   schedule: str, activation_shape: tuple[int, ...], scale: float, record: Recorder,
-                  shaper: Shaper | None = None) -> float:
+                  shaper: Shaper | None = None, grouped_exchanges: bool = False) -> float:
     """Forwards and backwards of this rank's micro-batches (``ids``/``targets``: its replica's
-    share of the batch); returns the sum of its micro-batches' losses (0 before the last stage)."""
+    share of the batch); returns the sum of its micro-batches' losses (0 before the last stage).
+    Receives are posted ahead (gloo), or with ``grouped_exchanges`` in program order (NCCL:
+    ``Grouped``)."""
     M = micro_batches
     ids_of, targets_of = ids.chunk(M), targets.chunk(M)
     piece_shape = activation_shape if role.tp == 1 else (math.prod(activation_shape) // role.tp,)
     device, dtype = record.device, stage.activation_dtype
-    inputs = Inbox(role.previous, piece_shape, M, 0, shaper, device, dtype)
-    grads = Inbox(role.following, piece_shape, M, M, shaper, device, dtype)
+    if grouped_exchanges:
+        exchange = Grouped(role, exchanges(schedule, role.stage, role.stages, M), piece_shape, device, dtype)
+        take_activation, take_gradient = partial(exchange.take, "activation"), partial(exchange.take, "gradient")
+
+        def post(what: str, m: int, tensor: torch.Tensor) -> list:
+            return exchange.send(what, m, tensor)
+    else:
+        inputs = Inbox(role.previous, piece_shape, M, 0, shaper, device, dtype)
+        grads = Inbox(role.following, piece_shape, M, M, shaper, device, dtype)
+        take_activation, take_gradient = inputs.take, grads.take
+
+        def post(what: str, m: int, tensor: torch.Tensor) -> list:
+            if what == "activation":
+                return send(tensor, role.following, m, shaper)
+            return send(tensor, role.previous, M + m, shaper)
     sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
 
     def forward(m: int) -> None:
@@ -125,28 +185,29 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
             x = ids_of[m]
         else:
             x = received[m] = record.time(f"recv activation {m}", "pipeline", lambda: role.whole(
-                inputs.take(m), activation_shape).float()).requires_grad_()
+                take_activation(m), activation_shape).float()).requires_grad_()
         out = record.time(f"forward {m}", "forward", lambda: stage.run(x, targets_of[m] if role.following is None else None))
         if role.following is None:
             loss_sum += float(out.detach())
             outputs[m] = out * scale
         else:
             outputs[m] = out
-            sends.extend(send(role.piece(out.detach().to(dtype)), role.following, m, shaper))
+            sends.extend(post("activation", m, role.piece(out.detach().to(dtype))))
 
     def backward(m: int) -> None:
         if role.following is None:
             record.time(f"backward {m}", "backward", outputs[m].backward)
         else:
-            grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(grads.take(m), activation_shape))
+            grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(take_gradient(m), activation_shape))
             record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad.to(outputs[m].dtype)))
         if role.previous is not None:
-            sends.extend(send(role.piece(received[m].grad.to(dtype)), role.previous, M + m, shaper))
+            sends.extend(post("gradient", m, role.piece(received[m].grad.to(dtype))))
         outputs[m] = received[m] = None
 
     for kind, m in _order(schedule, role.stage, role.stages, M):
         (forward if kind == "f" else backward)(m)
-    record.time("sends complete", "pipeline", lambda: [s.wait() for s in sends])
+    record.time("sends complete", "pipeline", lambda: [s.wait() for s in sends]
+                + ([exchange.wait()] if grouped_exchanges else []))
     return loss_sum
 
 
@@ -249,3 +310,36 @@ def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None) -> None:
         chunks[i].copy_(inboxes[i].take(0))
     for handle in handles:
         handle.wait()
+
+
+def exchanges(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, str, int]]:
+    """This stage's pipeline sends and receives in program order: (op, what, micro-batch), op
+    'send' or 'recv', what 'activation' (from the previous stage, to the next) or 'gradient'
+    (from the next, to the previous)."""
+    out = []
+    for kind, m in _order(schedule, stage, stages, M):
+        if kind == "f":
+            out += [("recv", "activation", m)] * (stage > 0) + [("send", "activation", m)] * (stage < stages - 1)
+        else:
+            out += [("recv", "gradient", m)] * (stage < stages - 1) + [("send", "gradient", m)] * (stage > 0)
+    return out
+
+
+def peer_of(op: str, what: str) -> str:
+    """'previous' or 'following': whom the op talks to."""
+    return "following" if (op == "send") == (what == "activation") else "previous"
+
+
+def grouped(steps: list[tuple[str, str, int]]) -> list[list[tuple[str, str, int]]]:
+    """The exchanges as NCCL is given them: a send goes with the receive right after it from the
+    same peer (Megatron's send_forward_recv_backward and send_backward_recv_forward), each other
+    op alone."""
+    groups: list[list[tuple[str, str, int]]] = []
+    for step in steps:
+        previous = groups[-1] if groups else None
+        if (previous and len(previous) == 1 and previous[0][0] == "send" and step[0] == "recv"
+                and peer_of(*previous[0][:2]) == peer_of(*step[:2])):
+            previous.append(step)
+        else:
+            groups.append([step])
+    return groups

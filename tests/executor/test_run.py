@@ -65,18 +65,23 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     (1, 3, dict(sync=Sync.RING, batch_size=6, emulate=True)),  # the ring's point-to-point steps, uneven chunks
     (1, 3, dict(sync=Sync.SHARDED, batch_size=6)),
     (2, 2, dict(sync=Sync.SHARDED, emulate=True)),
+    # The pipeline's exchanges as NCCL runs them (in program order, a send with the receive after it), on gloo.
+    (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, grouped=True)),
+    (4, 1, dict(grouped=True)),
+    (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, grouped=True)),
 ])
 def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> None:
-    emulate = kwargs.pop("emulate", False)
-    assert_equals_one_process(cpu_plan(pp, dp, **kwargs), emulate)
+    emulate, grouped = kwargs.pop("emulate", False), kwargs.pop("grouped", False)
+    assert_equals_one_process(cpu_plan(pp, dp, **kwargs), emulate, grouped)
 
 
-def assert_equals_one_process(plan: Plan, emulate: bool = False) -> None:
+def assert_equals_one_process(plan: Plan, emulate: bool = False, grouped: bool = False) -> None:
     """Two iterations: the loss, and each rank's weights (a tensor-parallel rank's shards) against
     the same slices of the one-process model's."""
     from executor.tensor_parallel import shard_indices
 
-    result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True, emulate_network=emulate))
+    result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True, emulate_network=emulate,
+                                     grouped_exchanges=grouped))
     losses, weights = reference(plan, 2)
     initial = Stage(MODEL, 0, MODEL.layers, 0, recompute=False).state_dict()
     assert result["loss"] == pytest.approx(losses, rel=1e-5)
@@ -110,9 +115,10 @@ def tp_plan(pp: int, tp: int, dp: int, gpipe: bool) -> Plan:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("pp,tp,dp,gpipe", [(2, 2, 1, False), (1, 2, 2, True), (2, 2, 1, True)])
-def test_a_tensor_parallel_run_equals_one_process(pp, tp, dp, gpipe) -> None:
-    assert_equals_one_process(tp_plan(pp, tp, dp, gpipe))
+@pytest.mark.parametrize("pp,tp,dp,gpipe,grouped", [(2, 2, 1, False, False), (1, 2, 2, True, False),
+                                                   (2, 2, 1, True, False), (2, 2, 1, False, True)])
+def test_a_tensor_parallel_run_equals_one_process(pp, tp, dp, gpipe, grouped) -> None:
+    assert_equals_one_process(tp_plan(pp, tp, dp, gpipe), grouped=grouped)
 
 
 @pytest.mark.distributed
@@ -192,15 +198,16 @@ def test_nccl_wants_cuda_and_a_gpu_for_each_rank(monkeypatch) -> None:
         check_backend("nccl", 4)
 
 
-def test_nccl_runs_only_plans_without_point_to_point_transfers() -> None:
+def test_nccl_refuses_what_posts_its_receives_ahead() -> None:
     from dataclasses import replace
 
     from executor.run import check_runnable
     from profiler.errors import InputError
 
-    for plan, emulate in ((cpu_plan(2, 1), False), (cpu_plan(1, 2, sync=Sync.SHARDED), False), (cpu_plan(1, 2), True)):
-        with pytest.raises(InputError, match="--backend nccl runs plans without point-to-point transfers"):
+    for plan, emulate in ((cpu_plan(2, 2, sync=Sync.SHARDED), False), (cpu_plan(2, 1), True)):
+        with pytest.raises(InputError, match="--backend nccl does not run the sharded sync or --emulate-network"):
             check_runnable(plan, emulate, "nccl")
         check_runnable(plan, emulate, "gloo")
     check_runnable(cpu_plan(1, 4, sync=Sync.RING), False, "nccl")
+    check_runnable(cpu_plan(4, 1, schedule=Schedule.ONE_F_ONE_B), False, "nccl")  # the pipeline's exchanges are grouped
     check_runnable(replace(cpu_plan(1, 2), training=replace(cpu_plan(1, 2).training, precision="bf16")), False, "nccl")
