@@ -55,13 +55,12 @@ class Settings:
 def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gloo") -> None:
     placement = plan.placement
     model = plan.model
-    if backend == "nccl" and (placement.sync.value == "sharded" or emulate_network):
+    if backend == "nccl" and emulate_network:
         # NCCL runs the point-to-point operations between two ranks in the order they are posted;
-        # the sharded sync and the emulator's transfers post their receives ahead, as gloo needs
-        # (the pipeline's are grouped for NCCL: executor.schedule.Grouped).
-        raise InputError(f"plan {placement.config}: --backend nccl does not run the sharded sync or "
-                         "--emulate-network yet (their receives are posted ahead, which NCCL's in-order "
-                         "point-to-point would stall)")
+        # the emulator's transfers post their receives (and stamps) ahead, as gloo needs (the
+        # pipeline's and the sharded sync's are grouped for NCCL: executor.schedule).
+        raise InputError(f"plan {placement.config}: --backend nccl does not run --emulate-network yet (its "
+                         "receives are posted ahead, which NCCL's in-order point-to-point would stall)")
     if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
         raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
                          f"must each divide into {placement.tp} tensor-parallel shards")
@@ -204,7 +203,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         loss = run_iteration(stage, role, ids, targets, M, placement.schedule.value, shape,
                              1.0 / (M * placement.dp), record, shaper, grouped)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
-        sync_gradients(stage, role, placement.sync.value, record, shaper)
+        sync_gradients(stage, role, placement.sync.value, record, shaper, grouped)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)

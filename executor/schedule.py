@@ -223,7 +223,8 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
     return order + [("b", m) for m in range(M - fill, M)]
 
 
-def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
+def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None,
+                   grouped: bool = False) -> None:
     """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
     to it, broadcast back: the study's runtime), a ring all-reduce (Megatron) or sharded (each
     replica owns a slice). With a shaper, the server's reduce and broadcast, or the ring's steps,
@@ -234,7 +235,7 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
 
     def exchange() -> None:
         if method == "sharded":
-            _sharded(flat, role, shaper)
+            _sharded(flat, role, shaper, grouped)
         elif method == "ps" and shaper:
             _shaped_server(flat, role, shaper)
         elif shaper:
@@ -291,14 +292,23 @@ def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
             handle.wait()
 
 
-def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None) -> None:
+def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None, grouped: bool = False) -> None:
     """The sharded sync the simulator models: member i owns the i-th of k slices of the gradient;
     every member sends each other member its slice of that member, each owner adds up its slice
-    (its own first, then the others' in member order) and sends the sum back to every other member."""
+    (its own first, then the others' in member order) and sends the sum back to every other member.
+    ``grouped`` (NCCL): each phase's sends and receives go as one group."""
     k = len(role.peers)
     me = role.peers.index(dist.get_rank())
     chunks = list(flat.tensor_split(k))
     others = [i for i in range(k) if i != me]
+    if grouped:
+        got = _all_to_all({i: chunks[i].clone() for i in others}, {i: chunks[me].shape for i in others}, role)
+        for i in others:
+            chunks[me] += got[i]
+        for i, piece in _all_to_all({i: chunks[me] for i in others}, {i: chunks[i].shape for i in others},
+                                    role).items():
+            chunks[i].copy_(piece)
+        return
     reduce_tag, gather_tag = (1 << 19) + (1 << 17), (1 << 19) + (1 << 17) + 1
     inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper, flat.device) for i in others}
     handles = [h for i in others for h in send(chunks[i].clone(), role.peers[i], reduce_tag, shaper)]
@@ -343,3 +353,15 @@ def grouped(steps: list[tuple[str, str, int]]) -> list[list[tuple[str, str, int]
         else:
             groups.append([step])
     return groups
+
+
+def _all_to_all(out: dict[int, torch.Tensor], shapes: dict[int, torch.Size], role: Role) -> dict[int, torch.Tensor]:
+    """Send ``out[i]`` to member i and receive from it a tensor of ``shapes[i]``, all as one group
+    of point-to-point operations; what came, by member."""
+    like = next(iter(out.values()))
+    got = {i: torch.empty(shapes[i], dtype=like.dtype, device=like.device) for i in out}
+    ops = [dist.P2POp(dist.isend, tensor, role.peers[i]) for i, tensor in out.items()]
+    ops += [dist.P2POp(dist.irecv, got[i], role.peers[i]) for i in out]
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    return got
