@@ -30,26 +30,34 @@ def _seeded(seed: int, part: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + part + 2)
 
 
-def _part(model: ModelSpec, part: int, seed: int) -> nn.Module:
+def _part(model: ModelSpec, part: int, seed: int, tied: bool = False) -> nn.Module:
+    """The whole part, seeded on its own; with ``tied`` the head's projection starts as the token
+    embedding's weights (Megatron's tied word embedding)."""
     fork = _seeded(seed, part)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
         if part == EMBEDDING:
             return GPTEmbedding(model.vocab, model.d_model, model.seq_len, dropout=0.0)
         if part == HEAD:
-            return GPTHead(model.vocab, model.d_model)
+            head = GPTHead(model.vocab, model.d_model)
+            if tied:
+                with torch.no_grad():
+                    head.project.weight.copy_(_part(model, EMBEDDING, seed).tokens.weight)
+            return head
         return GPTLayerShard(model.d_model, model.heads, model.ffn, dropout=0.0)
 
 
 class Stage(nn.Module):
     """Layers [start, end) of the model, with the embedding in front on the first stage and the
-    head (and loss) behind on the last. With ``recompute`` each layer keeps only its input for the
+    head (and loss) behind on the last (with ``tied``, the head's projection is the token
+    embedding's weight: one parameter on one stage, equal copies on two that all-reduce its
+    gradient). With ``recompute`` each layer keeps only its input for the
     backward and runs its forward again there (activation checkpointing). With ``tp`` > 1 this is
     tensor-parallel rank ``tp_rank``'s shard of every part, joined over ``tp_group``
     (executor.tensor_parallel)."""
 
     def __init__(self, model: ModelSpec, start: int, end: int, seed: int, recompute: bool, tp: int = 1,
-                 tp_rank: int = 0, tp_group=None, precision: str = "fp32") -> None:
+                 tp_rank: int = 0, tp_group=None, precision: str = "fp32", tied: bool = False) -> None:
         super().__init__()
         self.activation_dtype = DTYPES[precision]  # what its pipeline transfers carry
         if tp == 1:
@@ -62,8 +70,15 @@ class Stage(nn.Module):
                 whole, model, tp, tp_rank, tp_group)
         self.embedding = shard(EMBEDDING, _part(model, EMBEDDING, seed)) if start == 0 else None
         self.layers = nn.ModuleList(shard(i, _part(model, i, seed)) for i in range(start, end))
-        self.head = shard(HEAD, _part(model, HEAD, seed)) if end == model.layers else None
+        self.head = shard(HEAD, _part(model, HEAD, seed, tied)) if end == model.layers else None
+        if tied and self.embedding is not None and self.head is not None:  # one stage: one weight
+            self.head.project.weight = self.embedding.tokens.weight
         self.recompute = recompute
+
+    def tied_weight(self) -> nn.Parameter:
+        """The word embedding's weight this stage holds: its token embedding's on the first stage,
+        its output projection's on the last."""
+        return self.embedding.tokens.weight if self.embedding is not None else self.head.project.weight
 
     def gradient_buffer(self) -> torch.Tensor:
         """One flat tensor whose slices are every parameter's gradient (made on the first call):

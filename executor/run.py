@@ -25,11 +25,12 @@ import torch.distributed as dist
 
 from executor import checkpoint
 from executor.model import Stage, batch
-from executor.schedule import Recorder, Role, run_iteration, sync_gradients
+from executor.schedule import Recorder, Role, run_iteration, sync_embedding, sync_gradients
 from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
 from scheduler.plan import Plan
+from simulator.runtime import TRAITS
 
 LEARNING_RATE = 1e-3
 
@@ -136,6 +137,9 @@ def roles(plan: Plan) -> dict[int, Role]:
             dp_groups[s, t] = dist.new_group(ranks=[devices[s][r][t] for r in range(D)]) if D > 1 else None
     tp_groups = {(s, r): dist.new_group(ranks=list(devices[s][r])) if T > 1 else None
                  for s in range(P) for r in range(D)}
+    tied = TRAITS[placement.runtime].tied_embedding and P > 1
+    embedding_groups = {(r, t): dist.new_group(ranks=[devices[0][r][t], devices[P - 1][r][t]]) if tied else None
+                        for r in range(D) for t in range(T)}
     out = {}
     for s in range(P):
         for r in range(D):
@@ -146,7 +150,9 @@ def roles(plan: Plan) -> dict[int, Role]:
                                              following=devices[s + 1][r][t] if s < P - 1 else None,
                                              group=dp_groups[s, t], peers=peers, server=peers[placement.server_of(s)],
                                              tp=T, tp_rank=t, tp_group=tp_groups[s, r],
-                                             tp_members=tuple(devices[s][r]))
+                                             tp_members=tuple(devices[s][r]),
+                                             embedding_group=embedding_groups[r, t] if s in (0, P - 1) else None,
+                                             embedding_peers=[devices[0][r][t], devices[P - 1][r][t]])
     return out
 
 
@@ -174,7 +180,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     start, end = placement.stage_layers[role.stage]
     device = rank_device(settings.backend)
     stage = Stage(model, start, end, settings.seed, training.activation_recompute, placement.tp, role.tp_rank,
-                  role.tp_group, training.precision).to(device)
+                  role.tp_group, training.precision, TRAITS[placement.runtime].tied_embedding).to(device)
     stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
     shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None
@@ -204,6 +210,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
                              1.0 / (M * placement.dp), record, shaper, grouped)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper, grouped)
+        sync_embedding(stage, role, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -39,6 +39,10 @@ class Role:
     tp_rank: int = 0  # this rank's place in its tensor-parallel group
     tp_group: object | None = None  # this stage replica's tensor-parallel group (None: tp 1)
     tp_members: tuple[int, ...] = ()  # its ranks in the plan's order (tp rank t is the t-th)
+    # Megatron's tied word embedding: the group of this pipeline's first and last stage (this tp
+    # rank's), on those two stages where there are several; and its two ranks.
+    embedding_group: object | None = None
+    embedding_peers: list[int] = field(default_factory=list)
 
     def piece(self, activation: torch.Tensor) -> torch.Tensor:
         """What this rank sends of an activation (or its gradient) the tensor-parallel group holds
@@ -247,6 +251,23 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
             dist.all_reduce(flat, group=role.group)
 
     record.time("gradient sync", "dp_sync", exchange)
+
+
+def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | None = None) -> None:
+    """Megatron's all-reduce of the tied word embedding's gradient between the pipeline's first
+    stage (its token embedding) and last (its output projection), after the data-parallel sync;
+    with a shaper, as the ring's point-to-point steps over the link."""
+    if role.embedding_group is None:
+        return
+    gradient = stage.tied_weight().grad
+
+    def exchange() -> None:
+        if shaper:
+            _shaped_ring(gradient.view(-1), replace(role, peers=role.embedding_peers), shaper)
+        else:
+            dist.all_reduce(gradient, group=role.embedding_group)
+
+    record.time("embedding sync", "dp_sync", exchange)
 
 
 def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:

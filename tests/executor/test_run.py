@@ -42,8 +42,15 @@ def assert_same_steps(value: torch.Tensor, expected: torch.Tensor, initial: torc
     assert worst <= 0, f"{name}: off by {worst:.3g} beyond the slack"
 
 
+def whole(plan: Plan) -> Stage:
+    """The whole model in one process, its word embedding tied as the plan's runtime ties it."""
+    from simulator.runtime import TRAITS
+
+    return Stage(MODEL, 0, MODEL.layers, 0, recompute=False, tied=TRAITS[plan.placement.runtime].tied_embedding)
+
+
 def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
-    full = Stage(MODEL, 0, MODEL.layers, 0, recompute=False)
+    full = whole(plan)
     optimizer = torch.optim.SGD(full.parameters(), lr=LEARNING_RATE)
     losses = []
     for iteration in range(iterations):
@@ -84,7 +91,7 @@ def assert_equals_one_process(plan: Plan, emulate: bool = False, grouped: bool =
     result = run_plan(plan, Settings(iterations=2, warmup=0, keep_weights=True, emulate_network=emulate,
                                      grouped_exchanges=grouped))
     losses, weights = reference(plan, 2)
-    initial = Stage(MODEL, 0, MODEL.layers, 0, recompute=False).state_dict()
+    initial = whole(plan).state_dict()
     assert result["loss"] == pytest.approx(losses, rel=1e-5)
     tp = plan.placement.tp
     for rank in result["ranks"]:
@@ -117,9 +124,17 @@ def tp_plan(pp: int, tp: int, dp: int, gpipe: bool) -> Plan:
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("pp,tp,dp,gpipe,grouped", [(2, 2, 1, False, False), (1, 2, 2, True, False),
-                                                   (2, 2, 1, True, False), (2, 2, 1, False, True)])
+                                                   (2, 2, 1, True, False), (2, 2, 1, False, True),
+                                                   # Megatron's tied word embedding: on two stages, on one
+                                                   (2, 1, 2, False, False), (1, 2, 2, False, False)])
 def test_a_tensor_parallel_run_equals_one_process(pp, tp, dp, gpipe, grouped) -> None:
+    """Megatron's layout (``gpipe`` False: 1F1B, ring, its tied word embedding) or the study's."""
     assert_equals_one_process(tp_plan(pp, tp, dp, gpipe), grouped=grouped)
+
+
+@pytest.mark.distributed
+def test_the_tied_embedding_syncs_over_an_emulated_link_too() -> None:
+    assert_equals_one_process(tp_plan(2, 1, 2, False), emulate=True)  # Megatron P2D2: ring steps, then the pair's
 
 
 @pytest.mark.distributed
