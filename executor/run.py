@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from executor import checkpoint
 from executor.model import Stage, batch
-from executor.schedule import Recorder, Role, run_iteration, sync_embedding, sync_gradients
+from executor.schedule import Recorder, Role, run_iteration, shaped_ring, sync_embedding, sync_gradients
 from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
@@ -65,8 +65,6 @@ def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gl
     if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
         raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
                          f"must each divide into {placement.tp} tensor-parallel shards")
-    if emulate_network and placement.tp > 1:
-        raise InputError(f"plan {placement.config}: --emulate-network does not shape tensor-parallel all-reduces yet")
 
 
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
@@ -184,6 +182,10 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
     shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None
+    if shaper and placement.tp > 1:  # the group's all-reduces as ring steps over the emulated links
+        from executor import tensor_parallel
+
+        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op))
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -243,7 +243,7 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
         elif method == "ps" and shaper:
             _shaped_server(flat, role, shaper)
         elif shaper:
-            _shaped_ring(flat, role, shaper)
+            shaped_ring(flat, role.peers, shaper)
         elif method == "ps":
             dist.reduce(flat, dst=role.server, group=role.group)
             dist.broadcast(flat, src=role.server, group=role.group)
@@ -263,7 +263,7 @@ def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | 
 
     def exchange() -> None:
         if shaper:
-            _shaped_ring(gradient.view(-1), replace(role, peers=role.embedding_peers), shaper)
+            shaped_ring(gradient.view(-1), role.embedding_peers, shaper)
         else:
             dist.all_reduce(gradient, group=role.embedding_group)
 
@@ -290,14 +290,14 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
         handle.wait()
 
 
-def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
-    """The ring all-reduce as its 2(k − 1) point-to-point steps (NCCL's ring, which the simulator
-    models): in step j of the reduce-scatter member i sends its running sum of chunk i − j to the
-    next member and adds the previous member's chunk i − j − 1 to its own; the all-gather then
-    passes the finished chunks round the ring."""
-    k = len(role.peers)
-    me = role.peers.index(dist.get_rank())
-    following, previous = role.peers[(me + 1) % k], role.peers[(me - 1) % k]
+def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum") -> None:
+    """The ring all-reduce among ``peers`` as its 2(k − 1) point-to-point steps (NCCL's ring,
+    which the simulator models): in step j of the reduce-scatter member i sends its running sum
+    (or max) of chunk i − j to the next member and adds the previous member's chunk i − j − 1 to
+    its own; the all-gather then passes the finished chunks round the ring."""
+    k = len(peers)
+    me = peers.index(dist.get_rank())
+    following, previous = peers[(me + 1) % k], peers[(me - 1) % k]
     chunks = list(flat.tensor_split(k))
     base = 1 << 19
     for step in range(2 * (k - 1)):
@@ -305,7 +305,9 @@ def _shaped_ring(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
         inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
         handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
         got = inbox.take(0)
-        if step < k - 1:
+        if step < k - 1 and op == "max":
+            torch.maximum(chunks[into], got, out=chunks[into])
+        elif step < k - 1:
             chunks[into] += got
         else:
             chunks[into].copy_(got)

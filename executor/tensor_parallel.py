@@ -13,12 +13,27 @@ holds, for cutting and for putting the shards back together.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
 from profiler.model import ModelSpec
+
+
+# The all-reduce over a rank's tensor-parallel group (in place; op "sum" or "max"): torch's, or
+# under --emulate-network the executor's point-to-point ring over the emulated links (``shape_with``).
+_all_reduce: Callable[[torch.Tensor, object, str], None] = lambda x, group, op: dist.all_reduce(  # noqa: E731
+    x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
+
+
+def shape_with(all_reduce: Callable[[torch.Tensor, str], None]) -> None:
+    """Run this process's tensor-parallel all-reduces through ``all_reduce(tensor, op)`` (its one
+    group's: a rank belongs to one)."""
+    global _all_reduce
+    _all_reduce = lambda x, group, op: all_reduce(x, op)  # noqa: E731
 
 
 class _Enter(torch.autograd.Function):
@@ -30,7 +45,7 @@ class _Enter(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
+        _all_reduce(grad, ctx.group, "sum")
         return grad, None
 
 
@@ -38,7 +53,7 @@ class _Leave(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
         x = x.contiguous().clone()
-        dist.all_reduce(x, group=group)
+        _all_reduce(x, group, "sum")
         return x
 
     @staticmethod
@@ -117,7 +132,7 @@ class ParallelHead(nn.Module):
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.project(self.enter(self.norm(x))).float().flatten(0, 1)
         top = logits.detach().max(dim=-1).values
-        dist.all_reduce(top, op=dist.ReduceOp.MAX, group=self.group)
+        _all_reduce(top, self.group, "max")
         shifted = logits - top.unsqueeze(-1)
         local = targets.flatten() - self.start
         inside = (local >= 0) & (local < logits.shape[-1])

@@ -60,6 +60,8 @@ class GPTEmbedding(nn.Module):
             raise ValueError(f"vocabulary {vocab} does not shard {tp} ways")
         self.tokens = nn.Embedding(vocab // tp, d_model)
         self.positions = nn.Embedding(seq_len, d_model)
+        for table in (self.tokens, self.positions):  # GPT-2's and Megatron-LM's init, std 0.02 (torch's is 1,
+            nn.init.normal_(table.weight, std=0.02)  # which a head tied to the tokens would turn into huge logits)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -51,12 +51,6 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, m
     assert message in err and err.count("\n") == 1
 
 
-def test_what_the_executor_does_not_run_yet_is_refused(capsys, tmp_path) -> None:
-    tensor_parallel = Path(__file__).resolve().parents[2] / "examples" / "cpu-tensor-parallel-plan.json"
-    assert main(["run", str(tensor_parallel), "--emulate-network", "--quiet"]) == 2
-    assert "--emulate-network does not shape tensor-parallel all-reduces yet" in capsys.readouterr().err
-
-
 def test_a_tensor_parallel_degree_the_model_does_not_divide_into_is_refused(capsys, tmp_path) -> None:
     from scheduler.layouts import megatron_layout
     from scheduler.plan import load_plan

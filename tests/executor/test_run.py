@@ -138,6 +138,12 @@ def test_the_tied_embedding_syncs_over_an_emulated_link_too() -> None:
 
 
 @pytest.mark.distributed
+def test_tensor_parallel_all_reduces_run_as_ring_steps_over_emulated_links() -> None:
+    # P2T2D1 1F1B: the layers' sums, the head's max and sums, as shaped point-to-point ring steps.
+    assert_equals_one_process(tp_plan(2, 2, 1, False), emulate=True)
+
+
+@pytest.mark.distributed
 def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path) -> None:
     plan = cpu_plan(2, 2)
     whole = run_plan(plan, Settings(iterations=4, warmup=0, keep_weights=True))
