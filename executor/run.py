@@ -53,15 +53,9 @@ class Settings:
     grouped_exchanges: bool | None = None
 
 
-def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gloo") -> None:
+def check_runnable(plan: Plan) -> None:
     placement = plan.placement
     model = plan.model
-    if backend == "nccl" and emulate_network:
-        # NCCL runs the point-to-point operations between two ranks in the order they are posted;
-        # the emulator's transfers post their receives (and stamps) ahead, as gloo needs (the
-        # pipeline's and the sharded sync's are grouped for NCCL: executor.schedule).
-        raise InputError(f"plan {placement.config}: --backend nccl does not run --emulate-network yet (its "
-                         "receives are posted ahead, which NCCL's in-order point-to-point would stall)")
     if placement.tp > 1 and (model.heads % placement.tp or model.ffn % placement.tp or model.vocab % placement.tp):
         raise InputError(f"plan {placement.config}: {model.heads} heads, FFN {model.ffn} and vocabulary {model.vocab} "
                          f"must each divide into {placement.tp} tensor-parallel shards")
@@ -70,7 +64,7 @@ def check_runnable(plan: Plan, emulate_network: bool = False, backend: str = "gl
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
     check_backend(settings.backend, plan.placement.device_count)
-    check_runnable(plan, settings.emulate_network, settings.backend)
+    check_runnable(plan)
     with tempfile.TemporaryDirectory(prefix="tasklet-shaper-") as folder:
         if settings.emulate_network:
             settings = replace(settings, shaper_log=Shaper.create_log(Path(folder) / "transfers"))
@@ -83,7 +77,7 @@ def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) ->
     result, None on the others."""
     world = int(os.environ["WORLD_SIZE"])
     check_backend(settings.backend, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
-    check_runnable(plan, settings.emulate_network, settings.backend)
+    check_runnable(plan)
     if world != plan.placement.device_count:
         raise InputError(f"plan {plan.placement.config} runs {plan.placement.device_count} ranks; torchrun started "
                          f"{world}")
@@ -182,16 +176,16 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
     shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None
+    grouped = settings.backend == "nccl" if settings.grouped_exchanges is None else settings.grouped_exchanges
     if shaper and placement.tp > 1:  # the group's all-reduces as ring steps over the emulated links
         from executor import tensor_parallel
 
-        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op))
+        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, grouped))
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []
     record = record or Recorder()
     record.device = device
-    grouped = settings.backend == "nccl" if settings.grouped_exchanges is None else settings.grouped_exchanges
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     first = 0
     if folder and settings.resume:
@@ -212,7 +206,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
                              1.0 / (M * placement.dp), record, shaper, grouped)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper, grouped)
-        sync_embedding(stage, role, record, shaper)
+        sync_embedding(stage, role, record, shaper, grouped)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)

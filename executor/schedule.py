@@ -113,6 +113,30 @@ def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> lis
 STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
 
 
+def exchange(sends: list[tuple[torch.Tensor, int]], receives: list[tuple[tuple[int, ...], int]], shaper: Shaper | None,
+             device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """One step's sends (tensor, to) and receives (shape, from) as one group of point-to-point
+    operations, as NCCL needs them (it runs a pair's operations in posting order: a receive posted
+    alone ahead of a send would stall it); under a shaper each with its stamp just before it, and
+    each received tensor held until its emulated link has delivered it. The received tensors."""
+    ops, got, stamps = [], [], []
+    for tensor, dst in sends:
+        if shaper:
+            ops.append(dist.P2POp(dist.isend, shaper.post(dst, tensor.numel() * tensor.element_size()), dst))
+        ops.append(dist.P2POp(dist.isend, tensor, dst))
+    for shape, src in receives:
+        if shaper:
+            stamps.append(torch.empty(2, dtype=torch.float64, device=device))
+            ops.append(dist.P2POp(dist.irecv, stamps[-1], src))
+        got.append(torch.empty(shape, dtype=dtype, device=device))
+        ops.append(dist.P2POp(dist.irecv, got[-1], src))
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    for (_, src), tensor, stamp in zip(receives, got, stamps):
+        shaper.hold(src, tensor, stamp)
+    return got
+
+
 class Grouped:
     """The pipeline's sends and receives posted in program order, each receive when it is needed
     and a send together with the receive right after it from the same peer (``grouped``), as
@@ -120,8 +144,8 @@ class Grouped:
     posted, so receives posted ahead would stall the sends behind them."""
 
     def __init__(self, role: Role, steps: list[tuple[str, str, int]], shape: tuple[int, ...],
-                 device: torch.device | None, dtype: torch.dtype) -> None:
-        self.role, self.shape, self.device, self.dtype = role, shape, device, dtype
+                 device: torch.device | None, dtype: torch.dtype, shaper: Shaper | None = None) -> None:
+        self.role, self.shape, self.device, self.dtype, self.shaper = role, shape, device, dtype, shaper
         self.follows = {}  # send step -> the receive posted with it
         for group in grouped(steps):
             if len(group) == 2:
@@ -136,19 +160,16 @@ class Grouped:
         step = ("send", what, m)
         if step in self.follows:
             self.held[self.follows[step]] = tensor
+        elif self.shaper:  # its stamp, then it: in the order the receiver's group posts them
+            self.handles += self.shaper.send(tensor, self._peer("send", what), 0, 0)
         else:
             self.handles.append(dist.isend(tensor, self._peer("send", what)))
         return []
 
     def take(self, what: str, m: int) -> torch.Tensor:
-        step, buffer = ("recv", what, m), torch.empty(self.shape, device=self.device, dtype=self.dtype)
-        peer = self._peer("recv", what)
-        ops = [dist.P2POp(dist.irecv, buffer, peer)]
-        if step in self.held:
-            ops.insert(0, dist.P2POp(dist.isend, self.held.pop(step), peer))
-        for work in dist.batch_isend_irecv(ops):
-            work.wait()
-        return buffer
+        step, peer = ("recv", what, m), self._peer("recv", what)
+        sends = [(self.held.pop(step), peer)] if step in self.held else []
+        return exchange(sends, [(self.shape, peer)], self.shaper, self.device, self.dtype)[0]
 
     def wait(self) -> None:
         for handle in self.handles:
@@ -167,11 +188,11 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
     piece_shape = activation_shape if role.tp == 1 else (math.prod(activation_shape) // role.tp,)
     device, dtype = record.device, stage.activation_dtype
     if grouped_exchanges:
-        exchange = Grouped(role, exchanges(schedule, role.stage, role.stages, M), piece_shape, device, dtype)
-        take_activation, take_gradient = partial(exchange.take, "activation"), partial(exchange.take, "gradient")
+        link = Grouped(role, exchanges(schedule, role.stage, role.stages, M), piece_shape, device, dtype, shaper)
+        take_activation, take_gradient = partial(link.take, "activation"), partial(link.take, "gradient")
 
         def post(what: str, m: int, tensor: torch.Tensor) -> list:
-            return exchange.send(what, m, tensor)
+            return link.send(what, m, tensor)
     else:
         inputs = Inbox(role.previous, piece_shape, M, 0, shaper, device, dtype)
         grads = Inbox(role.following, piece_shape, M, M, shaper, device, dtype)
@@ -211,7 +232,7 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
     for kind, m in _order(schedule, role.stage, role.stages, M):
         (forward if kind == "f" else backward)(m)
     record.time("sends complete", "pipeline", lambda: [s.wait() for s in sends]
-                + ([exchange.wait()] if grouped_exchanges else []))
+                + ([link.wait()] if grouped_exchanges else []))
     return loss_sum
 
 
@@ -237,23 +258,24 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
         return
     flat = stage.gradient_buffer()
 
-    def exchange() -> None:
+    def run() -> None:
         if method == "sharded":
             _sharded(flat, role, shaper, grouped)
         elif method == "ps" and shaper:
-            _shaped_server(flat, role, shaper)
+            _shaped_server(flat, role, shaper, grouped)
         elif shaper:
-            shaped_ring(flat, role.peers, shaper)
+            shaped_ring(flat, role.peers, shaper, grouped=grouped)
         elif method == "ps":
             dist.reduce(flat, dst=role.server, group=role.group)
             dist.broadcast(flat, src=role.server, group=role.group)
         else:
             dist.all_reduce(flat, group=role.group)
 
-    record.time("gradient sync", "dp_sync", exchange)
+    record.time("gradient sync", "dp_sync", run)
 
 
-def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | None = None) -> None:
+def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | None = None,
+                   grouped: bool = False) -> None:
     """Megatron's all-reduce of the tied word embedding's gradient between the pipeline's first
     stage (its token embedding) and last (its output projection), after the data-parallel sync;
     with a shaper, as the ring's point-to-point steps over the link."""
@@ -261,28 +283,37 @@ def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | 
         return
     gradient = stage.tied_weight().grad
 
-    def exchange() -> None:
+    def run() -> None:
         if shaper:
-            shaped_ring(gradient.view(-1), role.embedding_peers, shaper)
+            shaped_ring(gradient.view(-1), role.embedding_peers, shaper, grouped=grouped)
         else:
             dist.all_reduce(gradient, group=role.embedding_group)
 
-    record.time("embedding sync", "dp_sync", exchange)
+    record.time("embedding sync", "dp_sync", run)
 
 
-def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
+def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper, grouped: bool = False) -> None:
     """The parameter server's reduce and broadcast as point-to-point transfers over their links:
     every replica sends its gradients to the server, which adds them up in replica order and
-    sends the sum back to each."""
+    sends the sum back to each (``grouped``, for NCCL: each side of each phase one group)."""
     reduce_tag, broadcast_tag = 1 << 18, (1 << 18) + 1
     me = dist.get_rank()
+    others = [peer for peer in role.peers if peer != me]
+    if grouped and me != role.server:
+        exchange([(flat, role.server)], [], shaper, flat.device, flat.dtype)
+        flat.copy_(exchange([], [(tuple(flat.shape), role.server)], shaper, flat.device, flat.dtype)[0])
+        return
+    if grouped:
+        for got in exchange([], [(tuple(flat.shape), peer) for peer in others], shaper, flat.device, flat.dtype):
+            flat += got
+        exchange([(flat, peer) for peer in others], [], shaper, flat.device, flat.dtype)
+        return
     if me != role.server:
         back = Inbox(role.server, tuple(flat.shape), 1, broadcast_tag, shaper, flat.device)
         for handle in send(flat, role.server, reduce_tag, shaper):
             handle.wait()
         flat.copy_(back.take(0))
         return
-    others = [peer for peer in role.peers if peer != me]
     inboxes = [Inbox(peer, tuple(flat.shape), 1, reduce_tag, shaper, flat.device) for peer in others]
     for inbox in inboxes:
         flat += inbox.take(0)
@@ -290,11 +321,12 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
         handle.wait()
 
 
-def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum") -> None:
+def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", grouped: bool = False) -> None:
     """The ring all-reduce among ``peers`` as its 2(k − 1) point-to-point steps (NCCL's ring,
     which the simulator models): in step j of the reduce-scatter member i sends its running sum
     (or max) of chunk i − j to the next member and adds the previous member's chunk i − j − 1 to
-    its own; the all-gather then passes the finished chunks round the ring."""
+    its own; the all-gather then passes the finished chunks round the ring (``grouped``, for NCCL:
+    each step's send and receive one group)."""
     k = len(peers)
     me = peers.index(dist.get_rank())
     following, previous = peers[(me + 1) % k], peers[(me - 1) % k]
@@ -302,9 +334,13 @@ def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = 
     base = 1 << 19
     for step in range(2 * (k - 1)):
         out, into = (me - step) % k, (me - step - 1) % k
-        inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
-        handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
-        got = inbox.take(0)
+        if grouped:
+            got, handles = exchange([(chunks[out].clone(), following)], [(tuple(chunks[into].shape), previous)],
+                                    shaper, flat.device, flat.dtype)[0], []
+        else:
+            inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
+            handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
+            got = inbox.take(0)
         if step < k - 1 and op == "max":
             torch.maximum(chunks[into], got, out=chunks[into])
         elif step < k - 1:
@@ -325,11 +361,14 @@ def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None, grouped: boo
     chunks = list(flat.tensor_split(k))
     others = [i for i in range(k) if i != me]
     if grouped:
-        got = _all_to_all({i: chunks[i].clone() for i in others}, {i: chunks[me].shape for i in others}, role)
-        for i in others:
-            chunks[me] += got[i]
-        for i, piece in _all_to_all({i: chunks[me] for i in others}, {i: chunks[i].shape for i in others},
-                                    role).items():
+        peers = role.peers
+        got = exchange([(chunks[i].clone(), peers[i]) for i in others],
+                       [(tuple(chunks[me].shape), peers[i]) for i in others], shaper, flat.device, flat.dtype)
+        for piece in got:
+            chunks[me] += piece
+        got = exchange([(chunks[me], peers[i]) for i in others], [(tuple(chunks[i].shape), peers[i]) for i in others],
+                       shaper, flat.device, flat.dtype)
+        for i, piece in zip(others, got):
             chunks[i].copy_(piece)
         return
     reduce_tag, gather_tag = (1 << 19) + (1 << 17), (1 << 19) + (1 << 17) + 1
@@ -376,15 +415,3 @@ def grouped(steps: list[tuple[str, str, int]]) -> list[list[tuple[str, str, int]
         else:
             groups.append([step])
     return groups
-
-
-def _all_to_all(out: dict[int, torch.Tensor], shapes: dict[int, torch.Size], role: Role) -> dict[int, torch.Tensor]:
-    """Send ``out[i]`` to member i and receive from it a tensor of ``shapes[i]``, all as one group
-    of point-to-point operations; what came, by member."""
-    like = next(iter(out.values()))
-    got = {i: torch.empty(shapes[i], dtype=like.dtype, device=like.device) for i in out}
-    ops = [dist.P2POp(dist.isend, tensor, role.peers[i]) for i, tensor in out.items()]
-    ops += [dist.P2POp(dist.irecv, got[i], role.peers[i]) for i in out]
-    for work in dist.batch_isend_irecv(ops):
-        work.wait()
-    return got

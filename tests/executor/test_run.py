@@ -72,11 +72,15 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     (1, 3, dict(sync=Sync.RING, batch_size=6, emulate=True)),  # the ring's point-to-point steps, uneven chunks
     (1, 3, dict(sync=Sync.SHARDED, batch_size=6)),
     (2, 2, dict(sync=Sync.SHARDED, emulate=True)),
-    # The pipeline's exchanges as NCCL runs them (in program order, a send with the receive after it), on gloo.
+    # The exchanges as NCCL gets them (in program order, a send with the receive after it, each
+    # sync step one group), on gloo; with the emulator's stamps too.
     (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, grouped=True)),
     (4, 1, dict(grouped=True)),
     (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, grouped=True)),
-    (1, 3, dict(sync=Sync.SHARDED, batch_size=6, grouped=True)),  # each phase of the sharded sync one group
+    (1, 3, dict(sync=Sync.SHARDED, batch_size=6, grouped=True)),
+    (2, 2, dict(grouped=True, emulate=True)),
+    (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, grouped=True, emulate=True)),
+    (2, 2, dict(sync=Sync.SHARDED, grouped=True, emulate=True)),
 ])
 def test_a_pipelined_data_parallel_run_equals_one_process(pp, dp, kwargs) -> None:
     emulate, grouped = kwargs.pop("emulate", False), kwargs.pop("grouped", False)
@@ -138,9 +142,10 @@ def test_the_tied_embedding_syncs_over_an_emulated_link_too() -> None:
 
 
 @pytest.mark.distributed
-def test_tensor_parallel_all_reduces_run_as_ring_steps_over_emulated_links() -> None:
+@pytest.mark.parametrize("grouped", [False, True])
+def test_tensor_parallel_all_reduces_run_as_ring_steps_over_emulated_links(grouped) -> None:
     # P2T2D1 1F1B: the layers' sums, the head's max and sums, as shaped point-to-point ring steps.
-    assert_equals_one_process(tp_plan(2, 2, 1, False), emulate=True)
+    assert_equals_one_process(tp_plan(2, 2, 1, False), emulate=True, grouped=grouped)
 
 
 @pytest.mark.distributed
@@ -218,18 +223,3 @@ def test_nccl_wants_cuda_and_a_gpu_for_each_rank(monkeypatch) -> None:
     check_backend("nccl", 2)
     with pytest.raises(InputError, match="needs a GPU for each rank: 4 ranks on this host, torch sees 2 GPU"):
         check_backend("nccl", 4)
-
-
-def test_nccl_refuses_what_posts_its_receives_ahead() -> None:
-    from dataclasses import replace
-
-    from executor.run import check_runnable
-    from profiler.errors import InputError
-
-    with pytest.raises(InputError, match="--backend nccl does not run --emulate-network yet"):
-        check_runnable(cpu_plan(2, 1), True, "nccl")
-    check_runnable(cpu_plan(2, 1), True, "gloo")
-    check_runnable(cpu_plan(2, 2, sync=Sync.SHARDED), False, "nccl")
-    check_runnable(cpu_plan(1, 4, sync=Sync.RING), False, "nccl")
-    check_runnable(cpu_plan(4, 1, schedule=Schedule.ONE_F_ONE_B), False, "nccl")  # the pipeline's exchanges are grouped
-    check_runnable(replace(cpu_plan(1, 2), training=replace(cpu_plan(1, 2).training, precision="bf16")), False, "nccl")
