@@ -164,6 +164,33 @@ def _fault(rank: int, iteration: int) -> None:
         time.sleep(3600)
 
 
+def _strict_point_to_point() -> None:
+    """For the tests (TASKLET_EXECUTOR_STRICT_P2P=1, grouped exchanges): a point-to-point operation
+    posted outside ``batch_isend_irecv`` raises, since under NCCL it would run on a communicator of
+    its own that the grouped operations never meet (gloo cannot tell)."""
+    import torch.distributed.distributed_c10d as c10d
+
+    inside, batch = [False], c10d.batch_isend_irecv
+
+    def guarded(original: Callable) -> Callable:
+        def operation(*args, **kwargs):
+            if not inside[0]:
+                raise RuntimeError(f"a bare {original.__name__} where the exchanges are grouped")
+            return original(*args, **kwargs)
+        return operation
+
+    def grouped(ops: list):
+        inside[0] = True
+        try:
+            return batch(ops)
+        finally:
+            inside[0] = False
+
+    isend, irecv = guarded(c10d.isend), guarded(c10d.irecv)
+    for module in (c10d, dist):
+        module.isend, module.irecv, module.batch_isend_irecv = isend, irecv, grouped
+
+
 def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | None,
              record: Recorder | None = None) -> dict[str, Any] | None:
     rank = dist.get_rank()
@@ -177,10 +204,13 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
     shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None
     grouped = settings.backend == "nccl" if settings.grouped_exchanges is None else settings.grouped_exchanges
+    if grouped and os.environ.get("TASKLET_EXECUTOR_STRICT_P2P"):
+        _strict_point_to_point()
     if shaper and placement.tp > 1:  # the group's all-reduces as ring steps over the emulated links
         from executor import tensor_parallel
 
-        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, grouped))
+        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, grouped,
+                                                             role.tp_group))
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []

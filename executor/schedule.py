@@ -113,23 +113,31 @@ def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> lis
 STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
 
 
-def exchange(sends: list[tuple[torch.Tensor, int]], receives: list[tuple[tuple[int, ...], int]], shaper: Shaper | None,
-             device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
-    """One step's sends (tensor, to) and receives (shape, from) as one group of point-to-point
-    operations, as NCCL needs them (it runs a pair's operations in posting order: a receive posted
-    alone ahead of a send would stall it); under a shaper each with its stamp just before it, and
-    each received tensor held until its emulated link has delivered it. The received tensors."""
-    ops, got, stamps = [], [], []
+def _sends(sends: list[tuple[torch.Tensor, int]], shaper: Shaper | None, group=None) -> list:
+    """The point-to-point operations of ``sends`` (tensor, to); under a shaper each after its stamp."""
+    ops = []
     for tensor, dst in sends:
         if shaper:
-            ops.append(dist.P2POp(dist.isend, shaper.post(dst, tensor.numel() * tensor.element_size()), dst))
-        ops.append(dist.P2POp(dist.isend, tensor, dst))
+            ops.append(dist.P2POp(dist.isend, shaper.post(dst, tensor.numel() * tensor.element_size()), dst, group))
+        ops.append(dist.P2POp(dist.isend, tensor, dst, group))
+    return ops
+
+
+def exchange(sends: list[tuple[torch.Tensor, int]], receives: list[tuple[tuple[int, ...], int]], shaper: Shaper | None,
+             device: torch.device, dtype: torch.dtype, group=None) -> list[torch.Tensor]:
+    """One step's sends (tensor, to) and receives (shape, from) as one group of point-to-point
+    operations over ``group`` (None: all ranks'), as NCCL needs them: it runs a rank's grouped
+    operations in posting order, so a receive posted alone ahead of a send would stall it, and it
+    runs a bare isend on a communicator of its own, which a grouped receive never meets. Under a
+    shaper each send goes with its stamp just before it, and each received tensor is held until
+    its emulated link has delivered it. The received tensors."""
+    ops, got, stamps = _sends(sends, shaper, group), [], []
     for shape, src in receives:
         if shaper:
             stamps.append(torch.empty(2, dtype=torch.float64, device=device))
-            ops.append(dist.P2POp(dist.irecv, stamps[-1], src))
+            ops.append(dist.P2POp(dist.irecv, stamps[-1], src, group))
         got.append(torch.empty(shape, dtype=dtype, device=device))
-        ops.append(dist.P2POp(dist.irecv, got[-1], src))
+        ops.append(dist.P2POp(dist.irecv, got[-1], src, group))
     for work in dist.batch_isend_irecv(ops):
         work.wait()
     for (_, src), tensor, stamp in zip(receives, got, stamps):
@@ -160,10 +168,8 @@ class Grouped:
         step = ("send", what, m)
         if step in self.follows:
             self.held[self.follows[step]] = tensor
-        elif self.shaper:  # its stamp, then it: in the order the receiver's group posts them
-            self.handles += self.shaper.send(tensor, self._peer("send", what), 0, 0)
-        else:
-            self.handles.append(dist.isend(tensor, self._peer("send", what)))
+        else:  # a group of its own, not waited for: under NCCL a bare isend would take another communicator
+            self.handles += dist.batch_isend_irecv(_sends([(tensor, self._peer("send", what))], self.shaper))
         return []
 
     def take(self, what: str, m: int) -> torch.Tensor:
@@ -321,12 +327,15 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper, grouped: bool
         handle.wait()
 
 
-def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", grouped: bool = False) -> None:
+def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", grouped: bool = False,
+                group=None) -> None:
     """The ring all-reduce among ``peers`` as its 2(k − 1) point-to-point steps (NCCL's ring,
     which the simulator models): in step j of the reduce-scatter member i sends its running sum
     (or max) of chunk i − j to the next member and adds the previous member's chunk i − j − 1 to
     its own; the all-gather then passes the finished chunks round the ring (``grouped``, for NCCL:
-    each step's send and receive one group)."""
+    each step's send and receive one group, over ``group``). The chunks are of the flattened
+    tensor: a micro-batch of one cannot be cut along its first dimension."""
+    flat = flat.view(-1)
     k = len(peers)
     me = peers.index(dist.get_rank())
     following, previous = peers[(me + 1) % k], peers[(me - 1) % k]
@@ -336,7 +345,7 @@ def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = 
         out, into = (me - step) % k, (me - step - 1) % k
         if grouped:
             got, handles = exchange([(chunks[out].clone(), following)], [(tuple(chunks[into].shape), previous)],
-                                    shaper, flat.device, flat.dtype)[0], []
+                                    shaper, flat.device, flat.dtype, group)[0], []
         else:
             inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
             handles = send(chunks[out].clone(), following, base + 2 * step, shaper)

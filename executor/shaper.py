@@ -69,6 +69,8 @@ class Shaper:
     def post(self, dst: int, nbytes: int) -> torch.Tensor:
         """Log a transfer from this rank to ``dst`` posted now; the stamp to send with it:
         (posted_s, its index in the log, or -1 without a log)."""
+        if self.device is not None and self.device.type == "cuda":  # the tensor exists once its kernels ran
+            torch.cuda.current_stream(self.device).synchronize()
         posted = time.perf_counter()
         index = -1
         if self.log is not None:

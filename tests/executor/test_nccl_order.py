@@ -1,7 +1,9 @@
-"""The pipeline's point-to-point operations as NCCL runs them: between two ranks in the order
-they are posted (one stream a pair), a group's operations together. A model of that checks the
-grouped exchanges of executor --backend nccl finish for every schedule, where posting the
-receives ahead (the gloo path) would not."""
+"""The pipeline's point-to-point operations as NCCL runs them under batch_isend_irecv: all of a
+rank's grouped operations on one stream, in the order they are posted, a group's operations
+together (a bare isend would take a communicator of its own; the executor posts none when it
+groups, which tests/executor/test_run.py checks with TASKLET_EXECUTOR_STRICT_P2P). A model of that
+checks that the grouped exchanges of executor --backend nccl finish for every schedule, where
+posting the receives ahead (the gloo path) would not."""
 
 from __future__ import annotations
 
@@ -11,17 +13,17 @@ from executor.schedule import _order, exchanges, grouped, peer_of
 
 
 def finishes(schedule: str, stages: int, M: int, ahead: bool = False) -> bool:
-    """Whether every op of an iteration completes when each pair's ops run in posting order, an
-    op of a group completing once the peer's current group holds its match and the data exists
-    (a send's after the compute that makes it; a compute after the receive it needs)."""
-    streams: dict[tuple[int, int], list[list[tuple]]] = {}
+    """Whether every op of an iteration completes when each rank's groups run one after another
+    in posting order, an op of a group completing once the peer's current group holds its match
+    and the data exists (a send's after the compute that makes it; a compute after the receive it
+    needs)."""
+    streams: list[list[list[tuple]]] = []
     for s in range(stages):
         steps = exchanges(schedule, s, stages, M)
         groups = [[step] for step in sorted(steps, key=lambda st: st[0] != "recv")] if ahead else grouped(steps)
-        for group in groups:
-            peer = s + 1 if peer_of(*group[0][:2]) == "following" else s - 1
-            streams.setdefault((s, peer), []).append(group)
-    head = dict.fromkeys(streams, 0)
+        streams.append([[(s + 1 if peer_of(*op[:2]) == "following" else s - 1, *op) for op in group]
+                        for group in groups])
+    head = [0] * stages
     position = [0] * stages
     done: set[tuple] = set()
     computed: set[tuple] = set()
@@ -41,23 +43,22 @@ def finishes(schedule: str, stages: int, M: int, ahead: bool = False) -> bool:
                 computed.add((s, kind, m))
                 position[s] += 1
                 progress = True
-        for (s, peer), groups in streams.items():
-            if head[s, peer] == len(groups):
+        for s in range(stages):
+            if head[s] == len(streams[s]):
                 continue
-            theirs = streams.get((peer, s), [])
-            current = theirs[head[peer, s]] if head.get((peer, s), 0) < len(theirs) else []
-            for op, what, m in groups[head[s, peer]]:
-                match = ("recv" if op == "send" else "send", what, m)
+            for peer, op, what, m in streams[s][head[s]]:
+                theirs = streams[peer][head[peer]] if head[peer] < len(streams[peer]) else []
+                match = (s, "recv" if op == "send" else "send", what, m)
                 sender = s if op == "send" else peer
-                if (s, op, what, m) not in done and match in current \
+                if (s, op, what, m) not in done and match in theirs \
                         and (sender, "f" if what == "activation" else "b", m) in computed:
-                    done |= {(s, op, what, m), (peer, *match)}
+                    done |= {(s, op, what, m), (peer, *match[1:])}
                     progress = True
-            if all((s, *op) in done for op in groups[head[s, peer]]):
-                head[s, peer] += 1
+            if all((s, op, what, m) in done for _, op, what, m in streams[s][head[s]]):
+                head[s] += 1
                 progress = True
     return all(p == len(_order(schedule, s, stages, M)) for s, p in enumerate(position)) \
-        and all(head[k] == len(v) for k, v in streams.items())
+        and all(head[s] == len(streams[s]) for s in range(stages))
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
