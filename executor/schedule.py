@@ -110,7 +110,12 @@ def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> lis
     return shaper.send(tensor, dst, tag, STAMPS + tag) if shaper else [dist.isend(tensor, dst, tag=tag)]
 
 
-STAMPS = 1 << 20  # stamp tags: the transfer's tag plus this
+# gloo tags, apart for each kind of transfer between a pair: the pipeline's are 0 .. 2M − 1 (an
+# activation m, its gradient M + m); each transfer's stamp has its tag plus STAMPS.
+SERVER_TAG = 1 << 18  # the server's reduce; its broadcast + 1
+RING_TAG = 1 << 19  # ring step j: + 2j
+SHARDED_TAG = (1 << 19) + (1 << 17)  # the sharded reduce; its gather + 1
+STAMPS = 1 << 20
 
 
 def _sends(sends: list[tuple[torch.Tensor, int]], shaper: Shaper | None, group=None) -> list:
@@ -302,7 +307,7 @@ def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper, grouped: bool
     """The parameter server's reduce and broadcast as point-to-point transfers over their links:
     every replica sends its gradients to the server, which adds them up in replica order and
     sends the sum back to each (``grouped``, for NCCL: each side of each phase one group)."""
-    reduce_tag, broadcast_tag = 1 << 18, (1 << 18) + 1
+    reduce_tag, broadcast_tag = SERVER_TAG, SERVER_TAG + 1
     me = dist.get_rank()
     others = [peer for peer in role.peers if peer != me]
     if grouped and me != role.server:
@@ -340,15 +345,14 @@ def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = 
     me = peers.index(dist.get_rank())
     following, previous = peers[(me + 1) % k], peers[(me - 1) % k]
     chunks = list(flat.tensor_split(k))
-    base = 1 << 19
     for step in range(2 * (k - 1)):
         out, into = (me - step) % k, (me - step - 1) % k
         if grouped:
             got, handles = exchange([(chunks[out].clone(), following)], [(tuple(chunks[into].shape), previous)],
                                     shaper, flat.device, flat.dtype, group)[0], []
         else:
-            inbox = Inbox(previous, tuple(chunks[into].shape), 1, base + 2 * step, shaper, flat.device)
-            handles = send(chunks[out].clone(), following, base + 2 * step, shaper)
+            inbox = Inbox(previous, tuple(chunks[into].shape), 1, RING_TAG + 2 * step, shaper, flat.device)
+            handles = send(chunks[out].clone(), following, RING_TAG + 2 * step, shaper)
             got = inbox.take(0)
         if step < k - 1 and op == "max":
             torch.maximum(chunks[into], got, out=chunks[into])
@@ -380,7 +384,7 @@ def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None, grouped: boo
         for i, piece in zip(others, got):
             chunks[i].copy_(piece)
         return
-    reduce_tag, gather_tag = (1 << 19) + (1 << 17), (1 << 19) + (1 << 17) + 1
+    reduce_tag, gather_tag = SHARDED_TAG, SHARDED_TAG + 1
     inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper, flat.device) for i in others}
     handles = [h for i in others for h in send(chunks[i].clone(), role.peers[i], reduce_tag, shaper)]
     for i in others:
