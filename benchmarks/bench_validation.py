@@ -3,8 +3,9 @@ benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loop
 ``plans`` (default: all), on an otherwise idle machine.
 
 - sharing: 1 to 4 one-thread processes each timing a gpt-small layer's forward and backward at
-  once: each one's speed against one alone, beside process sharing's min(1, cores / n). This is
-  where simulator.sharing's model comes from.
+  once: each one's speed against one alone, and the share of the cores they got together, beside
+  process sharing's min(1, cores x CPU_BUSY_SHARE / n). This is where simulator.sharing's model and
+  CPU_BUSY_SHARE come from.
 - loopback: what a transfer through the loopback (gloo, 32 MB, one-thread processes) costs the
   cores: one alone; two at once, whence the cores one keeps busy at full speed
   (simulator.sharing.LOOPBACK_COPY_CORES); and one beside two ranks computing, each side's speed
@@ -67,6 +68,8 @@ def _layer_worker(start, results, repeats: int) -> None:
 
 
 def sharing() -> None:
+    from simulator.sharing import CPU_BUSY_SHARE
+
     context = mp.get_context("spawn")
     cores = os.cpu_count() or 1
     alone = None
@@ -80,8 +83,9 @@ def sharing() -> None:
             w.join()
         alone = alone or seconds[0]
         speeds = ", ".join(f"{alone / s:.2f}" for s in sorted(seconds))
-        print(f"{n} at once on {cores} cores: speed {speeds} of one alone (mean {alone / statistics.mean(seconds):.2f}); "
-              f"process sharing says {min(1.0, cores / n):.2f}")
+        print(f"{n} at once on {cores} cores: speed {speeds} of one alone (mean {alone / statistics.mean(seconds):.2f}, "
+              f"so they got {n * alone / statistics.mean(seconds) / cores:.2f} of the cores); process sharing with "
+              f"CPU_BUSY_SHARE says {min(1.0, cores * CPU_BUSY_SHARE / n):.2f}")
 
 
 _LOOPBACK_ELEMENTS = 8 * 2**20  # 32 MB of fp32

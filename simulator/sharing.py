@@ -1,16 +1,17 @@
 """Compute that several devices of a cluster share: ranks on one host's CPU cores, or ranks on
 one GPU.
 
-A *unit* is what they share, with a capacity counted in ranks running at full speed: a host's
-(or its machine's) ``cpu_cores`` over the intra-op threads each rank computes with (the
-profile's ``threads``: a rank is timed alone with that many threads), or 1 for a GPU that several
-ranks share. The units process-share: while n ranks compute on a unit of capacity c, each runs at
-min(1, c / n) of its speed alone (each rank of a tensor-parallel worker counts; the worker's op
-ends with its slowest rank). Measured on this project's 2-core machine (``python
-benchmarks/bench_validation.py sharing``): 1, 2, 3 and 4 one-thread processes each doing a
-gpt-small layer's forward and backward ran at a mean 1.00, 1.01, 0.64 and 0.48 of the speed of one
-alone, against min(1, 2/n) = 1, 1, 0.67, 0.5. Ranks sharing a GPU are modelled the same way; that
-has not been measured (no GPU was at hand).
+A *unit* is what they share, with a capacity counted in ranks running at full speed: a host's (or
+its machine's) ``cpu_cores`` over the intra-op threads each rank computes with (the profile's
+``threads``: a rank is timed alone with that many threads), times the share of them that busy cores
+deliver (``CPU_BUSY_SHARE``), or 1 for a GPU that several ranks share. The units process-share:
+while n ranks compute on a unit of capacity c, each runs at min(1, c / n) of its speed alone (each
+rank of a tensor-parallel worker counts; the worker's op ends with its slowest rank). Measured on
+this project's 2-core machine (``python benchmarks/bench_validation.py sharing``): 1, 2, 3 and 4
+one-thread processes each doing a gpt-small layer's forward and backward ran at a mean 1.00, 1.01,
+0.64 and 0.48 of the speed of one alone (a second run: 1.00, 0.94, 0.64, 0.46), against
+min(1, 1.9 / n) = 1, 0.95, 0.63, 0.48. Ranks sharing a GPU are modelled the same way (capacity 1);
+that has not been measured (no GPU was at hand).
 
 A transfer between two ranks of one CPU unit goes through the machine's loopback, and the kernel
 copies its bytes on the same cores, in the sender's thread and in the receiver's: such a transfer is
@@ -38,6 +39,13 @@ from simulator.compute import profile_for
 # (a second run: 1.63 and 1.20 GB/s, k = 1.36).
 LOOPBACK_COPY_CORES = 1.43
 
+# What a machine's cores deliver, as a share of their number, once more one-thread ranks than
+# cores compute on them (context switches, caches shared by more working sets). Measured (``python
+# benchmarks/bench_validation.py sharing``, a gpt-small layer's forward and backward in n processes
+# on this project's 2 cores): n x speed / 2 = 0.96 and 0.96 for n = 3 and 4 in one run, 0.96 and
+# 0.91 in another; their mean is 0.95. (Two processes on the two cores: 1.01 and 0.94.)
+CPU_BUSY_SHARE = 0.95
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unit:
@@ -56,16 +64,16 @@ class Unit:
 
 
 def cpu_unit(name: str, cores: int, threads: int, devices: tuple[int, ...], loopback_bytes_per_s: float) -> Unit:
-    """The unit of CPU ranks, each computing with ``threads``, that share ``cores`` and a loopback
-    of ``loopback_bytes_per_s``."""
-    return Unit(name=name, capacity=cores / threads, devices=devices, copy_bytes_per_s=loopback_bytes_per_s,
-                copy_ranks=LOOPBACK_COPY_CORES / 2 / threads)
+    """The unit of CPU ranks, each computing with ``threads``, that share ``cores`` (delivering
+    ``CPU_BUSY_SHARE`` of them) and a loopback of ``loopback_bytes_per_s``."""
+    return Unit(name=name, capacity=cores * CPU_BUSY_SHARE / threads, devices=devices,
+                copy_bytes_per_s=loopback_bytes_per_s, copy_ranks=LOOPBACK_COPY_CORES / 2 / threads)
 
 
 def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[Unit, ...]:
-    """The units on which more devices may compute at once than run at full speed, and the CPU
-    units of two devices or more (their transfers copy on the cores); a device belongs to at most
-    one. A CPU unit's loopback is its hosts' slowest interconnect."""
+    """The units of two devices or more: ranks sharing a GPU, and CPU ranks sharing a host's (or
+    machine's) cores, where they may compute at once and their transfers copy; a device belongs to
+    at most one. A CPU unit's loopback is its hosts' slowest interconnect."""
     members: dict[str, list[int]] = {}
     hosts = {host.name: host for host in cluster.hosts}
     for device in cluster.devices:
@@ -84,7 +92,7 @@ def shared_units(cluster: Cluster, profiles: tuple[Profile, ...] = ()) -> tuple[
         else:
             loopback = min(hosts[cluster.devices[d].host].interconnect_bandwidth_bytes_per_s for d in devices)
             unit = cpu_unit(name, first.cpu_cores, threads, tuple(devices), loopback)
-        if len(devices) > unit.capacity or (len(devices) > 1 and unit.copy_s(1.0) > 0):
+        if len(devices) > 1:  # they may compute at once, or copy on the cores; one alone runs as profiled
             units.append(unit)
     return tuple(units)
 

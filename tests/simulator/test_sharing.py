@@ -18,7 +18,7 @@ from simulator.job import Job
 from simulator.predict import predict
 from simulator.program import Category, Op, Program, Stream, Transfer
 from simulator.routes import Network, Route
-from simulator.sharing import LOOPBACK_COPY_CORES, Task, Unit, cpu_unit, fair_speeds, run_tasks, shared_units
+from simulator.sharing import CPU_BUSY_SHARE, LOOPBACK_COPY_CORES, Task, Unit, cpu_unit, fair_speeds, run_tasks, shared_units
 
 NO_NETWORK = Network(resource_names=(), capacities_bytes_per_s=(), routes={})
 
@@ -69,13 +69,14 @@ def test_cluster_fields_round_trip_and_bad_values_are_refused() -> None:
 
 
 def test_units_count_ranks_at_full_speed() -> None:
-    # One-thread ranks: 2 cores are 2 ranks at full speed; a loopback transfer's side (at the
-    # host's interconnect rate) takes half of LOOPBACK_COPY_CORES. Two-thread ranks: half of both.
+    # One-thread ranks: 2 busy cores are 2 x CPU_BUSY_SHARE ranks at full speed; a loopback
+    # transfer's side (at the host's interconnect rate) takes half of LOOPBACK_COPY_CORES.
+    # Two-thread ranks: half of both.
     assert shared_units(cpu_cluster(), (cpu_profile(1),)) == (
-        Unit(name="local:cpu", capacity=2.0, devices=(0, 1, 2, 3), copy_bytes_per_s=1e10,
+        Unit(name="local:cpu", capacity=2 * CPU_BUSY_SHARE, devices=(0, 1, 2, 3), copy_bytes_per_s=1e10,
              copy_ranks=LOOPBACK_COPY_CORES / 2),)
     assert shared_units(cpu_cluster(), (cpu_profile(2),))[0] == cpu_unit("local:cpu", 2, 2, (0, 1, 2, 3), 1e10)
-    assert cpu_unit("c", 2, 2, (0,), 1e10).capacity == 1.0
+    assert cpu_unit("c", 2, 2, (0,), 1e10).capacity == CPU_BUSY_SHARE
     assert cpu_unit("c", 2, 2, (0,), 1e10).copy_ranks == LOOPBACK_COPY_CORES / 4
     # Two one-thread ranks on two cores never meet computing, but their transfers copy on the cores.
     assert shared_units(cpu_cluster(2), (cpu_profile(1),)) == (cpu_unit("local:cpu", 2, 1, (0, 1), 1e10),)

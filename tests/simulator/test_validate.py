@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from profiler.errors import InputError
-from simulator.sharing import LOOPBACK_COPY_CORES, Unit, cpu_unit
+from simulator.sharing import CPU_BUSY_SHARE, LOOPBACK_COPY_CORES, Unit, cpu_unit
 from simulator.validate import compare, measured, run_units
 
 
@@ -64,10 +64,10 @@ def test_the_ranks_of_one_machine_share_its_cores_whatever_hosts_the_plan_names(
     doc = {"schema": "run-report/1", "iteration_s": [1.0], "ranks": ranks}
     # Its loopback: the emulated hosts' interconnect (each side of a copy takes half its cores).
     assert run_units(doc, cpu_cluster(4), "run.json") == (
-        Unit(name="vm:cpu", capacity=2.0, devices=(0, 1, 2, 3), copy_bytes_per_s=1e10,
+        Unit(name="vm:cpu", capacity=2 * CPU_BUSY_SHARE, devices=(0, 1, 2, 3), copy_bytes_per_s=1e10,
              copy_ranks=LOOPBACK_COPY_CORES / 2),)
     # Two threads each: one rank at full speed at once.
-    assert run_units(doc | {"ranks": [dict(r, threads=2) for r in ranks]}, cpu_cluster(4), "r")[0].capacity == 1.0
+    assert run_units(doc | {"ranks": [dict(r, threads=2) for r in ranks]}, cpu_cluster(4), "r")[0].capacity == CPU_BUSY_SHARE
     # Two machines of 2 cores, 2 one-thread ranks each: they never wait for a core, but their
     # transfers copy on their machine's; one rank a machine shares nothing.
     assert run_units(doc | {"ranks": [dict(r, host=f"m{r['rank'] % 2}") for r in ranks]}, cpu_cluster(4), "r") == (
