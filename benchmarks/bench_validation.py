@@ -163,19 +163,13 @@ def _sync_worker(rank: int, port: int, results) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _loopback_case(pairs: list, computing: list) -> dict[str, float]:
     """Mean transfer rate (bytes/s) and compute seconds of four processes: ``pairs`` send to each
     other, while ``computing`` loop a layer."""
+    from profiler.spawn import free_port
+
     context = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     results, sent = context.Queue(), context.Value("i", 0)
     workers = [context.Process(target=_loopback_worker, args=(rank, port, pairs, computing, sent, results))
                for rank in range(4)]
@@ -206,8 +200,10 @@ def loopback() -> None:
     copy, _, compute, _ = fair_speeds(cores, [LOOPBACK_COPY_CORES / 2] * 2 + [1.0, 1.0])  # two sides, two ranks
     print(f"one transfer beside two ranks computing: transfer at {beside['transfer'] / alone:.2f} of alone (model "
           f"{copy:.2f}), compute at {layer / beside['compute']:.2f} of alone (model {compute:.2f})")
+    from profiler.spawn import free_port
+
     context = mp.get_context("spawn")
-    results, port = context.Queue(), _free_port()
+    results, port = context.Queue(), free_port()
     workers = [context.Process(target=_sync_worker, args=(rank, port, results)) for rank in range(2)]
     for w in workers:
         w.start()

@@ -209,8 +209,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     if shaper and placement.tp > 1:  # the group's all-reduces as ring steps over the emulated links
         from executor import tensor_parallel
 
-        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, grouped,
-                                                             role.tp_group))
+        tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, role.tp_group))
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
     seconds, losses = [], []
@@ -235,8 +234,8 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         loss = run_iteration(stage, role, ids, targets, M, placement.schedule.value, shape,
                              1.0 / (M * placement.dp), record, shaper, grouped)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
-        sync_gradients(stage, role, placement.sync.value, record, shaper, grouped)
-        sync_embedding(stage, role, record, shaper, grouped)
+        sync_gradients(stage, role, placement.sync.value, record, shaper)
+        sync_embedding(stage, role, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
         elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)

@@ -110,11 +110,8 @@ def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> lis
     return shaper.send(tensor, dst, tag, STAMPS + tag) if shaper else [dist.isend(tensor, dst, tag=tag)]
 
 
-# gloo tags, apart for each kind of transfer between a pair: the pipeline's are 0 .. 2M − 1 (an
-# activation m, its gradient M + m); each transfer's stamp has its tag plus STAMPS.
-SERVER_TAG = 1 << 18  # the server's reduce; its broadcast + 1
-RING_TAG = 1 << 19  # ring step j: + 2j
-SHARDED_TAG = (1 << 19) + (1 << 17)  # the sharded reduce; its gather + 1
+# gloo tags: the pipeline's are 0 .. 2M − 1 (an activation m, its gradient M + m); each transfer's
+# stamp has its tag plus STAMPS.
 STAMPS = 1 << 20
 
 
@@ -259,23 +256,23 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
     return order + [("b", m) for m in range(M - fill, M)]
 
 
-def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None,
-                   grouped: bool = False) -> None:
+def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
     """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
     to it, broadcast back: the study's runtime), a ring all-reduce (Megatron) or sharded (each
     replica owns a slice). With a shaper, the server's reduce and broadcast, or the ring's steps,
-    are point-to-point transfers, each over its link; the sharded sync always is."""
+    are point-to-point transfers, each over its link; the sharded sync always is. Each step of
+    those goes as one group (``exchange``), as NCCL needs and gloo takes alike."""
     if role.group is None:
         return
     flat = stage.gradient_buffer()
 
     def run() -> None:
         if method == "sharded":
-            _sharded(flat, role, shaper, grouped)
+            _sharded(flat, role, shaper)
         elif method == "ps" and shaper:
-            _shaped_server(flat, role, shaper, grouped)
+            _shaped_server(flat, role, shaper)
         elif shaper:
-            shaped_ring(flat, role.peers, shaper, grouped=grouped)
+            shaped_ring(flat, role.peers, shaper)
         elif method == "ps":
             dist.reduce(flat, dst=role.server, group=role.group)
             dist.broadcast(flat, src=role.server, group=role.group)
@@ -285,8 +282,7 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
     record.time("gradient sync", "dp_sync", run)
 
 
-def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | None = None,
-                   grouped: bool = False) -> None:
+def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | None = None) -> None:
     """Megatron's all-reduce of the tied word embedding's gradient between the pipeline's first
     stage (its token embedding) and last (its output projection), after the data-parallel sync;
     with a shaper, as the ring's point-to-point steps over the link."""
@@ -296,50 +292,35 @@ def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | 
 
     def run() -> None:
         if shaper:
-            shaped_ring(gradient.view(-1), role.embedding_peers, shaper, grouped=grouped)
+            shaped_ring(gradient.view(-1), role.embedding_peers, shaper)
         else:
             dist.all_reduce(gradient, group=role.embedding_group)
 
     record.time("embedding sync", "dp_sync", run)
 
 
-def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper, grouped: bool = False) -> None:
+def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
     """The parameter server's reduce and broadcast as point-to-point transfers over their links:
     every replica sends its gradients to the server, which adds them up in replica order and
-    sends the sum back to each (``grouped``, for NCCL: each side of each phase one group)."""
-    reduce_tag, broadcast_tag = SERVER_TAG, SERVER_TAG + 1
-    me = dist.get_rank()
-    others = [peer for peer in role.peers if peer != me]
-    if grouped and me != role.server:
-        exchange([(flat, role.server)], [], shaper, flat.device, flat.dtype)
-        flat.copy_(exchange([], [(tuple(flat.shape), role.server)], shaper, flat.device, flat.dtype)[0])
-        return
-    if grouped:
-        for got in exchange([], [(tuple(flat.shape), peer) for peer in others], shaper, flat.device, flat.dtype):
-            flat += got
-        exchange([(flat, peer) for peer in others], [], shaper, flat.device, flat.dtype)
-        return
+    sends the sum back to each; each side of each phase one group."""
+    me, shape = dist.get_rank(), tuple(flat.shape)
     if me != role.server:
-        back = Inbox(role.server, tuple(flat.shape), 1, broadcast_tag, shaper, flat.device)
-        for handle in send(flat, role.server, reduce_tag, shaper):
-            handle.wait()
-        flat.copy_(back.take(0))
+        exchange([(flat, role.server)], [], shaper, flat.device, flat.dtype)
+        flat.copy_(exchange([], [(shape, role.server)], shaper, flat.device, flat.dtype)[0])
         return
-    inboxes = [Inbox(peer, tuple(flat.shape), 1, reduce_tag, shaper, flat.device) for peer in others]
-    for inbox in inboxes:
-        flat += inbox.take(0)
-    for handle in [h for peer in others for h in send(flat, peer, broadcast_tag, shaper)]:
-        handle.wait()
+    others = [peer for peer in role.peers if peer != me]
+    for got in exchange([], [(shape, peer) for peer in others], shaper, flat.device, flat.dtype):
+        flat += got
+    exchange([(flat, peer) for peer in others], [], shaper, flat.device, flat.dtype)
 
 
-def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", grouped: bool = False,
-                group=None) -> None:
+def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", group=None) -> None:
     """The ring all-reduce among ``peers`` as its 2(k − 1) point-to-point steps (NCCL's ring,
     which the simulator models): in step j of the reduce-scatter member i sends its running sum
     (or max) of chunk i − j to the next member and adds the previous member's chunk i − j − 1 to
-    its own; the all-gather then passes the finished chunks round the ring (``grouped``, for NCCL:
-    each step's send and receive one group, over ``group``). The chunks are of the flattened
-    tensor: a micro-batch of one cannot be cut along its first dimension."""
+    its own; the all-gather then passes the finished chunks round the ring. Each step's send and
+    receive go as one group, over ``group``. The chunks are of the flattened tensor: a
+    micro-batch of one cannot be cut along its first dimension."""
     flat = flat.view(-1)
     k = len(peers)
     me = peers.index(dist.get_rank())
@@ -347,54 +328,33 @@ def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = 
     chunks = list(flat.tensor_split(k))
     for step in range(2 * (k - 1)):
         out, into = (me - step) % k, (me - step - 1) % k
-        if grouped:
-            got, handles = exchange([(chunks[out].clone(), following)], [(tuple(chunks[into].shape), previous)],
-                                    shaper, flat.device, flat.dtype, group)[0], []
-        else:
-            inbox = Inbox(previous, tuple(chunks[into].shape), 1, RING_TAG + 2 * step, shaper, flat.device)
-            handles = send(chunks[out].clone(), following, RING_TAG + 2 * step, shaper)
-            got = inbox.take(0)
+        got = exchange([(chunks[out].clone(), following)], [(tuple(chunks[into].shape), previous)],
+                       shaper, flat.device, flat.dtype, group)[0]
         if step < k - 1 and op == "max":
             torch.maximum(chunks[into], got, out=chunks[into])
         elif step < k - 1:
             chunks[into] += got
         else:
             chunks[into].copy_(got)
-        for handle in handles:
-            handle.wait()
 
 
-def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None, grouped: bool = False) -> None:
+def _sharded(flat: torch.Tensor, role: Role, shaper: Shaper | None) -> None:
     """The sharded sync the simulator models: member i owns the i-th of k slices of the gradient;
     every member sends each other member its slice of that member, each owner adds up its slice
     (its own first, then the others' in member order) and sends the sum back to every other member.
-    ``grouped`` (NCCL): each phase's sends and receives go as one group."""
-    k = len(role.peers)
-    me = role.peers.index(dist.get_rank())
+    Each phase's sends and receives go as one group."""
+    k, peers = len(role.peers), role.peers
+    me = peers.index(dist.get_rank())
     chunks = list(flat.tensor_split(k))
     others = [i for i in range(k) if i != me]
-    if grouped:
-        peers = role.peers
-        got = exchange([(chunks[i].clone(), peers[i]) for i in others],
-                       [(tuple(chunks[me].shape), peers[i]) for i in others], shaper, flat.device, flat.dtype)
-        for piece in got:
-            chunks[me] += piece
-        got = exchange([(chunks[me], peers[i]) for i in others], [(tuple(chunks[i].shape), peers[i]) for i in others],
-                       shaper, flat.device, flat.dtype)
-        for i, piece in zip(others, got):
-            chunks[i].copy_(piece)
-        return
-    reduce_tag, gather_tag = SHARDED_TAG, SHARDED_TAG + 1
-    inboxes = {i: Inbox(role.peers[i], tuple(chunks[me].shape), 1, reduce_tag, shaper, flat.device) for i in others}
-    handles = [h for i in others for h in send(chunks[i].clone(), role.peers[i], reduce_tag, shaper)]
-    for i in others:
-        chunks[me] += inboxes[i].take(0)
-    inboxes = {i: Inbox(role.peers[i], tuple(chunks[i].shape), 1, gather_tag, shaper, flat.device) for i in others}
-    handles += [h for i in others for h in send(chunks[me].clone(), role.peers[i], gather_tag, shaper)]
-    for i in others:
-        chunks[i].copy_(inboxes[i].take(0))
-    for handle in handles:
-        handle.wait()
+    got = exchange([(chunks[i].clone(), peers[i]) for i in others],
+                   [(tuple(chunks[me].shape), peers[i]) for i in others], shaper, flat.device, flat.dtype)
+    for piece in got:
+        chunks[me] += piece
+    got = exchange([(chunks[me], peers[i]) for i in others], [(tuple(chunks[i].shape), peers[i]) for i in others],
+                   shaper, flat.device, flat.dtype)
+    for i, piece in zip(others, got):
+        chunks[i].copy_(piece)
 
 
 def exchanges(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, str, int]]:

@@ -27,6 +27,13 @@ from profiler.errors import InputError
 TIMEOUT = datetime.timedelta(minutes=5)  # a rank that waits this long on a peer gives up
 
 
+def free_port() -> int:
+    """A free port on the loopback, for a rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def rank_device(backend: str) -> torch.device:
     """This rank's device: with NCCL the GPU of its local rank (made current), else the CPU."""
     if backend != "nccl":
@@ -57,9 +64,7 @@ def run_local(worker: Callable[..., Any], ranks: int, backend: str, args: tuple 
               timeout: datetime.timedelta = TIMEOUT) -> Any:
     """``worker(*args)`` on ``ranks`` local processes in one process group; rank 0's return value."""
     check_backend(backend, ranks)
-    with socket.socket() as probe:  # a free port on the loopback for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="tasklet-ranks-") as folder:
         result = Path(folder) / "rank0.pickle"
         context = mp.start_processes(_entry, args=(ranks, port, backend, timeout, worker, args, folder), nprocs=ranks,

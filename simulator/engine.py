@@ -154,16 +154,20 @@ def _claim_sides(
         claimed[transfer_id] = (stream, op)
 
 
-def _compute_network(units: tuple[Unit, ...]) -> Network:
+def _copying(units: tuple[Unit, ...]) -> dict[tuple[int, int], int]:
+    """(src, dst) -> the index of the CPU unit whose cores a transfer between them copies on."""
+    return {(src, dst): index for index, unit in enumerate(units) if unit.copy_s(1.0) > 0
+            for src in unit.devices for dst in unit.devices if src != dst}
+
+
+def _compute_network(units: tuple[Unit, ...], copying: dict[tuple[int, int], int]) -> Network:
     """The units as resources, and a route (keyed by the device, to itself) through its unit for
     every device on one: each rank computes as a flow of its own, capped at full speed; and for
-    every pair of a CPU unit's devices, the route of their transfers' copies."""
+    every pair in ``copying``, the route of their transfers' copies."""
     routes = {(device, device): Route(resources=(index,), flow_cap_bytes_per_s=_WORK_PER_S, latency_s=0.0)
               for index, unit in enumerate(units) for device in unit.devices}
-    routes.update(((src, dst), Route(resources=(index,), flow_cap_bytes_per_s=unit.copy_ranks * _WORK_PER_S,
-                                     latency_s=0.0))
-                  for index, unit in enumerate(units) if unit.copy_s(1.0) > 0
-                  for src in unit.devices for dst in unit.devices if src != dst)
+    routes.update((pair, Route(resources=(index,), flow_cap_bytes_per_s=units[index].copy_ranks * _WORK_PER_S,
+                               latency_s=0.0)) for pair, index in copying.items())
     return Network(resource_names=tuple(unit.name for unit in units),
                    capacities_bytes_per_s=tuple(unit.capacity * _WORK_PER_S for unit in units), routes=routes)
 
@@ -206,14 +210,15 @@ class _Run:
         self.raw_spans: list[list[tuple[Op, float, float]]] | None = (
             [[] for _ in program.streams] if record_spans else None
         )
-        self.compute = FlowNetwork(self.env, _compute_network(units)) if units else None
+        copying = _copying(units)
+        self.compute = FlowNetwork(self.env, _compute_network(units, copying)) if units else None
         on_units = {device for unit in units for device in unit.devices}
-        copying = {(src, dst): unit for unit in units if unit.copy_s(1.0) > 0
-                   for src in unit.devices for dst in unit.devices if src != dst}
         # transfer id -> the work of each of its sides' copies
-        self.copies = {t.id: copying[t.src_device, t.dst_device].copy_s(t.size_bytes) * _WORK_PER_S
-                       * copying[t.src_device, t.dst_device].copy_ranks
-                       for t in transfers.values() if (t.src_device, t.dst_device) in copying and t.size_bytes > 0}
+        self.copies = {}
+        for t in transfers.values():
+            unit = units[copying[t.src_device, t.dst_device]] if (t.src_device, t.dst_device) in copying else None
+            if unit is not None and t.size_bytes > 0:
+                self.copies[t.id] = unit.copy_s(t.size_bytes) * unit.copy_ranks * _WORK_PER_S
         for index, stream in enumerate(program.streams):
             shared = tuple(d for d in stream.devices if d in on_units)
             self.env.process(self._stream(index, stream, shared, len(shared) < len(stream.devices)))
