@@ -33,9 +33,10 @@ def check_folder(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """A temporary file in the same folder, then a rename over ``path``. A path that cannot be
-    written (no such folder, a directory, no permission) is the user's InputError."""
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
+    """A temporary file in the same folder, then a rename over ``path``; ``text`` as UTF-8, or
+    ``bytes`` as they are. A path that cannot be written (no such folder, a directory, no
+    permission) is the user's InputError."""
     target = check_folder(path)
     folder = target.parent
     try:
@@ -43,8 +44,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     except OSError as err:
         raise InputError(f"{target}: cannot write ({err.strerror})") from None
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # as an ordinary open() would have made it

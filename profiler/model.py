@@ -69,6 +69,11 @@ class ModelSpec:
         b, s, h, f = micro_batch, self.seq_len, self.d_model, self.ffn
         return 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
 
+    def iteration_flops(self, global_batch: int) -> float:
+        """One iteration's FLOPs as FACTS.md §1 counts them: the layers' forward, backward (2×) and
+        recompute (1×), 4× the forward per sequence (23.64 PFLOP for 24 layers, batch 1024)."""
+        return 4.0 * self.layer_forward_flops(1) * self.layers * global_batch
+
     def head_forward_flops(self, micro_batch: int) -> float:
         return 2.0 * micro_batch * self.seq_len * self.d_model * self.vocab
 

@@ -32,6 +32,7 @@ class SearchSettings:
     offspring: int = 4900
     max_evaluations: int = 400  # ilp with the time objective: the local search's budget
     uneven: bool = False  # ilp with the time objective: stages may hold different layer counts
+    deterministic: bool = False  # ilp with the time objective: no clock, no bound (scheduler.time_search)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,4 +76,5 @@ def plan_search(problem: Problem, settings: SearchSettings, evaluate: Callable[[
     return time_ilp_search(problem, evaluate, bound_inputs(settings.uneven),
                            TimeSearchSettings(solver=settings.solver, time_limit_s=settings.time_limit_s,
                                               gap=settings.gap, max_evaluations=settings.max_evaluations,
-                                              seed=settings.seed, uneven=settings.uneven), progress=say)
+                                              seed=settings.seed, uneven=settings.uneven,
+                                              deterministic=settings.deterministic), progress=say)

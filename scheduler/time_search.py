@@ -17,6 +17,11 @@ The estimator is no linear program, so the search works in steps:
    inputs must then hold for any split (simulator.predict.time_bound_inputs(uneven=True)).
 Every candidate's stage groups go in pipeline order; then each stage's parameter server is
 chosen by the estimator, one stage at a time (the plan records it: Placement.ps_servers).
+
+``deterministic`` (`sim report`, the what-if sweeps) leaves out what depends on the machine's
+speed: no step 2 (a MILP stopped by its time limit ends wherever the clock left it), no
+deadlines (step 3 stops at ``max_evaluations``), and with ``uneven`` only the final plan's layers
+are balanced (step 4), which keeps it cheap without a clock.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class TimeSearchSettings:
     max_evaluations: int = 400  # local-search budget; the time limit stops it too
     seed: int = 0
     uneven: bool = False  # balance layers over the stages (the bound's inputs must allow it)
+    # No clock: every phase runs to its end (the local search to max_evaluations) and no bound
+    # MILP is solved, since a MILP stopped by its time limit ends wherever the machine's speed
+    # left it. The same inputs then give the same plan on any machine (`sim report`).
+    deterministic: bool = False
 
 
 def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] | None = None,
@@ -217,7 +226,7 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
                     settings: TimeSearchSettings,
                     progress: Callable[[str], None] | None = None) -> SearchResult:
     started = time.perf_counter()
-    deadline = started + settings.time_limit_s
+    deadline = math.inf if settings.deterministic else started + settings.time_limit_s
     say = progress or (lambda _: None)
     calls = 0
 
@@ -236,10 +245,11 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
 
     def consider(grid: list[list[int]], preferred: list[int] | None, share_s: float) -> None:
         nonlocal best
-        value, servers = _choose_servers(problem, grid, counted, cls, preferred, time.perf_counter() + share_s)
+        until = lambda: math.inf if settings.deterministic else time.perf_counter() + share_s
+        value, servers = _choose_servers(problem, grid, counted, cls, preferred, until())
         counts = None
-        if settings.uneven:
-            value, counts = _balance_layers(problem, grid, servers, value, counted, time.perf_counter() + share_s)
+        if settings.uneven and not settings.deterministic:  # deterministic: only the final plan's (cheaper)
+            value, counts = _balance_layers(problem, grid, servers, value, counted, until())
         if best is None or value < best[0]:
             best = (value, grid, servers, counts)
 
@@ -248,22 +258,26 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
         ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
                    else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
         consider(ordered, None, settings.time_limit_s * STRUCTURED_SHARE / len(structured))
-    say(f"best structured {best[0]:.3f} s; iteration bound (MILP) from it")
-    bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
-                       time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap, classes=classes,
-                       start=(best[1], [row[r] for row, r in zip(best[1], best[2])]))
-    say(f"bound {bound.bound:.3f} s")
-    if bound.groups is not None:
-        share = (deadline - time.perf_counter()) * 0.25
-        for grid in (chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes),
-                     _purest_first(bound.groups, inputs.tables, inputs.activation_bytes)):
-            consider(grid, bound.servers, share)
+    bound = None
+    if not settings.deterministic:
+        say(f"best structured {best[0]:.3f} s; iteration bound (MILP) from it")
+        bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
+                           time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap, classes=classes,
+                           start=(best[1], [row[r] for row, r in zip(best[1], best[2])]))
+        say(f"bound {bound.bound:.3f} s")
+        if bound.groups is not None:
+            share = (deadline - time.perf_counter()) * 0.25
+            for grid in (chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes),
+                         _purest_first(bound.groups, inputs.tables, inputs.activation_bytes)):
+                consider(grid, bound.servers, share)
     value, grid, servers, counts = best
     say(f"best candidate {value:.3f} s; local search")
+    balance_s = 0.0 if settings.deterministic else settings.time_limit_s * BALANCE_SHARE * settings.uneven
     value, grid, servers = _local_search(problem, grid, servers, counts, value, counted, cls, settings,
-                                         deadline - settings.time_limit_s * BALANCE_SHARE * settings.uneven)
+                                         deadline - balance_s)
     if settings.uneven:
         say(f"after local search {value:.3f} s; layers per stage")
         value, counts = _balance_layers(problem, grid, servers, value, counted, deadline, counts)
     return SearchResult(placement=stage_placement(problem, grid, servers, counts), value=value,
-                        solver_s=time.perf_counter() - started, evaluated=calls, bound=min(bound.bound, value))
+                        solver_s=time.perf_counter() - started, evaluated=calls,
+                        bound=None if bound is None else min(bound.bound, value))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from profiler.files import write_atomic
+from profiler.files import check_folder, write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import ArgumentParser, InputError, run_command
 from profiler.model import MODELS, PRECISIONS, gpt3_xl
@@ -21,8 +22,13 @@ from scheduler.ilp import SOLVERS
 
 EXAMPLES = {
     "predict": "examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
+               "  sim predict --case universities --plot universities.png\n"
                "  sim predict --cluster my-cluster.json --trace trace.json\n"
-               "  sim predict --plan examples/world-random-plan.json --trace trace.json",
+               "  sim predict --plan examples/world-random-plan.json --plot timeline.png --trace trace.json",
+    "report": "examples:\n  sim report --all -o report\n  sim report --case spot world -o report --layers 24 --batch 1024",
+    "validate": "examples:\n  executor run examples/cpu-pipeline-plan.json --out run.json\n"
+                "  profiler compute --threads 1 --dropout 0 -o cpu.json\n"
+                "  sim validate examples/cpu-pipeline-plan.json run.json --profile cpu.json --plot timeline.png",
     "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
     "plan": "examples:\n  sim plan --case world -o plan.json\n"
             "  sim plan --case world --objective comm --study-matrices --dp-bytes 0.65e9 --pp-bytes 0.471e9\n"
@@ -34,7 +40,8 @@ EXAMPLES = {
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
                                                     "decentralized GPU clusters.",
-                            epilog="examples:\n  sim predict --case spot\n  sim cases",
+                            epilog="examples:\n  sim predict --case spot\n  sim plan --case world -o plan.json\n"
+                                   "  sim report --all -o report\n  sim cases",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     predict = sub.add_parser("predict", help="the study's table of systems for a cluster",
@@ -57,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
                          help="profiles (profile/1, from `profiler compute`): each replaces the datasheet model of "
                               "the device kind it measured")
+    predict.add_argument("--plot", type=Path, metavar="FILE.png",
+                         help="also draw the prediction: the systems' bars per setting (--case, --cluster) or the "
+                              "plan's timeline (--plan, SimPy)")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
     plan = sub.add_parser("plan", help="search a placement of the study's runtime and write it as a plan file",
                           epilog=EXAMPLES["plan"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,16 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="profiles (profile/1) replacing the datasheet model of the device kinds they measured")
     plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
     validate = sub.add_parser("validate", help="a plan's prediction beside a run of it (executor run --out)",
-                              epilog="examples:\n  executor run examples/cpu-pipeline-plan.json --out run.json\n"
-                                     "  profiler compute -o cpu.json\n"
-                                     "  sim validate examples/cpu-pipeline-plan.json run.json --profile cpu.json",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=EXAMPLES["validate"], formatter_class=argparse.RawDescriptionHelpFormatter)
     validate.add_argument("plan", type=Path, help="the plan file (plan/1) that was run")
     validate.add_argument("run", type=Path, help="the run report (run-report/1)")
     validate.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
                           help="profiles measured on the machine that ran it")
     validate.add_argument("--engine", choices=("analytic", "simpy"), default="simpy",
                           help="SimPy simulation (default) or the analytic estimator")
+    validate.add_argument("--plot", type=Path, metavar="FILE.png",
+                          help="draw the predicted timeline (SimPy) beside the measured one")
+    validate.add_argument("--overlay", action="store_true",
+                          help="with --plot: one time axis, predicted in the upper half of each row, measured in "
+                               "the lower")
+    report = sub.add_parser("report", help="every system's predicted seconds and PFLOP/s per scenario and setting, "
+                                           "as Markdown, CSV and PNG charts", epilog=EXAMPLES["report"],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--case", nargs="+", help="built-in scenarios: " + ", ".join(SCENARIOS) + " (or 1-5)")
+    which.add_argument("--all", action="store_true", help="all five scenarios")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="folder to write report.md, predictions.csv and the PNGs into (made if missing)")
+    report.add_argument("--layers", type=int, nargs="+", help="layer counts (default 24 32 40)")
+    report.add_argument("--batch", type=int, nargs="+", help="global batch sizes in sequences (default 1024 2048 "
+                                                            "4096)")
+    report.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes to predict in (default: this machine's cores)")
+    report.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
     cases.add_argument("--export", metavar="NAME", help="write this scenario as a cluster JSON file")
@@ -149,6 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.batch = args.batch or [1024, 2048, 4096]
     args.engine = args.engine or "analytic"
     _check_settings(args)
+    _check_outputs(args.trace, args.plot)
     cluster, name = _cluster(args)
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
     if args.plan_time_limit < 0:
@@ -158,6 +185,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           plan_time_limit_s=args.plan_time_limit or None, profiles=profiles, progress=progress)
     if args.trace:
         _write_trace(cluster, table, args.trace, profiles)
+    if args.plot:
+        from simulator import charts
+
+        fig, axes = charts.new_figure(9, 4.2)
+        charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of GPT3-XL ({args.engine})")
+        charts.save_png(fig, args.plot)
     if args.json:
         print(json.dumps(table.to_json(), indent=2))
     else:
@@ -203,23 +236,39 @@ def _predict_plan(args: argparse.Namespace) -> int:
     if args.layers or args.batch:
         raise InputError("--layers and --batch do not apply to --plan: the plan fixes them")
     engine = args.engine or "simpy"
-    if args.trace and engine != "simpy":
-        raise InputError("--trace needs the SimPy engine")
+    for flag, value in (("--trace", args.trace), ("--plot", args.plot)):
+        if value and engine != "simpy":
+            raise InputError(f"{flag} needs the SimPy engine (a plan's default)")
+    _check_outputs(args.trace, args.plot)
     plan = load_plan(args.plan)
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
               profiles=_profiles(args.profile, plan.cluster))
-    prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace))
+    prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace or args.plot))
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))  # raises, naming the device
     if args.trace:
         from simulator.trace import write_cluster_trace
 
         write_cluster_trace(args.trace, spans, plan.cluster)
+    if args.plot:
+        from simulator import charts, timeline
+
+        title = f"{args.plan}: {plan.placement.config}, predicted {prediction.iteration_s:.3f} s (SimPy)"
+        charts.save_png(timeline.figure(timeline.predicted(spans, plan.cluster, plan.placement, title)), args.plot)
     if args.json:
         print(json.dumps(prediction.to_json(), indent=2))
     else:
         print(render_prediction(prediction, plan, str(args.plan)))
     return 0
+
+
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse an output that cannot be written before the work, not after it."""
+    for path in paths:
+        if path is not None:
+            check_folder(path)
+            if path.is_dir():
+                raise InputError(f"{path}: is a folder, not a file to write")
 
 
 def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
@@ -337,15 +386,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from simulator.predict import check_fits, predict
     from simulator.validate import compare, measured, profile_warnings, render, run_units
 
+    if args.overlay and not args.plot:
+        raise InputError("--overlay draws with --plot FILE.png")
+    if args.plot and args.engine != "simpy":
+        raise InputError("--plot needs the SimPy engine (the default)")
+    _check_outputs(args.plot)
     plan = load_plan(args.plan)
     report = read_json(args.run, "run report")
     run = measured(report, str(args.run))  # a bad report is refused before any simulating
     profiles = _profiles(args.profile, plan.cluster)
     units = run_units(report, plan.cluster, str(args.run))
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=profiles, units=units)
-    prediction, _ = predict(job, plan.placement, engine=args.engine)
+    prediction, spans = predict(job, plan.placement, engine=args.engine, record_spans=bool(args.plot))
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))
+    if args.plot:
+        from simulator import charts, timeline
+
+        mean = run[0]
+        pair = (timeline.predicted(spans, plan.cluster, plan.placement,
+                                   f"predicted (SimPy): {prediction.iteration_s:.3f} s"),
+                timeline.measured(report, plan.cluster, plan.placement,
+                                  f"measured ({args.run}, last iteration; mean {mean:.3f} s)", str(args.run)))
+        charts.save_png(timeline.figure(*pair, overlay=args.overlay), args.plot)
     rows = compare(prediction.iteration_s, prediction.breakdown, run)
     print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
     print(_sharing_line(job.compute_units, units is not None))
@@ -363,9 +426,31 @@ def _sharing_line(units, from_report: bool) -> str:
     return f"compute: {shared} ({source})"
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from simulator.report import DEFAULT_BATCHES, DEFAULT_LAYERS, run_report, write_report
+
+    args.layers = args.layers or list(DEFAULT_LAYERS)
+    args.batch = args.batch or list(DEFAULT_BATCHES)
+    _check_settings(args)
+    if args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    out = args.output
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist")
+    cases = list(SCENARIOS) if args.all else [scenario(c).name for c in args.case]
+    cases = list(dict.fromkeys(cases))
+    progress = None if args.quiet else (lambda text: print(f"[sim report] {text}", file=sys.stderr, flush=True))
+    reports = run_report(cases, args.layers, args.batch, jobs=args.jobs, progress=progress)
+    written = write_report(reports, out)
+    print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command("sim", build_parser(), {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan,
-                                               "validate": cmd_validate}, argv)
+                                               "validate": cmd_validate, "report": cmd_report}, argv)
 
 
 if __name__ == "__main__":

@@ -93,14 +93,15 @@ def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, fl
 
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
                   batches: list[int], *, engine: str = "analytic", plan_time_limit_s: float | None = None,
-                  profiles: tuple[Profile, ...] = (),
+                  deterministic: bool = False, profiles: tuple[Profile, ...] = (),
                   progress: Callable[[str], None] | None = None) -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
     its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
     with ``plan_time_limit_s`` ``ours_scheduled`` too: that runtime on the plan `sim plan` makes
-    with its defaults, given this many seconds. ``profiles`` replace the datasheet model of the
-    device kinds they measured."""
+    with its defaults, given this many seconds; with ``deterministic`` instead the search without
+    a clock or bound MILP (scheduler.time_search), the same on any machine. ``profiles`` replace
+    the datasheet model of the device kinds they measured."""
     topology = Topology(cluster)
     rows = []
     for n_layers in layers:
@@ -113,7 +114,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
-            row = _row(job, topology, megatron, randoms, engine, plan_time_limit_s)
+            row = _row(job, topology, megatron, randoms, engine, plan_time_limit_s, deterministic)
             if not row.systems:
                 raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
                                  f"configuration of {n_layers} layers on {cluster.size} devices")
@@ -126,37 +127,42 @@ def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) ->
     return None if prediction is None else prediction.iteration_s
 
 
-def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float) -> SystemResult:
+def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float | None,
+               deterministic: bool) -> SystemResult:
     """The study's runtime on the plan `sim plan` makes with its defaults, simulated."""
     from simulator.planning import Degrees, plan_job  # planning imports this module
 
-    settings = SearchSettings(time_limit_s=time_limit_s, uneven=len(job.cluster.gpu_kinds) > 1)
+    settings = SearchSettings(time_limit_s=time_limit_s or 60.0, uneven=len(job.cluster.gpu_kinds) > 1,
+                              deterministic=deterministic)
     result = plan_job(job.cluster, job.model, job.training.global_batch,
                       [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings,
                       profiles=job.profiles).result
     if result.value == float("inf"):  # no placement the search saw fits in memory
         return SystemResult(iteration_s=None)
-    return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap)
+    return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap,
+                        placement=result.placement)
 
 
 def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
-         engine: str, plan_time_limit_s: float | None) -> TableRow:
+         engine: str, plan_time_limit_s: float | None, deterministic: bool = False) -> TableRow:
     batch = job.training.global_batch
     configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
     systems: dict[str, SystemResult] = {}
     pp_config = megatron_pp_config(job.cluster.size)
     if pp_config in configs:
-        systems["megatron_pp"] = SystemResult(iteration_s=configs[pp_config], config=pp_config)
+        systems["megatron_pp"] = SystemResult(iteration_s=configs[pp_config], config=pp_config,
+                                              placement=megatron[pp_config])
     fitting = {name: t for name, t in configs.items() if t is not None}
     if configs:  # null when every applicable configuration is out of memory
         best = min(fitting, key=fitting.get) if fitting else None
-        systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best)
+        systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best,
+                                                   placement=megatron.get(best))
     if randoms and batch % randoms[0].dp == 0:
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
-        if plan_time_limit_s:
+        if plan_time_limit_s or deterministic:
             systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine,
-                                                   plan_time_limit_s)
+                                                   plan_time_limit_s, deterministic)
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
 
 

@@ -40,6 +40,8 @@ class SystemResult:
     iteration_s: float | None  # None: does not fit in memory
     config: str | None = None
     gap: float | None = None  # a scheduled plan: (found - proven bound) / found, as the planner saw it
+    # the placement the value is of (Megatron-Optimal's configuration, the scheduled plan); not in JSON
+    placement: Any = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"iteration_s": self.iteration_s}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from scheduler.search import relative_gap
-from simulator.prediction import Prediction, PredictionTable
+from simulator.prediction import Prediction, PredictionTable, SystemResult, TableRow
 
 SYSTEM_TITLES = {"megatron_pp": "Megatron-PP", "megatron_optimal": "Megatron-Optimal",
                  "ours_random": "Ours w/o scheduler", "ours_scheduled": "Ours w/ scheduler"}
@@ -16,32 +18,41 @@ def _cell(seconds: float | None, best: float | None, extra: str = "") -> str:
     return f"{seconds:.2f}{extra}{mark}"
 
 
-def _align(rows: list[list[str]]) -> str:
+def align(rows: list[list[str]], left: int = 2) -> str:
+    """A header row, a rule, then the rows; the first ``left`` columns left-aligned, the rest
+    (numbers) right-aligned."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i >= 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(cell.rjust(w) if i >= left else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
 
 
+def system_cells(row: TableRow, keys: list[str], text: Callable[[str, SystemResult, float], str]) -> list[str]:
+    """One cell per system of ``row``: "-" where it does not apply, "OOM" where it does not fit,
+    else ``text(key, result, best)``, best being the row's fewest seconds."""
+    values = [row.systems[k].iteration_s for k in keys if k in row.systems]
+    best = min((v for v in values if v is not None), default=None)
+    cells = []
+    for key in keys:
+        result = row.systems.get(key)
+        cells.append("-" if result is None else "OOM" if result.iteration_s is None else text(key, result, best))
+    return cells
+
+
 def systems_table(table: PredictionTable) -> str:
     keys = list(dict.fromkeys(key for row in table.rows for key in row.systems))
     rows = [["layers", "batch"] + [SYSTEM_TITLES.get(k, k) for k in keys]]
+
+    def text(key: str, result: SystemResult, best: float) -> str:
+        extra = f" ({result.config})" if key == "megatron_optimal" and result.config else ""
+        if result.gap is not None:
+            extra = f" (gap {result.gap:.0%})"
+        return _cell(result.iteration_s, best, extra)
+
     for row in table.rows:
-        values = [row.systems[k].iteration_s for k in keys if k in row.systems]
-        best = min((v for v in values if v is not None), default=None)
-        cells = []
-        for key in keys:
-            result = row.systems.get(key)
-            if result is None:
-                cells.append("-")
-                continue
-            extra = f" ({result.config})" if key == "megatron_optimal" and result.config else ""
-            if result.gap is not None and result.iteration_s is not None:
-                extra = f" (gap {result.gap:.0%})"
-            cells.append(_cell(result.iteration_s, best, extra))
-        rows.append([str(row.layers), str(row.batch)] + cells)
-    return _align(rows)
+        rows.append([str(row.layers), str(row.batch)] + system_cells(row, keys, text))
+    return align(rows)
 
 
 def configs_table(table: PredictionTable) -> str:
@@ -52,7 +63,7 @@ def configs_table(table: PredictionTable) -> str:
         best = min((v for v in values if v is not None), default=None)
         rows.append([str(row.layers), str(row.batch)] + [_cell(v, best) if n in row.megatron_configs else "-"
                                                          for n, v in zip(names, values)])
-    return _align(rows)
+    return align(rows)
 
 
 def render_table(table: PredictionTable, title: str) -> str:
@@ -75,7 +86,7 @@ def render_prediction(prediction: Prediction, plan, source: str) -> str:
     rows = [["part", "seconds", "share"]]
     for key, seconds in prediction.breakdown.items():
         rows.append([key.removesuffix("_s"), f"{seconds:.3f}", f"{100 * seconds / prediction.iteration_s:.1f}%"])
-    lines += ["", _align(rows), ""]
+    lines += ["", align(rows), ""]
     fullest = max(range(len(prediction.peak_memory_bytes)), key=lambda d: prediction.peak_memory_bytes[d])
     lines.append(f"peak memory {prediction.peak_memory_bytes[fullest] / 2**30:.2f} GiB on device {fullest}")
     return "\n".join(lines)
@@ -98,7 +109,7 @@ def render_plan_summary(plan, cluster) -> str:
         server = replicas[p.server_of(s)][0] if p.sync.value == "ps" else None
         rows.append([str(s), f"{layers[0]}-{layers[1] - 1}", _regions(cluster, [d for g in replicas for d in g]),
                      "-" if server is None else f"{server} ({cluster.region_of(server)})"])
-    lines.append(_align(rows))
+    lines.append(align(rows))
     crossings = [sum(cluster.region_of(p.devices[s][r][0]) != cluster.region_of(p.devices[s + 1][r][0])
                      for s in range(p.pp - 1)) for r in range(p.dp)]
     lines += ["", f"pipelines crossing regions: {sum(c > 0 for c in crossings)} of {p.dp} "

@@ -41,6 +41,8 @@ def test_whole_iteration_flops() -> None:
     """FACTS.md §1: 4× forward per layer per sequence, 24 layers, batch 1024 = 23.64 PFLOP."""
     total = 4 * gpt3_xl(24).layer_forward_flops(1) * 24 * 1024
     assert total == pytest.approx(23.64e15, rel=1e-3)
+    assert gpt3_xl(24).iteration_flops(1024) == total
+    assert gpt3_xl(40).iteration_flops(2048) == pytest.approx(total * 40 / 24 * 2)
 
 
 def test_activation_bytes() -> None:

@@ -330,3 +330,25 @@ def test_twins_for_the_bound_share_their_nic():
     inputs = time_bound_inputs(cluster, gpt3_xl(2), TrainingSpec(global_batch=6), 2, 3)
     assert inputs.rate_bytes_per_s[0, 1] == pytest.approx(inputs.rate_bytes_per_s[2, 1])  # the link caps both
     assert device_classes(inputs.tables, inputs.kinds).members == ((0,), (1, 2), (3, 4, 5))
+
+
+def test_the_deterministic_search_keeps_no_clock_and_proves_no_bound(monkeypatch):
+    """`sim report`'s search: the same plan whatever the time limit or the machine's speed (a
+    clock that jumps an hour at every reading changes nothing), no MILP, no bound."""
+    import scheduler.time_search as time_search
+
+    cluster, pp, dp, layers = three_regions(), 3, 2, 3
+    problem = problem_of(cluster, pp, dp, layers)
+    evaluate = evaluator(cluster, gpt3_xl(layers), TRAINING)
+    inputs = lambda uneven: time_bound_inputs(cluster, gpt3_xl(layers), TRAINING, pp, dp, uneven)
+    settings = SearchSettings(time_limit_s=0.001, deterministic=True, uneven=True)
+    first = plan_search(problem, settings, evaluate, inputs)
+    monkeypatch.setattr(time_search, "time_bound", lambda *a, **k: pytest.fail("no MILP in deterministic mode"))
+    ticks = iter(range(0, 10**9, 3600))
+    monkeypatch.setattr(time_search.time, "perf_counter", lambda: float(next(ticks)))
+    again = plan_search(problem, dataclasses.replace(settings, time_limit_s=100.0), evaluate, inputs)
+    assert first.placement == again.placement and first.value == again.value
+    assert first.bound is None and first.gap is None
+    assert first.value == pytest.approx(evaluate(first.placement))
+    for seed in range(3):
+        assert first.value <= random_search(problem, "time", evaluate, samples=20, seed=seed).value

@@ -379,6 +379,48 @@ def test_predict_plan_rejects_table_flags(capsys) -> None:
     assert rc == 2 and "do not apply to --plan" in err
 
 
+# -- pictures: --plot ----------------------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_plots_the_table_and_a_plans_timeline(capsys, tmp_path) -> None:
+    bars, gantt = tmp_path / "bars.png", tmp_path / "gantt.png"
+    rc, out, err = sim(capsys, "predict", "--case", "spot", "--layers", "24", "--batch", "1024", "2048", "--quiet",
+                       "--plot", bars)
+    assert rc == 0 and err == "" and bars.read_bytes()[:8] == PNG
+    rc, out, err = sim(capsys, "predict", "--plan", EXAMPLES / "world-random-plan.json", "--plot", gantt)
+    assert rc == 0 and gantt.read_bytes()[:8] == PNG
+    assert out.startswith("plan ")  # the plot comes with the usual text
+
+
+def test_validate_plots_predicted_beside_measured(capsys, tmp_path) -> None:
+    for extra in ([], ["--overlay"]):
+        picture = tmp_path / f"v{len(extra)}.png"
+        rc, out, err = sim(capsys, "validate", EXAMPLES / "cpu-two-regions-plan.json",
+                           EXAMPLES / "cpu-two-regions-run.json", "--profile",
+                           EXAMPLES.parent / "profiles" / "cpu-gpt-small-fp32.json", "--plot", picture, *extra)
+        assert rc == 0, err
+        assert picture.read_bytes()[:8] == PNG and "iteration" in out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["predict", "--plan", EXAMPLES / "world-random-plan.json", "--engine", "analytic", "--plot", "x.png"],
+     ("--plot needs the SimPy engine",)),
+    (["predict", "--case", "spot", "--plot", "/no/such/folder/x.png"], ("does not exist",)),
+    (["validate", EXAMPLES / "cpu-two-regions-plan.json", EXAMPLES / "cpu-two-regions-run.json", "--overlay"],
+     ("--overlay draws with --plot",)),
+    (["validate", EXAMPLES / "cpu-two-regions-plan.json", EXAMPLES / "cpu-two-regions-run.json", "--plot",
+      "x.png", "--engine", "analytic"], ("--plot needs the SimPy engine",)),
+])
+def test_plot_bad_inputs(capsys, argv, words) -> None:
+    assert_bad_input(capsys, *argv, words=words)
+
+
+def test_plot_into_a_folder_is_refused_before_the_work(capsys, tmp_path) -> None:
+    assert_bad_input(capsys, "predict", "--case", "spot", "--plot", tmp_path, words=("is a folder",))
+
+
 # -- sim plan ------------------------------------------------------------------------------------
 def test_plan_writes_a_plan_that_predict_reads(capsys, tmp_path) -> None:
     from scheduler.plan import load_plan

@@ -1,0 +1,146 @@
+"""`sim report`: the same predictions as `sim predict`'s table, written as Markdown, CSV and PNG;
+the same bytes on every run, whatever the number of processes; bad input refused before any work
+with one line and exit 2, nothing written."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from profiler.model import gpt3_xl
+from profiler.scenarios import scenario
+from simulator import charts, report
+from simulator.cli import main
+from simulator.predict import predict_table
+from simulator.prediction import PredictionTable, SystemResult, TableRow
+
+
+def test_rows_are_predict_tables_rows_with_the_deterministic_scheduler() -> None:
+    [case] = report.run_report(["ondemand"], [24], [1024, 2048])
+    expected = predict_table(scenario("ondemand").build(), "ondemand", gpt3_xl, [24], [1024, 2048],
+                             deterministic=True)
+    assert case.table.to_json() == expected.to_json()
+    assert case.timeline_system == "ours_scheduled"
+    assert len(case.timeline.rows) == 64
+    assert case.timeline.title.startswith("ondemand: Ours w/ scheduler (P8T1D8), 24 layers, batch 1024")
+
+
+def test_pflops_follow_facts() -> None:
+    """FACTS.md §1: 23.64 PFLOP an iteration of 24 layers, batch 1024."""
+    assert report.pflops(24, 1024, 10.0) == pytest.approx(2.364, rel=1e-3)
+    assert report.pflops(24, 1024, None) is None
+
+
+def table(*rows: TableRow) -> PredictionTable:
+    return PredictionTable(case="toy", engine="analytic", rows=rows)
+
+
+def test_csv_and_markdown_of_a_small_table() -> None:
+    row = TableRow(layers=24, batch=1024,
+                   systems={"megatron_optimal": SystemResult(iteration_s=20.0, config="P2T1D32"),
+                            "ours_random": SystemResult(iteration_s=None),
+                            "ours_scheduled": SystemResult(iteration_s=10.0)},
+                   megatron_configs={"P2T1D32": 20.0, "P1T1D64": None})
+    case = report.CaseReport(name="toy", summary="a toy", table=table(row), timeline=None, timeline_system=None)
+    lines = list(csv.reader(io.StringIO(report.csv_text([case]))))
+    assert lines[0] == ["case", "layers", "batch", "system", "config", "iteration_s", "pflop_per_s", "gap"]
+    assert lines[1:] == [["toy", "24", "1024", "megatron_optimal", "P2T1D32", "20", "1.18219", ""],
+                         ["toy", "24", "1024", "ours_random", "", "", "", ""],
+                         ["toy", "24", "1024", "ours_scheduled", "", "10", "2.36439", ""],
+                         ["toy", "24", "1024", "megatron_config", "P2T1D32", "20", "1.18219", ""],
+                         ["toy", "24", "1024", "megatron_config", "P1T1D64", "", "", ""]]
+    text = report.markdown([case])
+    assert ("| 24 | 1024 | 20.00 s · 1.18 PF/s (P2T1D32) | OOM | **10.00 s · 2.36 PF/s** |") in text
+    assert "| toy | 2.00× | 2.00× | 2.00× |" in text
+    assert "![toy timeline]" not in text  # no timeline, no picture
+    assert charts.speedups(case.table) == [("24 L, 1024", 2.0)]
+
+
+def test_the_systems_chart_draws_a_bar_per_fitting_result_and_marks_oom() -> None:
+    row = TableRow(layers=24, batch=1024,
+                   systems={"megatron_pp": SystemResult(iteration_s=30.0, config="P8T1D8"),
+                            "megatron_optimal": SystemResult(iteration_s=20.0, config="P2T1D32"),
+                            "ours_random": SystemResult(iteration_s=None),
+                            "ours_scheduled": SystemResult(iteration_s=10.0)}, megatron_configs={})
+    fig, axes = charts.new_figure(6, 3)
+    ax = axes[0][0]
+    charts.systems_chart(ax, table(row, row))
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]
+    assert [t.get_text() for t in ax.texts] == ["OOM", "OOM"]
+
+
+def read_folder(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_the_command_writes_the_same_bytes_every_run(tmp_path, capsys) -> None:
+    argv = ["report", "--case", "ondemand", "spot", "--layers", "24", "--batch", "1024", "--quiet"]
+    assert main(argv + ["-o", str(tmp_path / "one"), "--jobs", "2"]) == 0
+    assert main(argv + ["-o", str(tmp_path / "two"), "--jobs", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("wrote 7 files to ")
+    first, second = read_folder(tmp_path / "one"), read_folder(tmp_path / "two")
+    assert sorted(first) == ["ondemand-systems.png", "ondemand-timeline.png", "predictions.csv", "report.md",
+                             "speedup.png", "spot-systems.png", "spot-timeline.png"]
+    assert first == second
+    text = first["report.md"].decode()
+    assert text.index("## ondemand") < text.index("## spot")  # in the order asked
+    assert "![spot timeline](spot-timeline.png)" in text
+
+
+def test_progress_goes_to_stderr(tmp_path, capsys) -> None:
+    assert main(["report", "--case", "1", "--layers", "24", "--batch", "1024", "-o", str(tmp_path / "r"),
+                 "--jobs", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0].startswith("[sim report] 1/1 ondemand: 24 layers, batch 1024")
+    assert "timeline of ondemand" in err and "[sim report]" not in out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--case", "mars"], ("mars",)),
+    (["--case", "spot", "--jobs", "0"], ("--jobs",)),
+    (["--case", "spot", "--layers", "0"], ("--layers",)),
+    (["--case", "spot", "--all"], ("not allowed with",)),
+    ([], ("one of the arguments",)),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words) -> None:
+    rc = main(["report", *argv, "-o", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_or_has_no_parent_is_refused_before_the_work(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    for target, words in ((blocker, "is not a folder"), (tmp_path / "no" / "such", "does not exist")):
+        rc = main(["report", "--all", "-o", str(target), "--quiet"])
+        out, err = capsys.readouterr()
+        assert rc == 2 and words in err and len(err.splitlines()) == 1
+    assert blocker.read_text() == "keep me"
+
+
+def test_the_committed_example_report_is_what_the_code_predicts(tmp_path, capsys) -> None:
+    """examples/report/ is `sim report --all -o examples/report`: after a change of the model,
+    write it again and review its diff."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[2] / "examples" / "report"
+    assert main(["report", "--case", "ondemand", "--layers", "24", "--batch", "1024", "-o", str(tmp_path / "r"),
+                 "--quiet", "--jobs", "1"]) == 0
+    capsys.readouterr()
+    fresh = (tmp_path / "r" / "predictions.csv").read_text().splitlines()
+    lines = (committed / "predictions.csv").read_text().splitlines()
+    assert fresh[0] == lines[0]
+    assert fresh[1:] == [line for line in lines if line.startswith("ondemand,24,1024,")]
+    table = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| 24 | 1024 |"))
+    assert row in (committed / "report.md").read_text()
+    assert {p.name for p in committed.iterdir()} >= {"report.md", "predictions.csv", "speedup.png"} | {
+        f"{case}-{kind}.png" for case in ("ondemand", "spot", "universities", "regional", "world")
+        for kind in ("systems", "timeline")}
