@@ -1,8 +1,9 @@
 """Charts of predictions: grouped bars of the systems per setting, the scheduler's speed-up over
 Megatron-Optimal across scenarios, what-if sweeps. Functions draw on matplotlib axes they are
-given (a notebook's pyplot axes, or a Figure of ``new_figure``); ``save_png`` writes a figure
-atomically, without the metadata that would change from one matplotlib to the next, so the same
-predictions give the same bytes.
+given (a notebook's pyplot axes, or a Figure of ``new_figure``). ``png_bytes`` renders a figure
+without the metadata that names the matplotlib version, and ``default_style`` sets aside the
+user's matplotlibrc, so with the same matplotlib the same predictions give the same bytes;
+``save_png`` writes them atomically.
 """
 
 from __future__ import annotations
@@ -29,10 +30,22 @@ def new_figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1):
     return fig, axes
 
 
-def save_png(fig, path: str | os.PathLike[str], dpi: int = 110) -> None:
+def default_style():
+    """A context in which figures are built and drawn with matplotlib's defaults, not the user's
+    rc settings (both building and drawing read them)."""
+    import matplotlib.style
+
+    return matplotlib.style.context("default")
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(fig, path: str | os.PathLike[str], dpi: int = 110) -> None:
+    write_atomic(path, png_bytes(fig, dpi))
 
 
 def systems_chart(ax, table: PredictionTable, title: str | None = None) -> None:

@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--layers", type=int, nargs="+", help="layer counts (default 24 32 40)")
     report.add_argument("--batch", type=int, nargs="+", help="global batch sizes in sequences (default 1024 2048 "
                                                             "4096)")
-    report.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="processes to predict in (default: this machine's cores)")
+    report.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="processes to predict in (default: the cores this process may use)")
     report.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,9 +188,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.plot:
         from simulator import charts
 
-        fig, axes = charts.new_figure(9, 4.2)
-        charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of GPT3-XL ({args.engine})")
-        charts.save_png(fig, args.plot)
+        with charts.default_style():
+            fig, axes = charts.new_figure(9, 4.2)
+            charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of GPT3-XL "
+                                                    f"({args.engine})")
+            charts.save_png(fig, args.plot)
     if args.json:
         print(json.dumps(table.to_json(), indent=2))
     else:
@@ -254,7 +256,9 @@ def _predict_plan(args: argparse.Namespace) -> int:
         from simulator import charts, timeline
 
         title = f"{args.plan}: {plan.placement.config}, predicted {prediction.iteration_s:.3f} s (SimPy)"
-        charts.save_png(timeline.figure(timeline.predicted(spans, plan.cluster, plan.placement, title)), args.plot)
+        with charts.default_style():
+            charts.save_png(timeline.figure(timeline.predicted(spans, plan.cluster, plan.placement, title)),
+                            args.plot)
     if args.json:
         print(json.dumps(prediction.to_json(), indent=2))
     else:
@@ -262,13 +266,17 @@ def _predict_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_outputs(*paths: Path | None) -> None:
+def _check_outputs(trace: Path | None, plot: Path | None) -> None:
     """Refuse an output that cannot be written before the work, not after it."""
-    for path in paths:
+    for path in (trace, plot):
         if path is not None:
             check_folder(path)
             if path.is_dir():
                 raise InputError(f"{path}: is a folder, not a file to write")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot}: pictures are written as PNG: name the file .png")
+    if trace is not None and plot is not None and trace.resolve() == plot.resolve():
+        raise InputError(f"--trace and --plot both name {plot}: give each its own file")
 
 
 def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
@@ -390,10 +398,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise InputError("--overlay draws with --plot FILE.png")
     if args.plot and args.engine != "simpy":
         raise InputError("--plot needs the SimPy engine (the default)")
-    _check_outputs(args.plot)
+    _check_outputs(None, args.plot)
     plan = load_plan(args.plan)
     report = read_json(args.run, "run report")
     run = measured(report, str(args.run))  # a bad report is refused before any simulating
+    if args.plot:
+        from simulator import timeline
+
+        drawn = timeline.measured(report, plan.cluster, plan.placement,
+                                  f"measured ({args.run}, last iteration; mean {run[0]:.3f} s)", str(args.run))
     profiles = _profiles(args.profile, plan.cluster)
     units = run_units(report, plan.cluster, str(args.run))
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=profiles, units=units)
@@ -401,14 +414,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if prediction is None:
         check_fits(job, plan.placement, where=str(args.plan))
     if args.plot:
-        from simulator import charts, timeline
+        from simulator import charts
 
-        mean = run[0]
-        pair = (timeline.predicted(spans, plan.cluster, plan.placement,
-                                   f"predicted (SimPy): {prediction.iteration_s:.3f} s"),
-                timeline.measured(report, plan.cluster, plan.placement,
-                                  f"measured ({args.run}, last iteration; mean {mean:.3f} s)", str(args.run)))
-        charts.save_png(timeline.figure(*pair, overlay=args.overlay), args.plot)
+        predicted = timeline.predicted(spans, plan.cluster, plan.placement,
+                                       f"predicted (SimPy): {prediction.iteration_s:.3f} s")
+        with charts.default_style():
+            charts.save_png(timeline.figure(predicted, drawn, overlay=args.overlay), args.plot)
     rows = compare(prediction.iteration_s, prediction.breakdown, run)
     print(render(rows, f"{args.plan} ({plan.placement.config}) predicted ({args.engine}) against {args.run}"))
     print(_sharing_line(job.compute_units, units is not None))
@@ -427,18 +438,15 @@ def _sharing_line(units, from_report: bool) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from simulator.report import DEFAULT_BATCHES, DEFAULT_LAYERS, run_report, write_report
+    from simulator.report import DEFAULT_BATCHES, DEFAULT_LAYERS, check_output, run_report, write_report
 
-    args.layers = args.layers or list(DEFAULT_LAYERS)
-    args.batch = args.batch or list(DEFAULT_BATCHES)
+    args.layers = list(dict.fromkeys(args.layers or DEFAULT_LAYERS))
+    args.batch = list(dict.fromkeys(args.batch or DEFAULT_BATCHES))
     _check_settings(args)
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     out = args.output
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
+    check_output(out)
     cases = list(SCENARIOS) if args.all else [scenario(c).name for c in args.case]
     cases = list(dict.fromkeys(cases))
     progress = None if args.quiet else (lambda text: print(f"[sim report] {text}", file=sys.stderr, flush=True))

@@ -21,7 +21,8 @@ from simulator.runtime import TRAITS
 from simulator.memory import memory_report
 from simulator.prediction import BREAKDOWN_KEYS, Prediction, PredictionTable, SystemResult, TableRow
 from simulator.program import Category, Program
-from simulator.systems import megatron_placements, study_random_placements, study_runtime_fits
+from simulator.systems import (STUDY_PIPELINE, megatron_configs, megatron_placements, study_random_placements,
+                               study_runtime_fits)
 from simulator.topology import Topology, route_rates
 
 def megatron_pp_config(device_count: int) -> str | None:
@@ -102,24 +103,36 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
     with its defaults, given this many seconds; with ``deterministic`` instead the search without
     a clock or bound MILP (scheduler.time_search), the same on any machine. ``profiles`` replace
     the datasheet model of the device kinds they measured."""
+    for n_layers in layers:
+        for batch in batches:
+            check_setting(cluster.size, n_layers, batch)
     topology = Topology(cluster)
     rows = []
     for n_layers in layers:
         model = model_of(n_layers)
         megatron = megatron_placements(cluster.size, n_layers)
         randoms = study_random_placements(cluster.size, n_layers) if study_runtime_fits(cluster.size, n_layers) else []
-        if not megatron and not randoms:
-            raise InputError(f"no configuration of {n_layers} layers fits {cluster.size} devices")
         for batch in batches:
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
-            row = _row(job, topology, megatron, randoms, engine, plan_time_limit_s, deterministic)
-            if not row.systems:
-                raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
-                                 f"configuration of {n_layers} layers on {cluster.size} devices")
-            rows.append(row)
+            rows.append(_row(job, topology, megatron, randoms, engine, plan_time_limit_s, deterministic))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
+
+
+def check_setting(device_count: int, n_layers: int, batch: int) -> None:
+    """InputError unless some system of the table applies to the setting: a Megatron
+    configuration or the study's runtime that holds the layers, with a data-parallel degree that
+    divides the batch."""
+    megatron = megatron_configs(device_count, n_layers)
+    study = study_runtime_fits(device_count, n_layers)
+    if not megatron and not study:
+        raise InputError(f"no configuration of {n_layers} layers fits {device_count} devices")
+    degrees = {device_count // (pp * tp) for pp, tp in megatron} | (
+        {device_count // STUDY_PIPELINE} if study else set())
+    if all(batch % dp for dp in degrees):
+        raise InputError(f"batch {batch} does not divide over the data-parallel replicas of any "
+                         f"configuration of {n_layers} layers on {device_count} devices")
 
 
 def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) -> float | None:

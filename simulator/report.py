@@ -7,8 +7,10 @@ per scenario. "Ours w/ scheduler" is the deterministic search (scheduler.time_se
 no bound MILP), so the same inputs write the same files on any machine; `sim predict`'s column,
 given seconds and a MILP, can find a faster plan where the MILP's candidates help.
 
-The settings are independent: they run in a pool of processes, their results come back in a
-fixed order, and only then is anything written (each file atomically).
+The settings are independent: they run in a pool of processes and their results are collected
+by key, so the order they finish in does not matter. Only then is anything written: the whole
+folder, built beside the output and renamed into place. Figures are drawn in matplotlib's default
+style, whatever the user's matplotlibrc says, so with the same software the bytes are the same.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -69,13 +73,25 @@ def _timeline(case: str, row: TableRow) -> tuple[timeline.Timeline | None, str |
 
 def run_report(cases: list[str], layers: list[int], batches: list[int], jobs: int = 1,
                progress: Callable[[str], None] | None = None) -> list[CaseReport]:
-    """Every (case, layers, batch) row, then each case's timeline, ``jobs`` processes at a time."""
+    """Every (case, layers, batch) row, then each case's timeline, ``jobs`` processes at a time
+    (no more than there are settings). Settings that apply to no system are refused before any
+    work; a failing setting cancels the ones not yet started."""
+    from simulator.predict import check_setting
+
     say = progress or (lambda _: None)
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
     names = [scenario(c).name for c in cases]
+    for name in names:
+        size = scenario(name).build().size
+        for n in layers:
+            for b in batches:
+                check_setting(size, n, b)
     units = [(name, n, b) for name in names for n in layers for b in batches]
     rows: dict[tuple[str, int, int], TableRow] = {}
     started = time.perf_counter()
-    with _pool(jobs) as pool:
+    pool = _Inline() if min(jobs, len(units)) == 1 else ProcessPoolExecutor(max_workers=min(jobs, len(units)))
+    try:
         futures = {pool.submit(_row, *unit): unit for unit in units}
         for done, future in enumerate(as_completed(futures), start=1):
             unit = futures[future]
@@ -88,6 +104,8 @@ def run_report(cases: list[str], layers: list[int], batches: list[int], jobs: in
         for future in as_completed(timelines):
             drawn[timelines[future]] = future.result()
             say(f"timeline of {timelines[future]} ({time.perf_counter() - started:.0f} s)")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return [CaseReport(name=name, summary=scenario(name).summary,
                        table=PredictionTable(case=name, engine="analytic",
                                              rows=tuple(rows[name, n, b] for n in layers for b in batches)),
@@ -97,24 +115,13 @@ def run_report(cases: list[str], layers: list[int], batches: list[int], jobs: in
 class _Inline:
     """A stand-in for a pool of one: runs each call at submit, in this process."""
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
     def submit(self, fn, *args):
-        from concurrent.futures import Future
-
         future: Future = Future()
         future.set_result(fn(*args))
         return future
 
-
-def _pool(jobs: int):
-    if jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {jobs}")
-    return _Inline() if jobs == 1 else ProcessPoolExecutor(max_workers=jobs)
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
 
 
 def pflops(layers: int, batch: int, seconds: float | None) -> float | None:
@@ -151,9 +158,10 @@ def markdown(reports: list[CaseReport]) -> str:
              "GPT3-XL as the study trained it (FACTS.md §1: fp16, micro-batch 1, activation recompute, SGD), "
              "seconds per iteration from the analytic estimator; PFLOP/s is FACTS.md §1's FLOPs of the "
              "layers (4× the forward: forward, recompute, backward) over those seconds. **Bold**: the best of "
-             "a row; OOM: does not fit in memory; -: the system does not apply (a batch that does not "
-             "split over its replicas). Ours w/ scheduler is the deterministic search (no clock, no bound "
-             "MILP), so this report is the same on every run. The timelines are SimPy runs of the first "
+             "a row; OOM: does not fit in memory; -: the system does not apply to the setting (the batch does "
+             "not split over its replicas, or the study's 8 stages do not divide the layers or the GPUs). "
+             "Ours w/ scheduler is the deterministic search (no clock, no bound MILP), so with the same "
+             "software this report is the same on every run. The timelines are SimPy runs of the first "
              "setting.", "",
              "Systems: **Megatron-PP** P8T1 on Megatron's rank layout; **Megatron-Optimal** its fastest "
              "configuration that fits; **Ours w/o scheduler** the study's runtime on random assignments "
@@ -170,11 +178,14 @@ def markdown(reports: list[CaseReport]) -> str:
 
 
 def _speedup_table(reports: list[CaseReport]) -> str:
-    rows = ["| scenario | lowest | highest | at 24 layers, batch 1024 |", "|---|---:|---:|---:|"]
+    first_row = reports[0].table.rows[0]
+    label = f"{first_row.layers} L, {first_row.batch}"
+    rows = [f"| scenario | lowest | highest | at {first_row.layers} layers, batch {first_row.batch} |",
+            "|---|---:|---:|---:|"]
     for report in reports:
         values = charts.speedups(report.table)
         if values:
-            first = dict(values).get("24 L, 1024")
+            first = dict(values).get(label)
             rows.append(f"| {report.name} | {min(v for _, v in values):.2f}× | {max(v for _, v in values):.2f}× | "
                         + ("-" if first is None else f"{first:.2f}×") + " |")
     return "\n".join(rows)
@@ -198,30 +209,72 @@ def _cell(row: TableRow, key: str, result: SystemResult, best: float) -> str:
     return f"**{text}**" if result.iteration_s <= best else text
 
 
-def write_report(reports: list[CaseReport], folder: Path) -> list[Path]:
-    """report.md, predictions.csv and the PNGs into ``folder`` (made if missing; its parent must
-    exist); each file whole or not at all. Returns the paths written."""
+REPORT_FILES = ("report.md", "predictions.csv", "speedup.png")  # and NAME-systems.png, NAME-timeline.png
+
+
+def check_output(folder: Path) -> None:
+    """Before any work: ``folder`` is missing, empty or an earlier report (only the files a
+    report writes), in a folder that exists and can be written to."""
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if not folder.parent.is_dir():
         raise InputError(f"{folder}: folder {folder.parent} does not exist")
-    figures = {}
-    for report in reports:
-        fig, axes = charts.new_figure(9, 4.2)
-        charts.systems_chart(axes[0][0], report.table)
-        figures[f"{report.name}-systems.png"] = fig
-        if report.timeline is not None:
-            figures[f"{report.name}-timeline.png"] = timeline.figure(report.timeline)
-    if any(charts.speedups(r.table) for r in reports):
-        fig, axes = charts.new_figure(9, 4.2)
-        charts.speedup_chart(axes[0][0], [r.table for r in reports if charts.speedups(r.table)])
-        figures["speedup.png"] = fig
-    os.makedirs(folder, exist_ok=True)
-    written = []
-    for name, fig in figures.items():
-        charts.save_png(fig, folder / name)
-        written.append(folder / name)
-    for name, text in (("predictions.csv", csv_text(reports)), ("report.md", markdown(reports))):
-        write_atomic(folder / name, text)
-        written.append(folder / name)
-    return written
+    if not os.access(folder.parent, os.W_OK):
+        raise InputError(f"{folder}: cannot write into {folder.parent}")
+    if folder.is_dir():
+        strangers = sorted(p.name for p in folder.iterdir() if not _a_report_file(p))
+        if strangers:
+            raise InputError(f"{folder}: holds files a report does not write ({', '.join(strangers[:3])}"
+                             f"{', ...' if len(strangers) > 3 else ''}): give a new or empty folder")
+
+
+def _a_report_file(path: Path) -> bool:
+    return path.is_file() and (path.name in REPORT_FILES or path.name.endswith(("-systems.png", "-timeline.png")))
+
+
+def write_report(reports: list[CaseReport], folder: Path) -> list[Path]:
+    """report.md, predictions.csv and the PNGs into ``folder``, as one: they are written into a
+    new folder beside it, which then takes its place (an earlier report there goes, so no file of
+    it stays beside the new ones). Returns the paths written."""
+    check_output(folder)
+    files: dict[str, bytes | str] = {}
+    with charts.default_style():
+        for report in reports:
+            fig, axes = charts.new_figure(9, 4.2)
+            charts.systems_chart(axes[0][0], report.table)
+            files[f"{report.name}-systems.png"] = charts.png_bytes(fig)
+            if report.timeline is not None:
+                files[f"{report.name}-timeline.png"] = charts.png_bytes(timeline.figure(report.timeline))
+        if any(charts.speedups(r.table) for r in reports):
+            fig, axes = charts.new_figure(9, 4.2)
+            charts.speedup_chart(axes[0][0], [r.table for r in reports if charts.speedups(r.table)])
+            files["speedup.png"] = charts.png_bytes(fig)
+    files["predictions.csv"] = csv_text(reports)
+    files["report.md"] = markdown(reports)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, content in files.items():
+            write_atomic(fresh / name, content)
+        os.chmod(fresh, 0o777 & ~_umask())
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+            try:
+                os.replace(fresh, folder)
+            except BaseException:
+                os.replace(old / folder.name, folder)  # the earlier report back as it was
+                shutil.rmtree(old)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(fresh, folder)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    return [folder / name for name in files]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

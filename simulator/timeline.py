@@ -21,8 +21,9 @@ from simulator.program import Category, Span
 KINDS = ("forward", "backward", "optimizer", "send", "receive", "sync", "idle")
 COLOURS = {"forward": "#4c72b0", "backward": "#55a868", "optimizer": "#8172b2", "send": "#dd8452",
            "receive": "#c44e52", "sync": "#937860", "idle": "#e8e8e8"}
-_COMPUTE = {Category.FORWARD: "forward", Category.BACKWARD: "backward", Category.OPTIMIZER: "optimizer",
-            Category.TP_COMM: "forward", Category.DP_SYNC: "sync"}
+# Tensor-parallel all-reduces are part of the compute ops' spans (Op.tp_comm_s), never spans of their own.
+_KIND = {Category.FORWARD: "forward", Category.BACKWARD: "backward", Category.OPTIMIZER: "optimizer",
+         Category.DP_SYNC: "sync"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,9 @@ def kind_of(category: Category, label: str) -> str:
     says it waits for (a Megatron "send F3 recv B1" waits for the receive)."""
     if category is Category.PIPELINE:
         return "receive" if "recv" in label else "send"
-    return _COMPUTE[category]
+    if category not in _KIND:
+        raise ValueError(f"no bar kind for spans of category {category}")
+    return _KIND[category]
 
 
 def _rows(cluster: Cluster, placement: Placement) -> dict[int, Row]:
@@ -179,19 +182,19 @@ def _frame(ax, timeline: Timeline, regions: bool, end_s: float) -> None:
     ax.set_title(timeline.title, fontsize=9)
 
 
-def legend(fig, overlay: bool = False) -> None:
+def legend(fig, halves: tuple[str, str] | None = None) -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=COLOURS[k], label=k) for k in KINDS]
-    title = "upper half: predicted, lower half: measured" if overlay else None
+    title = f"upper half of a row: {halves[0]}, lower half: {halves[1]}" if halves else None
     fig.legend(handles=handles, loc="outside lower center", ncol=len(KINDS), fontsize=8, frameon=False, title=title,
                title_fontsize=8)
 
 
-def figure(*timelines: Timeline, overlay: bool = False):
-    """A matplotlib Figure of one timeline, or of two side by side (same rows, each its own time
-    axis) or overlaid (the first in the upper half of each row, the second in the lower, on one
-    time axis)."""
+def figure(*timelines: Timeline, overlay: bool = False, halves: tuple[str, str] = ("predicted", "measured")):
+    """A matplotlib Figure of one timeline, or of two side by side (same rows, one time scale)
+    or overlaid (the first in the upper half of each row, the second in the lower, on one time
+    axis; ``halves`` names them in the legend)."""
     from matplotlib.figure import Figure
 
     if not 1 <= len(timelines) <= 2:
@@ -204,8 +207,8 @@ def figure(*timelines: Timeline, overlay: bool = False):
         fig = Figure(figsize=(10, height + 0.3), layout="constrained")
         ax = fig.add_subplot()
         end = max(t.end_s for t in timelines)
-        for timeline, lane in zip(timelines, ((0.0, 0.5), (0.5, 1.0))):
-            draw(ax, timeline, lane=lane, end_s=end)
+        for i, (timeline, lane) in enumerate(zip(timelines, ((0.0, 0.5), (0.5, 1.0)))):
+            draw(ax, timeline, lane=lane, end_s=end, regions=i == 0)
         ax.set_title(" vs ".join(t.title for t in timelines), fontsize=9)
     else:
         fig = Figure(figsize=(7 * len(timelines), height), layout="constrained")
@@ -213,5 +216,5 @@ def figure(*timelines: Timeline, overlay: bool = False):
         end = max(t.end_s for t in timelines)  # one scale, so lengths compare across panels
         for i, (ax, timeline) in enumerate(zip(axes, timelines)):
             draw(ax, timeline, regions=i == len(timelines) - 1, end_s=end)
-    legend(fig, overlay)
+    legend(fig, halves if overlay and len(timelines) == 2 else None)
     return fig

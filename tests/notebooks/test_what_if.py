@@ -24,10 +24,12 @@ def test_the_notebook_is_committed_without_outputs() -> None:
 
 
 @pytest.fixture(scope="module")
-def summary() -> dict:
+def summary(tmp_path_factory) -> dict:
+    """The notebook run in a folder of its own: it finds the examples through the package."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    elsewhere = tmp_path_factory.mktemp("cwd")
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                            resources={"metadata": {"path": str(elsewhere)}}).execute()
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not [o for o in cell.outputs if o.output_type == "error"], cell.source[:60]

@@ -408,6 +408,9 @@ def test_validate_plots_predicted_beside_measured(capsys, tmp_path) -> None:
     (["predict", "--plan", EXAMPLES / "world-random-plan.json", "--engine", "analytic", "--plot", "x.png"],
      ("--plot needs the SimPy engine",)),
     (["predict", "--case", "spot", "--plot", "/no/such/folder/x.png"], ("does not exist",)),
+    (["predict", "--case", "spot", "--plot", "x.svg"], ("name the file .png",)),
+    (["predict", "--plan", EXAMPLES / "world-random-plan.json", "--plot", "same.png", "--trace", "same.png"],
+     ("both name",)),
     (["validate", EXAMPLES / "cpu-two-regions-plan.json", EXAMPLES / "cpu-two-regions-run.json", "--overlay"],
      ("--overlay draws with --plot",)),
     (["validate", EXAMPLES / "cpu-two-regions-plan.json", EXAMPLES / "cpu-two-regions-run.json", "--plot",
@@ -415,6 +418,18 @@ def test_validate_plots_predicted_beside_measured(capsys, tmp_path) -> None:
 ])
 def test_plot_bad_inputs(capsys, argv, words) -> None:
     assert_bad_input(capsys, *argv, words=words)
+
+
+def test_validate_refuses_a_report_of_other_ranks_before_simulating(capsys, tmp_path, monkeypatch) -> None:
+    import simulator.predict
+
+    report = json.loads((EXAMPLES / "cpu-two-regions-run.json").read_text())
+    report["ranks"][0]["rank"] = 7
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(report))
+    monkeypatch.setattr(simulator.predict, "predict", lambda *a, **k: pytest.fail("simulated"))
+    assert_bad_input(capsys, "validate", EXAMPLES / "cpu-two-regions-plan.json", path, "--plot",
+                     tmp_path / "v.png", words=("rank 7 is not a device",))
 
 
 def test_plot_into_a_folder_is_refused_before_the_work(capsys, tmp_path) -> None:

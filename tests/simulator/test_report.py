@@ -144,3 +144,50 @@ def test_the_committed_example_report_is_what_the_code_predicts(tmp_path, capsys
     assert {p.name for p in committed.iterdir()} >= {"report.md", "predictions.csv", "speedup.png"} | {
         f"{case}-{kind}.png" for case in ("ondemand", "spot", "universities", "regional", "world")
         for kind in ("systems", "timeline")}
+
+
+def test_the_users_matplotlibrc_does_not_change_the_bytes(tmp_path) -> None:
+    import matplotlib
+
+    reports = report.run_report(["ondemand"], [24], [1024])
+    report.write_report(reports, tmp_path / "plain")
+    with matplotlib.rc_context({"font.size": 14, "lines.linewidth": 3, "figure.dpi": 50}):
+        report.write_report(reports, tmp_path / "styled")
+    assert read_folder(tmp_path / "plain") == read_folder(tmp_path / "styled")
+
+
+def test_a_new_report_replaces_an_earlier_one_whole_and_refuses_a_folder_of_other_files(tmp_path, capsys) -> None:
+    out = tmp_path / "r"
+    assert main(["report", "--case", "spot", "--layers", "24", "--batch", "1024", "-o", str(out), "--quiet"]) == 0
+    assert main(["report", "--case", "ondemand", "ondemand", "--layers", "24", "24", "--batch", "1024", "-o",
+                 str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ondemand-systems.png", "ondemand-timeline.png",
+                                                     "predictions.csv", "report.md", "speedup.png"]
+    text = (out / "report.md").read_text()
+    assert text.count("## ondemand") == 1 and text.count("| 24 | 1024 |") == 1  # repeats asked once
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # nothing left beside it
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    rc = main(["report", "--case", "spot", "--layers", "24", "--batch", "1024", "-o", str(out), "--quiet"])
+    out_text, err = capsys.readouterr()
+    assert rc == 2 and "holds files a report does not write (notes.txt)" in err and len(err.splitlines()) == 1
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.md").read_text() == text
+
+
+def test_settings_no_system_applies_to_are_refused_before_the_work(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(report, "_row", lambda *a: pytest.fail("no setting should be predicted"))
+    rc = main(["report", "--case", "spot", "--layers", "24", "3", "--batch", "3", "-o", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "batch 3 does not divide over the data-parallel replicas" in err and out == ""
+    assert not (tmp_path / "r").exists()
+
+
+def test_layers_the_study_runtime_cannot_split_leave_its_columns_out(tmp_path, capsys) -> None:
+    """20 layers: no 8-stage runtime, so no Ours columns and no speed-up chart; Megatron's
+    configurations whose stages divide 20 still run."""
+    assert main(["report", "--case", "ondemand", "--layers", "20", "--batch", "1024", "-o", str(tmp_path / "r"),
+                 "--quiet", "--jobs", "1"]) == 0
+    names = sorted(p.name for p in (tmp_path / "r").iterdir())
+    assert names == ["ondemand-systems.png", "ondemand-timeline.png", "predictions.csv", "report.md"]
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| layers | batch | Megatron-Optimal |" in text and "Ours" not in text.split("## ondemand")[1]

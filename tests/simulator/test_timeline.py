@@ -11,7 +11,7 @@ import pytest
 from profiler.errors import InputError
 from profiler.files import read_json
 from profiler.scenarios import geo
-from scheduler.layouts import blocks_layout
+from scheduler.layouts import blocks_layout, megatron_layout
 from scheduler.plan import load_plan
 from simulator import charts, timeline
 from simulator.program import Category, Span
@@ -31,6 +31,11 @@ def two_stages():
     """Devices 0, 1 in "far", 2, 3 in "near"; stage 0 = devices 2, 0, stage 1 = devices 3, 1."""
     cluster = geo("two", {"far": 2, "near": 2}, (1, 5), {("far", "near"): (40, 0.3)})
     return cluster, blocks_layout([2, 0, 3, 1], 4, 2, 2)
+
+
+def test_tensor_parallel_comm_is_no_span_of_its_own() -> None:
+    with pytest.raises(ValueError, match="no bar kind"):
+        timeline.kind_of(Category.TP_COMM, "all-reduce")
 
 
 @pytest.mark.parametrize("category,label,kind", [
@@ -69,10 +74,25 @@ def test_a_small_predicted_timeline_exactly() -> None:
 
 
 def test_a_tensor_parallel_stream_draws_on_each_of_its_devices() -> None:
-    cluster = geo("one", {"here": 2}, (1, 5), {})
-    placement = blocks_layout([0, 1], 2, 1, 2)
-    t = timeline.predicted([span("s0r0", (0, 1), Category.FORWARD, "F0", 0.0, 1.0)], cluster, placement, "tp")
-    assert sorted(b.device for b in t.bars if b.kind == "forward") == [0, 1]
+    from profiler.model import TrainingSpec, gpt3_xl
+    from profiler.scenarios import ondemand
+    from simulator.job import Job
+    from simulator.predict import predict
+    from simulator.systems import megatron_placements
+
+    cluster = geo("one", {"here": 4}, (1, 5), {})
+    placement = megatron_layout(4, 2, 2, 2)  # P2T2D1: stage 0 on devices 0, 1; stage 1 on 2, 3
+    t = timeline.predicted([span("s0r0", (0, 1), Category.FORWARD, "F0", 0.0, 1.0),
+                            span("s1r0", (2, 3), Category.FORWARD, "F0", 1.0, 2.0)], cluster, placement, "tp")
+    assert sorted(b.device for b in t.bars if b.kind == "forward") == [0, 1, 2, 3]
+    assert [(r.device, r.stage) for r in t.rows] == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    # a real one: Megatron's P2T8D4 on 64 V100s, 1F1B, its exchanges on the main stream
+    big, job_placement = ondemand(), megatron_placements(64, 8)["P2T8D4"]
+    job = Job(cluster=big, model=gpt3_xl(8), training=TrainingSpec(global_batch=16))
+    prediction, spans = predict(job, job_placement, engine="simpy", record_spans=True)
+    t = timeline.predicted(spans, big, job_placement, "P2T8D4")
+    assert len(t.rows) == 64 and t.end_s == pytest.approx(prediction.iteration_s)
+    assert not any(b.side for b in t.bars) and {"send", "receive", "sync"} <= {b.kind for b in t.bars}
     with pytest.raises(InputError, match="no spans"):
         timeline.predicted([], cluster, placement, "empty")
 
@@ -111,6 +131,7 @@ def test_figures_side_by_side_and_overlaid_and_the_same_bytes_twice(tmp_path) ->
         charts.save_png(timeline.figure(t), path)
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert b"tEXt" not in paths[0].read_bytes() and b"atplotlib" not in paths[0].read_bytes()  # no version inside
     cluster, placement = two_stages()
     other = timeline.predicted([span("s0r0", (2,), Category.FORWARD, "F0", 0.0, 1.0)], cluster, placement, "x")
     with pytest.raises(InputError, match="different devices"):
