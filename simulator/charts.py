@@ -122,6 +122,9 @@ def sweep_chart(ax, points: Sequence, xlabel: str, title: str, log_x: bool = Fal
                     color=SYSTEM_COLOURS[key], label=SYSTEM_TITLES[key])
     if log_x:
         ax.set_xscale("log", base=2)
+    xs = sorted({p.x for p in points})
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the swept values themselves, not powers of 2
+    ax.minorticks_off()
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("seconds per iteration", fontsize=8)
     ax.set_title(title, fontsize=9)

@@ -59,3 +59,17 @@ def test_a_sweep_is_the_systems_on_each_variant() -> None:
     assert text[2].startswith("0.5") and text[3].startswith("1")
     best = min(p.iteration_s for p in at_one.values())
     assert text[3].count(" *") == 1 and f"{best:.2f} *" in text[3]
+
+
+def test_the_sweep_chart_draws_a_line_per_system_at_the_swept_values() -> None:
+    from simulator import charts
+
+    points = [whatif.Point(x=x, system=system, iteration_s=s / x)
+              for x in (0.5, 1, 2, 4) for system, s in (("megatron_optimal", 10.0), ("ours_scheduled", 5.0))]
+    points.append(whatif.Point(x=8, system="ours_scheduled", iteration_s=None))  # out of memory: no point
+    fig, axes = charts.new_figure(4, 3)
+    ax = axes[0][0]
+    charts.sweep_chart(ax, points, "bandwidth", "faster links", log_x=True)
+    assert [line.get_label() for line in ax.lines] == ["Megatron-Optimal", "Ours w/ scheduler"]
+    assert list(ax.lines[1].get_xdata()) == [0.5, 1, 2, 4] and list(ax.lines[1].get_ydata()) == [10, 5, 2.5, 1.25]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2", "4", "8"]
