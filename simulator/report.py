@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -90,7 +91,9 @@ def run_report(cases: list[str], layers: list[int], batches: list[int], jobs: in
     units = [(name, n, b) for name in names for n in layers for b in batches]
     rows: dict[tuple[str, int, int], TableRow] = {}
     started = time.perf_counter()
-    pool = _Inline() if min(jobs, len(units)) == 1 else ProcessPoolExecutor(max_workers=min(jobs, len(units)))
+    # spawn, not fork: the caller may hold threads (torch's, a notebook's) whose locks a fork would copy
+    pool = (_Inline() if min(jobs, len(units)) == 1 else
+            ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn")))
     try:
         futures = {pool.submit(_row, *unit): unit for unit in units}
         for done, future in enumerate(as_completed(futures), start=1):
