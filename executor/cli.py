@@ -16,7 +16,8 @@ from pathlib import Path
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
 from profiler.files import check_folder, write_atomic
 
-EXAMPLES = "examples:\n  executor run examples/cpu-pipeline-plan.json --iterations 3 --out run.json"
+EXAMPLES = ("examples:\n  executor run examples/cpu-pipeline-plan.json --iterations 3 --out run.json\n"
+            "  executor run examples/cpu-two-regions-plan.json --emulate-network --plot run.png")
 REPORT_SCHEMA = "run-report/1"
 
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="write the run report (run-report/1) here")
     run.add_argument("--trace", type=Path, help="write the last iteration as a Chrome trace, in the simulator's "
                                                 "format (one process per device, a thread per stage replica)")
+    run.add_argument("--plot", type=Path, metavar="FILE.png",
+                     help="draw the last iteration's timeline (the simulator's Gantt renderer; `sim validate --plot` "
+                          "draws it beside the prediction)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -62,6 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for path in (args.out, args.trace):
         if path:
             check_folder(path)
+    if args.plot:
+        from simulator.charts import check_png_path
+
+        check_png_path(args.plot)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -94,6 +102,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     if args.trace:
         _write_trace(report, plan, args.trace)
+    if args.plot:
+        from simulator import charts, timeline
+
+        title = f"{args.plan}: {plan.placement.config}, measured (last iteration)"
+        with charts.default_style():
+            charts.save_png(timeline.figure(timeline.measured(report, plan.cluster, plan.placement, title)), args.plot)
     seconds = report["iteration_s"]
     print(f"{plan.placement.config} {report['schedule']}/{report['sync']}: {sum(seconds) / len(seconds):.3f} s per "
           f"iteration (mean of {len(seconds)}), loss {report['loss'][-1]:.4f}")

@@ -12,7 +12,10 @@ import io
 import os
 from collections.abc import Sequence
 
-from profiler.files import write_atomic
+from pathlib import Path
+
+from profiler.errors import InputError
+from profiler.files import check_folder, write_atomic
 from simulator.prediction import PredictionTable
 from simulator.render import SYSTEM_TITLES
 
@@ -42,6 +45,15 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def check_png_path(path: Path, flag: str = "--plot") -> None:
+    """Before the work: ``path`` can take a PNG (its folder exists, it is no folder, it says .png)."""
+    check_folder(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file to write")
+    if path.suffix.lower() != ".png":
+        raise InputError(f"{flag} {path}: pictures are written as PNG: name the file .png")
 
 
 def save_png(fig, path: str | os.PathLike[str], dpi: int = 110) -> None:

@@ -268,13 +268,14 @@ def _predict_plan(args: argparse.Namespace) -> int:
 
 def _check_outputs(trace: Path | None, plot: Path | None) -> None:
     """Refuse an output that cannot be written before the work, not after it."""
-    for path in (trace, plot):
-        if path is not None:
-            check_folder(path)
-            if path.is_dir():
-                raise InputError(f"{path}: is a folder, not a file to write")
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise InputError(f"--plot {plot}: pictures are written as PNG: name the file .png")
+    from simulator.charts import check_png_path
+
+    if trace is not None:
+        check_folder(trace)
+        if trace.is_dir():
+            raise InputError(f"{trace}: is a folder, not a file to write")
+    if plot is not None:
+        check_png_path(plot)
     if trace is not None and plot is not None and trace.resolve() == plot.resolve():
         raise InputError(f"--trace and --plot both name {plot}: give each its own file")
 

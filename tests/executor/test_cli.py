@@ -17,8 +17,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpu-pipeline-plan.
 
 @pytest.mark.distributed
 def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
-    out, trace = tmp_path / "run.json", tmp_path / "trace.json"
-    assert main(["run", str(EXAMPLE), "--iterations", "2", "--quiet", "--out", str(out), "--trace", str(trace)]) == 0
+    out, trace, plot = tmp_path / "run.json", tmp_path / "trace.json", tmp_path / "run.png"
+    assert main(["run", str(EXAMPLE), "--iterations", "2", "--quiet", "--out", str(out), "--trace", str(trace),
+                 "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(out.read_text())
     assert report["schema"] == "run-report/1" and report["config"] == "P2T1D2" and len(report["iteration_s"]) == 2
     assert [r["rank"] for r in report["ranks"]] == [0, 1, 2, 3]
@@ -38,6 +40,7 @@ def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
     (["run", "missing.json"], "cannot read plan file"),
     (["run", str(EXAMPLE), "--iterations", "0"], "--iterations and --every must be at least 1"),
     (["run", str(EXAMPLE), "--out", "no/such/dir/run.json"], "folder no/such/dir does not exist"),
+    (["run", str(EXAMPLE), "--plot", "run.svg"], "name the file .png"),
     (["run"], "the following arguments are required: plan"),
     (["run", str(EXAMPLE), "--resume"], "--resume needs --checkpoint-dir"),
     (["run", str(EXAMPLE), "--backend", "nccl"], "--backend nccl needs CUDA and NCCL; this torch"),
