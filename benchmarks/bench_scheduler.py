@@ -32,7 +32,7 @@ from scheduler.comm_cost import comm_tables  # noqa: E402
 from scheduler.ilp import comm_ilp  # noqa: E402
 from scheduler.methods import SearchSettings, plan_search  # noqa: E402
 from scheduler.search import Problem, derived_bytes  # noqa: E402
-from simulator.predict import evaluator, predict_table, time_bound_inputs  # noqa: E402
+from simulator.predict import evaluator, predict_table, scheduler_settings, time_bound_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {"universities": 16.09, "regional": 34.80, "world": 49.22}  # FACTS.md §5
@@ -57,7 +57,9 @@ def versus_random() -> None:
     worst_gap, wins, rows = 0.0, 0, 0
     for name, item in SCENARIOS.items():
         start = time.perf_counter()
-        table = predict_table(item.build(), name, gpt3_xl, [24, 32, 40], [1024, 2048, 4096], plan_time_limit_s=5.0)
+        cluster = item.build()
+        table = predict_table(cluster, name, gpt3_xl, [24, 32, 40], [1024, 2048, 4096],
+                              search=scheduler_settings(cluster, time_limit_s=5.0))
         seconds = time.perf_counter() - start
         for row in table.rows:
             ours, rand = row.systems.get("ours_scheduled"), row.systems.get("ours_random")

@@ -166,7 +166,7 @@ def _check_settings(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from simulator.predict import predict_table
+    from simulator.predict import predict_table, scheduler_settings
     from simulator.render import render_table
 
     if args.plan is not None:
@@ -181,8 +181,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.plan_time_limit < 0:
         raise InputError(f"--plan-time-limit must be 0 or more, got {args.plan_time_limit}")
     profiles = _profiles(args.profile, cluster)
-    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine,
-                          plan_time_limit_s=args.plan_time_limit or None, profiles=profiles, progress=progress)
+    search = scheduler_settings(cluster, time_limit_s=args.plan_time_limit) if args.plan_time_limit else None
+    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, search=search,
+                          profiles=profiles, progress=progress)
     if args.trace:
         _write_trace(cluster, table, args.trace, profiles)
     if args.plot:
@@ -444,8 +445,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     args.layers = list(dict.fromkeys(args.layers or DEFAULT_LAYERS))
     args.batch = list(dict.fromkeys(args.batch or DEFAULT_BATCHES))
     _check_settings(args)
-    if args.jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     out = args.output
     check_output(out)
     cases = list(SCENARIOS) if args.all else [scenario(c).name for c in args.case]

@@ -93,16 +93,15 @@ def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, fl
 
 
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
-                  batches: list[int], *, engine: str = "analytic", plan_time_limit_s: float | None = None,
-                  deterministic: bool = False, profiles: tuple[Profile, ...] = (),
+                  batches: list[int], *, engine: str = "analytic", search: SearchSettings | None = None,
+                  profiles: tuple[Profile, ...] = (),
                   progress: Callable[[str], None] | None = None) -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
     its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
-    with ``plan_time_limit_s`` ``ours_scheduled`` too: that runtime on the plan `sim plan` makes
-    with its defaults, given this many seconds; with ``deterministic`` instead the search without
-    a clock or bound MILP (scheduler.time_search), the same on any machine. ``profiles`` replace
-    the datasheet model of the device kinds they measured."""
+    with ``search`` ``ours_scheduled`` too: that runtime on the plan the scheduler finds with
+    these settings (``scheduler_settings``: those of `sim plan`). ``profiles`` replace the
+    datasheet model of the device kinds they measured."""
     for n_layers in layers:
         for batch in batches:
             check_setting(cluster.size, n_layers, batch)
@@ -116,7 +115,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
-            rows.append(_row(job, topology, megatron, randoms, engine, plan_time_limit_s, deterministic))
+            rows.append(_row(job, topology, megatron, randoms, engine, search))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
 
 
@@ -140,13 +139,17 @@ def _seconds(job: Job, placement: Placement, topology: Topology, engine: str) ->
     return None if prediction is None else prediction.iteration_s
 
 
-def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time_limit_s: float | None,
-               deterministic: bool) -> SystemResult:
-    """The study's runtime on the plan `sim plan` makes with its defaults, simulated."""
+def scheduler_settings(cluster: Cluster, *, time_limit_s: float = 60.0, deterministic: bool = False) -> SearchSettings:
+    """`sim plan`'s defaults for ``cluster`` (ilp, time objective, layers balanced over the stages
+    where it mixes GPU kinds: --split auto), given ``time_limit_s``; or, ``deterministic``, the
+    search without a clock or bound MILP (scheduler.time_search), the same on any machine."""
+    return SearchSettings(time_limit_s=time_limit_s, uneven=len(cluster.gpu_kinds) > 1, deterministic=deterministic)
+
+
+def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, settings: SearchSettings) -> SystemResult:
+    """The study's runtime on the plan the scheduler finds with ``settings``, predicted."""
     from simulator.planning import Degrees, plan_job  # planning imports this module
 
-    settings = SearchSettings(time_limit_s=time_limit_s or 60.0, uneven=len(job.cluster.gpu_kinds) > 1,
-                              deterministic=deterministic)
     result = plan_job(job.cluster, job.model, job.training.global_batch,
                       [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings,
                       profiles=job.profiles).result
@@ -157,7 +160,7 @@ def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, time
 
 
 def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
-         engine: str, plan_time_limit_s: float | None, deterministic: bool = False) -> TableRow:
+         engine: str, search: SearchSettings | None) -> TableRow:
     batch = job.training.global_batch
     configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
     systems: dict[str, SystemResult] = {}
@@ -173,9 +176,8 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
     if randoms and batch % randoms[0].dp == 0:
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
-        if plan_time_limit_s or deterministic:
-            systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine,
-                                                   plan_time_limit_s, deterministic)
+        if search is not None:
+            systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine, search)
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
 
 

@@ -51,9 +51,11 @@ class CaseReport:
 
 
 def _row(case: str, layers: int, batch: int) -> TableRow:
-    from simulator.predict import predict_table
+    from simulator.predict import predict_table, scheduler_settings
 
-    return predict_table(scenario(case).build(), case, gpt3_xl, [layers], [batch], deterministic=True).rows[0]
+    cluster = scenario(case).build()
+    return predict_table(cluster, case, gpt3_xl, [layers], [batch],
+                         search=scheduler_settings(cluster, deterministic=True)).rows[0]
 
 
 def _timeline(case: str, row: TableRow) -> tuple[timeline.Timeline | None, str | None]:

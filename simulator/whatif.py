@@ -90,21 +90,12 @@ def systems(cluster: Cluster, layers: int = 24, batch: int = 1024,
 
 @functools.lru_cache(maxsize=64)
 def _systems(cluster: Cluster, layers: int, batch: int, max_evaluations: int) -> tuple[tuple[str, Point], ...]:
-    from simulator.planning import Degrees, plan_job
     from simulator.predict import predict_table
-    from simulator.systems import STUDY_PIPELINE
 
-    row = predict_table(cluster, "what-if", gpt3_xl, [layers], [batch]).rows[0]
-    out = {key: Point(x=0.0, system=key, iteration_s=result.iteration_s, config=result.config)
-           for key, result in row.systems.items() if key in SWEEP_SYSTEMS}
-    if "ours_random" in out:
-        settings = SearchSettings(uneven=True, deterministic=True,
-                                  max_evaluations=max_evaluations)
-        degrees = Degrees(pp=STUDY_PIPELINE, dp=cluster.size // STUDY_PIPELINE, micro_batch=1)
-        planned = plan_job(cluster, gpt3_xl(layers), batch, [degrees], settings)
-        seconds = planned.predicted_iteration_s if planned.result.value != float("inf") else None
-        out["ours_scheduled"] = Point(x=0.0, system="ours_scheduled", iteration_s=seconds)
-    return tuple(out.items())
+    search = SearchSettings(uneven=True, deterministic=True, max_evaluations=max_evaluations)
+    row = predict_table(cluster, "what-if", gpt3_xl, [layers], [batch], search=search).rows[0]
+    return tuple((key, Point(x=0.0, system=key, iteration_s=result.iteration_s, config=result.config))
+                 for key, result in row.systems.items() if key in SWEEP_SYSTEMS)
 
 
 def sweep(variants: Iterable[tuple[float, Cluster]], layers: int = 24, batch: int = 1024,

@@ -13,14 +13,15 @@ from profiler.model import gpt3_xl
 from profiler.scenarios import scenario
 from simulator import charts, report
 from simulator.cli import main
-from simulator.predict import predict_table
+from simulator.predict import predict_table, scheduler_settings
 from simulator.prediction import PredictionTable, SystemResult, TableRow
 
 
 def test_rows_are_predict_tables_rows_with_the_deterministic_scheduler() -> None:
     [case] = report.run_report(["ondemand"], [24], [1024, 2048])
-    expected = predict_table(scenario("ondemand").build(), "ondemand", gpt3_xl, [24], [1024, 2048],
-                             deterministic=True)
+    cluster = scenario("ondemand").build()
+    expected = predict_table(cluster, "ondemand", gpt3_xl, [24], [1024, 2048],
+                             search=scheduler_settings(cluster, deterministic=True))
     assert case.table.to_json() == expected.to_json()
     assert case.timeline_system == "ours_scheduled"
     assert len(case.timeline.rows) == 64
