@@ -184,16 +184,13 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
 def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable[[int], ModelSpec],
                     profiles: tuple[Profile, ...] = ()) -> tuple:
     """Spans of a SimPy run of the first row's fastest system (the random placement of seed 0
-    for ``ours_random``)."""
+    for ``ours_random``, which is a mean over seeds)."""
     row = table.rows[0]
     candidates = {k: v for k, v in row.systems.items() if v.iteration_s is not None}
     if not candidates:
         raise InputError("--trace: no system of the first row fits in memory")
-    best = min(candidates, key=lambda k: candidates[k].iteration_s)
-    if best == "ours_random":
-        placement = study_random_placements(cluster.size, row.layers)[0]
-    else:
-        placement = megatron_placements(cluster.size, row.layers)[candidates[best].config]
+    best = candidates[min(candidates, key=lambda k: candidates[k].iteration_s)]
+    placement = best.placement or study_random_placements(cluster.size, row.layers)[0]
     job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch),
               profiles=profiles)
     _, spans = predict(job, placement, engine="simpy", record_spans=True)

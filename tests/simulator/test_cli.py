@@ -384,6 +384,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def test_trace_of_a_table_whose_fastest_system_is_the_scheduled_plan(capsys, tmp_path) -> None:
+    """On world the scheduled plan wins the first row: the trace is of that plan, 64 devices."""
+    trace = tmp_path / "trace.json"
+    rc, out, err = sim(capsys, "predict", "--case", "world", "--layers", "24", "--batch", "1024", "--quiet",
+                       "--plan-time-limit", "1", "--trace", trace)
+    assert rc == 0, err
+    assert data_rows(out)[0].split()[-1] == "*"  # Ours w/ scheduler, the last column, is the best
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert len({e["pid"] for e in events if e["ph"] == "X"}) == 64
+
+
 def test_predict_plots_the_table_and_a_plans_timeline(capsys, tmp_path) -> None:
     bars, gantt = tmp_path / "bars.png", tmp_path / "gantt.png"
     rc, out, err = sim(capsys, "predict", "--case", "spot", "--layers", "24", "--batch", "1024", "2048", "--quiet",
