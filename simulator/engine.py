@@ -282,22 +282,11 @@ class _Run:
                                        delivered=delivered)
                 else:
                     src, dst = transfer.src_device, transfer.dst_device
-                    self._all(delivered, self.network.start(src, dst, transfer.size_bytes),
-                              self.compute.start(src, dst, copy), self.compute.start(dst, src, copy))
+                    parts = self.env.all_of([self.network.start(src, dst, transfer.size_bytes),
+                                           self.compute.start(src, dst, copy), self.compute.start(dst, src, copy)])
+                    parts.callbacks.append(lambda _, done=delivered: done.succeed())  # delivered once all are
             events.append(delivered)
         return events
-
-    def _all(self, delivered: simpy.Event, *parts: simpy.Event) -> None:
-        """Succeed ``delivered`` once every one of ``parts`` has."""
-        left = [len(parts)]
-
-        def one_done(_: simpy.Event) -> None:
-            left[0] -= 1
-            if not left[0]:
-                delivered.succeed()
-
-        for part in parts:
-            part.callbacks.append(one_done)
 
     def raise_if_stuck(self) -> None:
         for index, stream in enumerate(self.program.streams):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from profiler.cluster import Cluster
 from profiler.profile import Profile
 from simulator.compute import profile_for
+from simulator.routes import max_min_rates
 
 # Cores one loopback transfer keeps busy at full speed, its two sides together. Measured (``python
 # benchmarks/bench_validation.py loopback``: gloo, 32 MB fp32 sends between one-thread processes on
@@ -176,11 +177,7 @@ def run_tasks(tasks: list[Task], capacities: list[float]) -> list[tuple[float, f
 
 def fair_speeds(capacity: float, demands: list[float]) -> list[float]:
     """The speed (of full speed) of each of the works sharing a unit of ``capacity`` max-min fairly,
-    each one's share capped by its demand (the capacity it takes at full speed)."""
-    speeds, left, count = [0.0] * len(demands), capacity, len(demands)
-    for index in sorted(range(len(demands)), key=demands.__getitem__):
-        share = min(demands[index], left / count)
-        speeds[index] = share / demands[index] if demands[index] > 0 else 1.0  # it takes nothing
-        left -= share
-        count -= 1
-    return speeds
+    each one's share capped by its demand (the capacity it takes at full speed): the network's
+    max-min filling (simulator.routes) over one resource."""
+    rates = max_min_rates([((0,), demand) for demand in demands], [capacity])
+    return [rate / demand if demand > 0 else 1.0 for rate, demand in zip(rates, demands)]  # 0: it takes nothing
