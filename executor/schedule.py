@@ -6,8 +6,9 @@ Receives are posted ahead, all of an iteration's at its start (gloo's send waits
 has posted its receive: posted late, the pipeline would serialise), and sends are waited for at
 the end. NCCL runs the operations between two ranks in the order they are posted, where receives
 posted ahead would stall the sends behind them: there each receive is posted when it is needed, a
-send together with the receive right after it from the same peer (``Grouped``, as Megatron does). Every op is recorded as a span (seconds since the iteration began) for the run report
-and the trace.
+send together with the receive right after it from the same peer (``Grouped``, as Megatron does).
+Every op is recorded as a span (seconds since the iteration began) for the run report and the
+trace.
 """
 
 from __future__ import annotations
