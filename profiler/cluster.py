@@ -50,6 +50,9 @@ class Host:
     # The machine the host runs on where hosts are emulated on one (`executor run
     # --emulate-network`): the CPU devices of all hosts naming one machine share its cpu_cores.
     machine: str | None = None
+    # The most one TCP connection out of this host carries, each direction (AWS: 5 Gbit/s between
+    # instances outside a cluster placement group); None: only the NIC and the links limit it.
+    connection_bandwidth_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.cpu_cores is not None and not (isinstance(self.cpu_cores, int) and self.cpu_cores >= 1):
@@ -57,6 +60,8 @@ class Host:
                              f"got {self.cpu_cores!r}")
         if self.pair_bandwidth_bytes_per_s is not None:
             _bandwidth(f"host {self.name!r}", "pair_bandwidth_bytes_per_s", self.pair_bandwidth_bytes_per_s)
+        if self.connection_bandwidth_bytes_per_s is not None:
+            _bandwidth(f"host {self.name!r}", "connection_bandwidth_bytes_per_s", self.connection_bandwidth_bytes_per_s)
         _bandwidth(f"host {self.name!r}", "interconnect_bandwidth_bytes_per_s",
                   self.interconnect_bandwidth_bytes_per_s)
         _bandwidth(f"host {self.name!r}", "uplink_bandwidth_bytes_per_s",
@@ -153,6 +158,8 @@ class Cluster:
                          else {"pair_bandwidth_bytes_per_s": h.pair_bandwidth_bytes_per_s})
                       | ({} if h.cpu_cores is None else {"cpu_cores": h.cpu_cores})
                       | ({} if h.machine is None else {"machine": h.machine})
+                      | ({} if h.connection_bandwidth_bytes_per_s is None
+                         else {"connection_bandwidth_bytes_per_s": h.connection_bandwidth_bytes_per_s})
                       for h in self.hosts],
             "devices": [{"id": d.id, "gpu": d.gpu, "host": d.host}
                         | ({} if d.gpu_index is None else {"gpu_index": d.gpu_index}) for d in self.devices],
@@ -291,7 +298,9 @@ def _cluster_from_json(doc: Any, where: str) -> Cluster:
                           pair_bandwidth_bytes_per_s=(_field(h, "pair_bandwidth_bytes_per_s", at, number)
                                                       if "pair_bandwidth_bytes_per_s" in h else None),
                           cpu_cores=_field(h, "cpu_cores", at, int) if "cpu_cores" in h else None,
-                          machine=_field(h, "machine", at, str) if "machine" in h else None))
+                          machine=_field(h, "machine", at, str) if "machine" in h else None,
+                          connection_bandwidth_bytes_per_s=(_field(h, "connection_bandwidth_bytes_per_s", at, number)
+                                                            if "connection_bandwidth_bytes_per_s" in h else None)))
     devices = []
     for i, d in enumerate(_field(doc, "devices", where, list)):
         at = f"{where} devices[{i}]"

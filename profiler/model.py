@@ -97,6 +97,11 @@ class TrainingSpec:
     precision: str = "fp16"
     activation_recompute: bool = True
     optimizer: str = "sgd"
+    # The study's runtime: gradient-accumulation rounds a pipeline runs its micro-batches in
+    # (None: as its runtime does, rounds of at most 64), and whether the fp32 master weights and
+    # the optimizer step live in host memory (None: the runtime's default: the study's offloads).
+    rounds: int | None = None
+    offload: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.global_batch, int) or self.global_batch < 1:
@@ -109,14 +114,20 @@ class TrainingSpec:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.optimizer not in OPTIMIZER_STATE_BYTES:
             raise InputError(f"optimizer must be one of {', '.join(OPTIMIZER_STATE_BYTES)}, got {self.optimizer!r}")
+        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
+                                        or self.rounds < 1):
+            raise InputError(f"rounds must be a positive integer, got {self.rounds!r}")
+        if self.offload is not None and not isinstance(self.offload, bool):
+            raise InputError(f"offload must be true or false, got {self.offload!r}")
 
     @property
     def element_bytes(self) -> int:
         return PRECISIONS[self.precision]
 
     def to_json(self) -> dict[str, Any]:
-        return {"global_batch": self.global_batch, "micro_batch": self.micro_batch, "precision": self.precision,
-                "activation_recompute": self.activation_recompute, "optimizer": self.optimizer}
+        doc = {"global_batch": self.global_batch, "micro_batch": self.micro_batch, "precision": self.precision,
+               "activation_recompute": self.activation_recompute, "optimizer": self.optimizer}
+        return doc | {key: getattr(self, key) for key in ("rounds", "offload") if getattr(self, key) is not None}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "TrainingSpec":

@@ -26,6 +26,9 @@ PAIR_LINKS = {8: 1, 4: 2, 1: 6}
 NVLINK_LATENCY_S = 5e-6
 # FACTS.md §3 says "sub-millisecond" between data-center instances; we take 0.1 ms one way.
 DATACENTER_LATENCY_S = 0.1 * MS
+# AWS EC2 "instance network bandwidth": one TCP flow between instances outside a cluster placement
+# group carries at most 5 Gbit/s (the study's gloo transfers, one connection: 64 MiB in 107 ms).
+AWS_CONNECTION_GBIT = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,8 @@ def _hosts(prefix: str, region: str, count: int, gpus: int, uplink_gbit: float) 
                   interconnect_bandwidth_bytes_per_s=NVLINK_V100_BYTES_PER_S,
                   interconnect_latency_s=NVLINK_LATENCY_S,
                   uplink_bandwidth_bytes_per_s=uplink_gbit * GBIT_PER_S,
-                  pair_bandwidth_bytes_per_s=PAIR_LINKS[gpus] * NVLINK_LINK_BYTES_PER_S), gpus) for i in range(count)]
+                  pair_bandwidth_bytes_per_s=PAIR_LINKS[gpus] * NVLINK_LINK_BYTES_PER_S,
+                  connection_bandwidth_bytes_per_s=AWS_CONNECTION_GBIT * GBIT_PER_S), gpus) for i in range(count)]
 
 
 def _assemble(name: str, hosts: list[tuple[Host, int]], links: list[Link]) -> Cluster:

@@ -1,8 +1,9 @@
 """Megatron's 1F1B with blocking exchanges, timed without an event queue.
 
 Each stage runs its ops in order (lowering's `_one_f_one_b` order); an exchange op posts its
-transfers and waits until all are delivered; a transfer starts when both of its ops are posted
-and takes its boundary's time. Two stages joined by blocking exchanges can lock into a cycle longer
+transfers and waits until its sends have left and its receives have arrived; a transfer starts
+when both of its ops are posted, occupies its route for its boundary's occupancy and arrives its
+latency later. Two stages joined by blocking exchanges can lock into a cycle longer
 than any single stage's F + B + exchanges (a block of stages on one host takes turns with its
 neighbours' links), so the estimator times the schedule itself instead of assuming a cycle: it
 runs M1 and M1 + P micro-batches and extends the periodic steady state to M.
@@ -55,7 +56,11 @@ def _peer(transfer: tuple, is_send: bool) -> int:
     return receiver if is_send else sender
 
 
-def _timeline(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+# (occupancy_s, latency_s) of one transfer of each (direction, boundary)
+Timings = dict[tuple[str, int], tuple[float, float]]
+
+
+def _timeline(forward: list[float], backward: list[float], transfer_s: Timings,
               micro_batches: int) -> tuple[list[float], dict[tuple, float]]:
     """Each stage's end, and when each side of each transfer was posted."""
     P = len(forward)
@@ -83,35 +88,37 @@ def _timeline(forward: list[float], backward: list[float], transfer_s: dict[tupl
             if any((transfer, not is_send) not in posted for transfer, is_send in payload):
                 blocked.add(s)
                 break
-            clock[s] = max(max(posted[t, True], posted[t, False]) + transfer_s[t[0], t[1]] for t, _ in payload)
+            clock[s] = max(max(posted[t, True], posted[t, False]) + transfer_s[t[0], t[1]][0]
+                           + (0.0 if is_send else transfer_s[t[0], t[1]][1]) for t, is_send in payload)
             position[s] += 1
     if any(position[s] < len(programs[s]) for s in range(P)):
         raise RuntimeError("1F1B schedule deadlocked")
     return clock, posted
 
 
-def run_schedule(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+def run_schedule(forward: list[float], backward: list[float], transfer_s: Timings,
                  micro_batches: int) -> list[float]:
     """When each stage finishes its schedule; ``transfer_s[direction, boundary]`` is one
-    transfer's time from start to delivery."""
+    transfer's (occupancy, latency)."""
     return _timeline(forward, backward, transfer_s, micro_batches)[0]
 
 
-def transfer_windows(forward: list[float], backward: list[float], transfer_s: dict[tuple[str, int], float],
+def transfer_windows(forward: list[float], backward: list[float], transfer_s: Timings,
                      micro_batches: int) -> dict[tuple[str, int, int], tuple[float, float]]:
-    """(start, delivery) of every transfer, keyed (direction, boundary, micro-batch)."""
+    """(start, last byte left) of every transfer, keyed (direction, boundary, micro-batch): when
+    it holds its route."""
     _, posted = _timeline(forward, backward, transfer_s, micro_batches)
     windows = {}
     for (transfer, is_send), _ in posted.items():
         if is_send:
             start = max(posted[transfer, True], posted[transfer, False])
-            windows[transfer] = (start, start + transfer_s[transfer[0], transfer[1]])
+            windows[transfer] = (start, start + transfer_s[transfer[0], transfer[1]][0])
     return windows
 
 
 @lru_cache(maxsize=4096)
 def schedule_ends(forward: tuple[float, ...], backward: tuple[float, ...],
-                  transfer_s: tuple[tuple[tuple[str, int], float], ...], micro_batches: int) -> tuple[float, ...]:
+                  transfer_s: tuple[tuple[tuple[str, int], tuple[float, float]], ...], micro_batches: int) -> tuple[float, ...]:
     """As run_schedule, but long schedules are timed on two shorter ones and their periodic
     steady state extended: every micro-batch past the transient adds the same time. Replicas
     with the same costs share one answer (arguments are tuples for the cache)."""

@@ -30,6 +30,8 @@ EXAMPLES = {
                 "  profiler compute --threads 1 --dropout 0 -o cpu.json\n"
                 "  sim validate examples/cpu-pipeline-plan.json run.json --profile cpu.json --plot timeline.png",
     "cases": "examples:\n  sim cases\n  sim cases --export world -o world.json",
+    "fidelity": "examples:\n  sim fidelity\n  sim fidelity --series p2p-transfer dp-sync-scaling\n"
+                "  sim fidelity --engine simpy --json > fidelity.json\n  sim fidelity --plot fidelity.png",
     "plan": "examples:\n  sim plan --case world -o plan.json\n"
             "  sim plan --case world --objective comm --study-matrices --dp-bytes 0.65e9 --pp-bytes 0.471e9\n"
             "  sim plan --case universities --method evolutionary --objective comm --offspring 500\n"
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sim", description="Predict training iterations of GPT models on heterogeneous, "
                                                     "decentralized GPU clusters.",
                             epilog="examples:\n  sim predict --case spot\n  sim plan --case world -o plan.json\n"
-                                   "  sim report --all -o report\n  sim cases",
+                                   "  sim report --all -o report\n  sim fidelity\n  sim cases",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     predict = sub.add_parser("predict", help="the study's table of systems for a cluster",
@@ -141,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="processes to predict in (default: the cores this process may use)")
     report.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    fidelity = sub.add_parser("fidelity", help="predict the study's measured development set and print the errors",
+                              epilog=EXAMPLES["fidelity"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    fidelity.add_argument("--engine", choices=("analytic", "simpy"), default="analytic",
+                          help="analytic estimator (default) or the SimPy simulation")
+    fidelity.add_argument("--series", nargs="+", metavar="ID", help="only these series (default: all)")
+    fidelity.add_argument("--json", action="store_true", help="print one JSON document (fidelity/1) instead")
+    fidelity.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw predicted against measured")
+    fidelity.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cases = sub.add_parser("cases", help="list the built-in scenarios, or export one as cluster JSON",
                            epilog=EXAMPLES["cases"], formatter_class=argparse.RawDescriptionHelpFormatter)
     cases.add_argument("--export", metavar="NAME", help="write this scenario as a cluster JSON file")
@@ -456,9 +466,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from simulator import fidelity
+    from simulator.charts import check_png_path, default_style, new_figure, save_png
+
+    if args.plot:
+        check_png_path(args.plot)
+    progress = None if args.quiet else (lambda text: print(f"[sim fidelity] {text}", file=sys.stderr, flush=True))
+    figures = fidelity.evaluate(args.engine, args.series, progress)
+    if args.plot:
+        with default_style():
+            fig, axes = new_figure(7.5, 6.5)
+            fidelity.fidelity_chart(axes[0][0], figures)
+            save_png(fig, args.plot)
+    print(json.dumps(fidelity.to_json(figures, args.engine), indent=1) if args.json
+          else fidelity.render(figures, args.engine))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command("sim", build_parser(), {"predict": cmd_predict, "cases": cmd_cases, "plan": cmd_plan,
-                                               "validate": cmd_validate, "report": cmd_report}, argv)
+                                               "validate": cmd_validate, "report": cmd_report,
+                                               "fidelity": cmd_fidelity}, argv)
 
 
 if __name__ == "__main__":

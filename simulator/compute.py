@@ -4,18 +4,20 @@ Model: every matrix multiply is a roofline over its FLOPs and bytes, with cuBLAS
 quantisation (NVIDIA "Matrix Multiplication Background" user's guide: a GEMM runs as 128×128
 output tiles spread over the SMs in waves, so small or odd shapes leave SMs idle), plus the
 memory-bound element-wise kernels (softmax, layer norm, GELU, dropout, residual) and a launch
-cost per kernel. One efficiency factor each for forward and backward scales the GEMM peak; it is
-solved so that the simulator reproduces the measured Megatron iteration on one p3.16xlarge (FACTS.md
-§2: 4.23 s with recompute, 3.10 s without; see simulator.calibration), and carried over to the
-datasheet GPU kinds. Tensor-parallel shards then
-run slower than 1/t of a full layer because their GEMMs are smaller and launches stay.
+cost per kernel. One efficiency factor each for forward and backward scales the GEMM peak
+(``GEMM_EFFICIENCY``): solved so that one GPT3-XL layer on a V100 takes FACTS.md §2's measured
+5.3 ms forward and 9.3 ms backward, and carried over to the datasheet GPU kinds. Tensor-parallel
+shards then run slower than 1/t of a full layer because their GEMMs are smaller and launches stay.
+
+The optimizer step runs on the GPU (memory-bound SGD over the fp32 master weights), or with the
+master weights offloaded (the study's runtime, --use-offload) on the host: the gradients cross
+PCIe, the host's cores check and step them, the new weights cross back (``offloaded_step_s``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 from profiler.gpus import GpuKind, gpu_kind
 from profiler.model import ModelSpec, OPTIMIZER_STATE_BYTES, PRECISIONS, TrainingSpec, gpt3_xl
@@ -31,6 +33,35 @@ V100_LAYER_BACKWARD_S = 9.3e-3
 # SGD step on the fp32 master copy: read the fp16 gradient (2 B) and the master (4 B), write the
 # master (4 B) and the fp16 weight (2 B); optimizer state is read and written once more.
 OPTIMIZER_BYTES_PER_PARAM = 12
+# GEMM efficiency (forward, backward) of the tile-quantised peak that makes one GPT3-XL layer on a
+# V100 take FACTS.md §2's 5.3 ms forward and 9.3 ms backward (``layer_efficiency`` solves them; a
+# test holds these to it).
+GEMM_EFFICIENCY = (0.49594, 0.62911)
+
+# The study's offloaded step (optimizer/optimizer.py, Fp16Optimizer with offload), per parameter:
+# over PCIe the fp16 gradient, converted to fp32 on the GPU, comes to the host (4 B) and the new
+# fp16 weight goes back (2 B); both are copies from and to pageable memory, which the CUDA driver
+# stages through a pinned buffer with a memcpy on one core (8 B and 4 B moved); PyTorch's ops on the
+# host read the fp32 gradient for the overflow check (4 B), run SGD (read master and gradient,
+# write master: 12 B) and convert the master to fp16 (read 4 B, write 2 B).
+OFFLOAD_PCIE_BYTES_PER_PARAM = 4 + 2
+OFFLOAD_STAGING_BYTES_PER_PARAM = 8 + 4
+OFFLOAD_HOST_OP_BYTES_PER_PARAM = 4 + 12 + 6
+# PCIe 3.0 ×16 (the V100-SXM2's host link on AWS p3): 8 GT/s × 16 lanes × 128/130 = 15.75 GB/s a
+# direction, of which 256-byte TLP payloads with 24 bytes of header and framing carry 256/280.
+PCIE3_X16_BYTES_PER_S = 8e9 * 16 * 128 / 130 / 8 * 256 / 280
+# A p3 host core (Xeon E5-2686 v4) streams from DRAM no faster than its 10 line-fill buffers of 64 B
+# per ~90 ns of memory latency (Little's law: 7.1 GB/s); PyTorch's host ops use the 4 physical
+# cores of a p3.2xlarge (its default thread count), the driver's staging memcpy one.
+HOST_CORE_BYTES_PER_S = 10 * 64 / 90e-9
+HOST_OP_THREADS = 4
+
+
+def offloaded_step_s(params: float) -> float:
+    """The SGD step of ``params`` with fp32 master weights in host memory (the study's runtime)."""
+    return params * (OFFLOAD_PCIE_BYTES_PER_PARAM / PCIE3_X16_BYTES_PER_S
+                     + OFFLOAD_STAGING_BYTES_PER_PARAM / HOST_CORE_BYTES_PER_S
+                     + OFFLOAD_HOST_OP_BYTES_PER_PARAM / (HOST_OP_THREADS * HOST_CORE_BYTES_PER_S))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,29 +98,61 @@ class LayerTimes:
     recompute_s: float  # 0 without activation recompute
 
 
-def layer_gemms(model: ModelSpec, micro_batch: int, tp: int) -> list[Gemm]:
-    """The forward GEMMs of one layer's 1/tp shard (Megatron's column/row split)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerKernels:
+    """How a runtime's layer is written, as the compute model counts it: Megatron's fused kernels
+    (one QKV projection, fused scale-mask-softmax, bias-GELU, bias-dropout-add; gradients summed
+    into fp32 main_grad buffers) or the study's plain PyTorch modules (modules/gpt_modules.py:
+    separate q, k, v projections whose biases addmm copies out first, transposed heads copied for
+    the batched products, scale and softmax as passes of their own, ReLU, no dropout; gradients
+    summed by autograd into fp16 .grad)."""
+
+    fused: bool
+    forward_kernels: int
+    backward_kernels: int
+    grad_accumulation_bytes_per_param: int  # read the sum and the new gradient, write the sum, per micro-batch
+
+
+# Megatron: 6 GEMMs + fused element-wise kernels, backward about twice as many; main_grad (4 B)
+# += grad (2 B). The study: 21 kernels forward (2 norms, 4 + 2 addmm with their bias copies, 3 head
+# copies, 2 bmm, scale, softmax, a copy, ReLU, 2 adds), twice as many backward; fp16 grad += grad.
+MEGATRON_LAYER = LayerKernels(fused=True, forward_kernels=FORWARD_KERNELS, backward_kernels=BACKWARD_KERNELS,
+                              grad_accumulation_bytes_per_param=4 + 2 + 4)
+STUDY_LAYER = LayerKernels(fused=False, forward_kernels=21, backward_kernels=42,
+                           grad_accumulation_bytes_per_param=2 + 2 + 2)
+
+
+def layer_gemms(model: ModelSpec, micro_batch: int, tp: int, fused: bool = True) -> list[Gemm]:
+    """The forward GEMMs of one layer's 1/tp shard (Megatron's column/row split); without
+    ``fused`` the q, k and v projections are three GEMMs."""
     tokens, h, f = micro_batch * model.seq_len, model.d_model, model.ffn
     heads = model.heads // tp
     head_dim = h // model.heads
     s = model.seq_len
-    return [Gemm(tokens, 3 * h // tp, h),  # QKV projection, column-parallel
-            Gemm(s, s, head_dim, micro_batch * heads),  # scores Q·Kᵀ per head
-            Gemm(s, head_dim, s, micro_batch * heads),  # scores · V
-            Gemm(tokens, h, h // tp),  # attention output, row-parallel
-            Gemm(tokens, f // tp, h),  # FFN in, column-parallel
-            Gemm(tokens, h, f // tp)]  # FFN out, row-parallel
+    qkv = [Gemm(tokens, 3 * h // tp, h)] if fused else [Gemm(tokens, h // tp, h)] * 3
+    return qkv + [Gemm(s, s, head_dim, micro_batch * heads),  # scores Q·Kᵀ per head
+                  Gemm(s, head_dim, s, micro_batch * heads),  # scores · V
+                  Gemm(tokens, h, h // tp),  # attention output, row-parallel
+                  Gemm(tokens, f // tp, h),  # FFN in, column-parallel
+                  Gemm(tokens, h, f // tp)]  # FFN out, row-parallel
 
 
-def layer_elementwise_bytes(model: ModelSpec, micro_batch: int, tp: int, element: int) -> float:
+def layer_elementwise_bytes(model: ModelSpec, micro_batch: int, tp: int, element: int, fused: bool = True) -> float:
     """Bytes moved by the memory-bound kernels of one layer shard's forward."""
     tokens, h, f = micro_batch * model.seq_len, model.d_model, model.ffn
     scores = micro_batch * (model.heads // tp) * model.seq_len ** 2
-    softmax = scores * (2 * element + 1 + 2 * element)  # scale-mask-softmax, dropout mask + apply
     norms = 2 * 2 * tokens * h * element  # two layer norms, read + write
-    gelu = 2 * tokens * (f // tp) * element  # fused bias + GELU
-    residual = 2 * tokens * h * (3 * element + 1)  # two bias-dropout-add: 2 reads, 1 write, mask
-    return float(softmax + norms + gelu + residual)
+    if fused:
+        softmax = scores * (2 * element + 1 + 2 * element)  # scale-mask-softmax, dropout mask + apply
+        gelu = 2 * tokens * (f // tp) * element  # fused bias + GELU
+        residual = 2 * tokens * h * (3 * element + 1)  # two bias-dropout-add: 2 reads, 1 write, mask
+        return float(softmax + norms + gelu + residual)
+    passes = 2 * 2 * scores * element  # scale, then softmax: each reads and writes the scores
+    biases = 2 * tokens * (4 * h // tp + f // tp + h) * element  # addmm's bias copied out, read back by the GEMM
+    heads = 2 * tokens * (4 * h // tp) * element  # q, k, v made contiguous, the output transposed back
+    relu = 2 * tokens * (f // tp) * element
+    residual = 2 * 3 * tokens * h * element  # two adds: 2 reads, 1 write
+    return float(passes + norms + biases + heads + relu + residual)
 
 
 def _gemm_time(gemm: Gemm, gpu: GpuKind, peak: float, efficiency: float, element: int) -> float:
@@ -121,38 +184,32 @@ def _solve_efficiency(target_s: float, time_at: "callable") -> float:
 
 def layer_efficiency() -> tuple[float, float]:
     """GEMM efficiency (forward, backward) that makes one GPT3-XL layer on a V100 take FACTS.md §2's
-    per-layer figures. Those figures spread the whole measured iteration over the layers, head
-    and pipeline fill included, so this is only the starting point of the full calibration
-    (simulator.calibration)."""
+    per-layer figures (the source of ``GEMM_EFFICIENCY``): Megatron's layer, which that run timed."""
     gpu, model, element = gpu_kind("V100-SXM2-16GB"), gpt3_xl(), PRECISIONS["fp16"]
     peak = gpu.peak_flops_per_s("fp16")
     gemms = layer_gemms(model, 1, 1)
     elem = layer_elementwise_bytes(model, 1, 1, element)
+    summed = model.layer_params_per_shard(1) * MEGATRON_LAYER.grad_accumulation_bytes_per_param
     fwd = _solve_efficiency(V100_LAYER_FORWARD_S, lambda e: _pass_time(
         gemms, elem, FORWARD_KERNELS, gpu, peak, e, element))
     bwd = _solve_efficiency(V100_LAYER_BACKWARD_S, lambda e: _pass_time(
-        _backward_gemms(gemms), 2 * elem, BACKWARD_KERNELS, gpu, peak, e, element))
+        _backward_gemms(gemms), 2 * elem + summed, BACKWARD_KERNELS, gpu, peak, e, element))
     return fwd, bwd
 
 
-@lru_cache(maxsize=1)
-def calibrated_efficiency() -> tuple[float, float]:
-    """GEMM efficiency (forward, backward) that reproduces FACTS.md §2's measured iterations."""
-    from simulator.calibration import solve_efficiency  # it simulates, so it sits above this module
-
-    return solve_efficiency()
-
-
 def layer_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int,
-                efficiency: tuple[float, float] | None = None) -> LayerTimes:
-    """One layer shard, one micro-batch, compute only (tensor-parallel communication is separate)."""
+                efficiency: tuple[float, float] | None = None, kernels: LayerKernels = MEGATRON_LAYER) -> LayerTimes:
+    """One layer shard, one micro-batch, compute only (tensor-parallel communication is separate),
+    written as ``kernels`` says; the backward also sums the weight gradients into their buffers."""
     element = training.element_bytes
     peak = gpu.peak_flops_per_s(training.precision)
-    eff_fwd, eff_bwd = efficiency or calibrated_efficiency()
-    gemms = layer_gemms(model, training.micro_batch, tp)
-    elem = layer_elementwise_bytes(model, training.micro_batch, tp, element)
-    forward = _pass_time(gemms, elem, FORWARD_KERNELS, gpu, peak, eff_fwd, element)
-    backward = _pass_time(_backward_gemms(gemms), 2 * elem, BACKWARD_KERNELS, gpu, peak, eff_bwd, element)
+    eff_fwd, eff_bwd = efficiency or GEMM_EFFICIENCY
+    gemms = layer_gemms(model, training.micro_batch, tp, kernels.fused)
+    elem = layer_elementwise_bytes(model, training.micro_batch, tp, element, kernels.fused)
+    summed = model.layer_params_per_shard(tp) * kernels.grad_accumulation_bytes_per_param
+    forward = _pass_time(gemms, elem, kernels.forward_kernels, gpu, peak, eff_fwd, element)
+    backward = _pass_time(_backward_gemms(gemms), 2 * elem + summed, kernels.backward_kernels, gpu, peak, eff_bwd,
+                          element)
     return LayerTimes(forward_s=forward, backward_s=backward,
                       recompute_s=forward if training.activation_recompute else 0.0)
 
@@ -164,7 +221,7 @@ def head_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int,
     gradient (Megatron's vocab-parallel cross entropy)."""
     element = training.element_bytes
     peak = gpu.peak_flops_per_s(training.precision)
-    eff_fwd, eff_bwd = efficiency or calibrated_efficiency()
+    eff_fwd, eff_bwd = efficiency or GEMM_EFFICIENCY
     tokens = training.micro_batch * model.seq_len
     gemm = Gemm(tokens, model.vocab // tp, model.d_model)
     logits = tokens * (model.vocab // tp)
@@ -174,6 +231,33 @@ def head_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int,
     backward = (sum(_gemm_time(g, gpu, peak, eff_bwd, element) for g in gemm.transposed_for_backward())
                 + logits * (4 + element) / bandwidth + 4 * KERNEL_LAUNCH_S)
     return forward, backward
+
+
+def adaptive_clusters(model: ModelSpec, cutoffs: tuple[int, ...], div_value: int) -> tuple[int, list[tuple[int, int]]]:
+    """An adaptive softmax's head size (the shortlist and one entry per tail cluster) and each tail
+    cluster's (projection width, vocabulary span), as torch.nn.AdaptiveLogSoftmaxWithLoss builds them."""
+    bounds = [*cutoffs, model.vocab]
+    tails = [(max(1, model.d_model // div_value ** (i + 1)), bounds[i + 1] - bounds[i]) for i in range(len(cutoffs))]
+    return cutoffs[0] + len(cutoffs), tails
+
+
+def adaptive_head_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, cutoffs: tuple[int, ...],
+                        div_value: int, efficiency: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The study's output head (its final layer norm and an adaptive softmax, run under a
+    checkpoint), forward and backward with its recompute. Every token is costed through every tail
+    cluster, an upper bound: torch computes a cluster only for the tokens whose target falls in it."""
+    element = training.element_bytes
+    peak = gpu.peak_flops_per_s(training.precision)
+    eff_fwd, eff_bwd = efficiency or GEMM_EFFICIENCY
+    tokens, h = training.micro_batch * model.seq_len, model.d_model
+    head, tails = adaptive_clusters(model, cutoffs, div_value)
+    gemms = [Gemm(tokens, head, h)] + [g for width, span in tails for g in (Gemm(tokens, width, h), Gemm(tokens, span, width))]
+    outputs = head + sum(span for _, span in tails)
+    elem = 2 * tokens * h * element + 2 * tokens * outputs * element  # final layer norm; log-softmaxes
+    kernels = 4 + 3 * len(tails)
+    forward = _pass_time(gemms, elem, kernels, gpu, peak, eff_fwd, element)
+    backward = _pass_time(_backward_gemms(gemms), 2 * elem, 2 * kernels, gpu, peak, eff_bwd, element)
+    return forward, backward + (forward if training.activation_recompute else 0.0)
 
 
 def embedding_times(gpu: GpuKind, model: ModelSpec, training: TrainingSpec, tp: int) -> tuple[float, float]:
@@ -206,14 +290,20 @@ def profile_for(kind: str, profiles: tuple[Profile, ...]) -> Profile | None:
 
 
 def device_compute(kind: str, model: ModelSpec, training: TrainingSpec, tp: int, profiles: tuple[Profile, ...] = (),
-                   efficiency: tuple[float, float] | None = None) -> DeviceCompute:
+                   efficiency: tuple[float, float] | None = None, kernels: LayerKernels = MEGATRON_LAYER,
+                   head_cutoffs: tuple[int, ...] | None = None, div_value: int = 4) -> DeviceCompute:
+    """``kernels``: how the runtime writes its layer; ``head_cutoffs``: the output head is an
+    adaptive softmax with these cutoffs (the study's runtime), not a projection onto the whole
+    vocabulary. A profile measured its own layer and head."""
     profile = profile_for(kind, profiles)
     state = OPTIMIZER_STATE_BYTES[training.optimizer]
     if profile is None:
         gpu = gpu_kind(kind)
-        return DeviceCompute(layer=layer_times(gpu, model, training, tp, efficiency),
+        head = (head_times(gpu, model, training, tp, efficiency) if head_cutoffs is None
+                else adaptive_head_times(gpu, model, training, head_cutoffs, div_value, efficiency))
+        return DeviceCompute(layer=layer_times(gpu, model, training, tp, efficiency, kernels),
                              embedding=embedding_times(gpu, model, training, tp),
-                             head=head_times(gpu, model, training, tp, efficiency),
+                             head=head,
                              optimizer_s_per_param=(OPTIMIZER_BYTES_PER_PARAM + 2 * state) / gpu.memory_bandwidth_bytes_per_s,
                              optimizer_overhead_s=KERNEL_LAUNCH_S)
     profile.check_covers(model, training.precision)

@@ -1,10 +1,11 @@
 """Executes a ``Program`` (simulator.program) on SimPy with a fluid flow network.
 
-One SimPy process per stream runs its ops in order. An op first waits for each of its deps (one
-yield per unfinished dep, which is cheaper than an AllOf and ends at the same time); a compute op
-then waits ``duration_s``; a comm op posts its send and receive sides and waits until every one of
-its transfers is delivered. A transfer starts flowing when its second side is posted, so the first
-poster waits on an event that the network succeeds on delivery.
+One SimPy process per stream runs its ops in order. An op first waits for each of its deps and
+arrivals (one yield per unfinished one, which is cheaper than an AllOf and ends at the same time);
+a compute op then waits ``duration_s``; a comm op posts its send and receive sides and waits until
+each send's last byte has left and each receive is delivered (a nonblocking op does not wait). A
+transfer starts flowing when its second side is posted (``startup_s`` later where it has one), so
+a side posted first waits on an event that the network succeeds later.
 
 Compute on devices that share a unit (simulator.sharing: ranks on one host's cores or one GPU)
 runs as flows through a second fluid network whose resources are the units, one flow per rank
@@ -76,6 +77,11 @@ def validate_program(program: Program, network: Network) -> dict[int, Transfer]:
     receivers: dict[int, tuple[Stream, Op]] = {}
     for stream in program.streams:
         for op in stream.ops:
+            if op.nonblocking and (op.sends or not op.recvs):
+                raise ValueError(f"{_where(stream, op)} is nonblocking: it may only post receives")
+            for transfer_id in op.arrivals:
+                if transfer_id not in transfers:
+                    raise ValueError(f"{_where(stream, op)} waits for the arrival of unknown transfer {transfer_id}")
             if op.sends:
                 _claim_sides(op.sends, "send", stream, op, transfers, senders)
             if op.recvs:
@@ -103,6 +109,8 @@ def _transfers_by_id(program: Program, network: Network) -> dict[int, Transfer]:
             )
         if not transfer.size_bytes >= 0:
             raise ValueError(f"transfer {transfer.id} has size {transfer.size_bytes} bytes")
+        if not transfer.startup_s >= 0:
+            raise ValueError(f"transfer {transfer.id} has start-up {transfer.startup_s} s")
         transfers[transfer.id] = transfer
     return transfers
 
@@ -183,6 +191,8 @@ class _Run:
         "finished",
         "waiters",
         "posted",
+        "delivered",
+        "left",
         "positions",
         "ends_s",
         "raw_spans",
@@ -204,7 +214,9 @@ class _Run:
         self.transfers = transfers
         self.finished: set[int] = set()  # ids of finished ops
         self.waiters: dict[int, simpy.Event] = {}  # op id -> event succeeded when it finishes
-        self.posted: dict[int, simpy.Event] = {}  # transfer id (one side posted) -> delivery
+        self.posted: set[int] = set()  # transfers one side of which has been posted
+        self.delivered: dict[int, simpy.Event] = {}  # transfer id -> its delivery (made when first needed)
+        self.left: dict[int, simpy.Event] = {}  # transfer id -> its last byte leaving the sender
         self.positions = [0] * len(program.streams)  # index of each stream's current op
         self.ends_s = [0.0] * len(program.streams)
         self.raw_spans: list[list[tuple[Op, float, float]]] | None = (
@@ -238,10 +250,20 @@ class _Run:
             for dep in op.deps:
                 if dep not in finished:
                     yield self._waiter(dep)
+            for transfer_id in op.arrivals:
+                arrived = self._event(self.delivered, transfer_id)
+                if not arrived.processed:
+                    yield arrived
             start_s = env.now
+            record = spans is not None
             if op.sends or op.recvs:
-                for delivered in self._post(op):
-                    yield delivered
+                sides = self._post(op)
+                if not op.nonblocking:
+                    for side in sides:
+                        yield side
+                elif record:  # its span ends when its receives are delivered
+                    self._record_later(spans, op, start_s, sides)
+                    record = False
             elif op.duration_s > 0:
                 if not shared:
                     yield env.timeout(op.duration_s)
@@ -255,7 +277,7 @@ class _Run:
             waiter = waiters.pop(op.id, None)
             if waiter is not None:
                 waiter.succeed()
-            if spans is not None:
+            if record:
                 spans.append((op, start_s, env.now))
         positions[index] = len(stream.ops)
         self.ends_s[index] = env.now
@@ -266,27 +288,51 @@ class _Run:
             waiter = self.waiters[op_id] = self.env.event()
         return waiter
 
+    def _event(self, events: dict[int, simpy.Event], transfer_id: int) -> simpy.Event:
+        event = events.get(transfer_id)
+        if event is None:
+            event = events[transfer_id] = self.env.event()
+        return event
+
+    def _record_later(self, spans: list, op: Op, start_s: float, sides: list[simpy.Event]) -> None:
+        """A nonblocking op's span, from its post to its last delivery, in its place in the stream."""
+        slot = len(spans)
+        spans.append((op, start_s, start_s))
+        done = self.env.all_of(sides)
+        done.callbacks.append(lambda _, slot=slot: spans.__setitem__(slot, (op, start_s, self.env.now)))
+
     def _post(self, op: Op) -> list[simpy.Event]:
-        """Post the op's sides; start each transfer whose peer side was already posted."""
+        """Post the op's sides; start each transfer whose peer side was already posted. The events
+        each side waits for: a send its last byte leaving, a receive its delivery."""
         posted = self.posted
-        events = []
+        events = [self._event(self.left, t) for t in op.sends] + [self._event(self.delivered, t) for t in op.recvs]
         for transfer_id in op.sends + op.recvs:
-            delivered = posted.pop(transfer_id, None)
-            if delivered is None:
-                delivered = posted[transfer_id] = self.env.event()
+            if transfer_id not in posted:
+                posted.add(transfer_id)
+                continue
+            posted.discard(transfer_id)
+            transfer = self.transfers[transfer_id]
+            if transfer.startup_s > 0:
+                self.env.timeout(transfer.startup_s).callbacks.append(lambda _, t=transfer: self._start(t))
             else:
-                transfer = self.transfers[transfer_id]
-                copy = self.copies.get(transfer_id)
-                if copy is None:
-                    self.network.start(transfer.src_device, transfer.dst_device, transfer.size_bytes,
-                                       delivered=delivered)
-                else:
-                    src, dst = transfer.src_device, transfer.dst_device
-                    parts = self.env.all_of([self.network.start(src, dst, transfer.size_bytes),
-                                           self.compute.start(src, dst, copy), self.compute.start(dst, src, copy)])
-                    parts.callbacks.append(lambda _, done=delivered: done.succeed())  # delivered once all are
-            events.append(delivered)
+                self._start(transfer)
         return events
+
+    def _start(self, transfer: Transfer) -> None:
+        """The transfer's bytes start to flow; between two ranks of a CPU unit both sides also copy
+        on its cores, and the transfer has left once the sender's copy is done too and is
+        delivered once both copies are."""
+        delivered, left = self._event(self.delivered, transfer.id), self._event(self.left, transfer.id)
+        src, dst, size = transfer.src_device, transfer.dst_device, transfer.size_bytes
+        copy = self.copies.get(transfer.id)
+        if copy is None:
+            self.network.start(src, dst, size, delivered=delivered, left=left)
+            return
+        net_left = self.env.event()
+        net_delivered = self.network.start(src, dst, size, left=net_left)
+        sent, received = self.compute.start(src, dst, copy), self.compute.start(dst, src, copy)
+        self.env.all_of([net_left, sent]).callbacks.append(lambda _: left.succeed())
+        self.env.all_of([net_delivered, sent, received]).callbacks.append(lambda _: delivered.succeed())
 
     def raise_if_stuck(self) -> None:
         for index, stream in enumerate(self.program.streams):

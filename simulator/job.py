@@ -10,8 +10,8 @@ from profiler.model import ModelSpec, TrainingSpec
 from profiler.profile import Profile
 from profiler.errors import InputError
 from scheduler.placement import Placement, Runtime, Schedule
-from simulator.compute import device_compute
-from simulator.runtime import TRAITS, RuntimeTraits
+from simulator.compute import adaptive_clusters, device_compute, offloaded_step_s, profile_for
+from simulator.runtime import ADAPTIVE_DIV_VALUE, TRAITS, RuntimeTraits
 from simulator.sharing import Unit, shared_units
 from simulator.topology import Topology, ring_allreduce_s
 
@@ -42,6 +42,35 @@ class Job:
                              f"{placement.dp} replicas of micro-batch {self.training.micro_batch}")
         return per_replica // self.training.micro_batch
 
+    def rounds(self, placement: Placement) -> tuple[tuple[int, int], ...]:
+        """The [start, end) micro-batches of each gradient-accumulation round a pipeline runs: one
+        for a runtime without rounds (Megatron's 1F1B runs them all in one schedule); for the
+        study's runtime ``training.rounds`` of them, or as many as keep each within its round size,
+        as even as the micro-batches allow."""
+        M = self.micro_batches(placement)
+        size = TRAITS[placement.runtime].round_micro_batches
+        if size is None:
+            return ((0, M),)
+        count = self.training.rounds or -(-M // size)
+        if count > M:
+            raise InputError(f"{count} rounds of gradient accumulation need at least as many micro-batches, "
+                             f"a pipeline has {M}")
+        bounds = [i * M // count for i in range(count + 1)]
+        return tuple(zip(bounds, bounds[1:]))
+
+    def offloaded(self, placement: Placement) -> bool:
+        """Whether the fp32 master weights and the optimizer step live in host memory."""
+        offload = self.training.offload
+        return TRAITS[placement.runtime].offload_by_default if offload is None else offload
+
+    def head_cutoffs(self, placement: Placement) -> tuple[int, ...] | None:
+        """The runtime's adaptive-softmax head, or None for a projection onto the whole vocabulary:
+        also where a profile measures the devices, which times the profiler's (and the executor's)
+        GPT, whose head is that projection."""
+        if any(profile_for(d.gpu, self.profiles) for d in self.cluster.devices):
+            return None
+        return TRAITS[placement.runtime].head_cutoffs
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerCost:
@@ -64,8 +93,13 @@ def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTrai
     if stage == 0:
         params += model.embedding_params_per_shard(tp)
     if stage == placement.pp - 1:
-        shared = traits.tied_embedding and placement.pp == 1
-        params += model.head_params_per_shard(tp) - shared * model.vocab * model.d_model / tp
+        cutoffs = job.head_cutoffs(placement)
+        if cutoffs is not None:  # final layer norm and the adaptive softmax, not split over tp
+            head, tails = adaptive_clusters(model, cutoffs, ADAPTIVE_DIV_VALUE)
+            params += 2 * model.d_model + model.d_model * head + sum(w * (model.d_model + span) for w, span in tails)
+        else:
+            shared = traits.tied_embedding and placement.pp == 1
+            params += model.head_params_per_shard(tp) - shared * model.vocab * model.d_model / tp
     return params
 
 
@@ -98,8 +132,10 @@ def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, 
     fwd_tp, bwd_tp = tp_comm_s(job, topology, placement, stage, group)
     params = stage_params(job, placement, stage, TRAITS[placement.runtime])
     forward = backward = optimizer = 0.0
+    cutoffs, offloaded = job.head_cutoffs(placement), job.offloaded(placement)
     for device in group:
-        compute = device_compute(job.cluster.devices[device].gpu, model, training, tp, job.profiles, efficiency)
+        compute = device_compute(job.cluster.devices[device].gpu, model, training, tp, job.profiles, efficiency,
+                                 TRAITS[placement.runtime].layer, cutoffs, ADAPTIVE_DIV_VALUE)
         lt = compute.layer
         fwd, bwd = layers * lt.forward_s, layers * (lt.backward_s + lt.recompute_s)
         if stage == 0:
@@ -107,7 +143,7 @@ def worker_cost(job: Job, topology: Topology, placement: Placement, stage: int, 
         if stage == placement.pp - 1:
             fwd, bwd = fwd + compute.head[0], bwd + compute.head[1]
         forward, backward = max(forward, fwd), max(backward, bwd)
-        optimizer = max(optimizer, compute.optimizer_s(params))
+        optimizer = max(optimizer, offloaded_step_s(params) if offloaded else compute.optimizer_s(params))
     return WorkerCost(forward_s=forward + fwd_tp, backward_s=backward + bwd_tp, forward_tp_s=fwd_tp,
                       backward_tp_s=bwd_tp, optimizer_s=optimizer, params=params)
 

@@ -1,16 +1,31 @@
 """Lower a placement of a job into the engine's program: every stream's ops in order.
 
 Megatron (blocking p2p, 1F1B): one stream per worker; each batched isend/irecv is a comm op the
-stream waits on. The study's runtime (GPipe): a compute stream plus a send and a receive stream,
-so transfers overlap compute; receives are posted ahead in micro-batch order. Both sync the data-
-parallel gradients after the last backward, without overlap, then take the optimizer step.
+stream waits on; after the schedule the ring all-reduce of the gradients, the tied embedding's,
+and the optimizer step, all on that stream.
+
+The study's runtime (pipeline_parallel/dist_gpipe_pipeline_async.py, FACTS.md §4): per worker a
+compute stream, a send and a receive stream, and a data-parallel stream. The micro-batches run in
+gradient-accumulation rounds; each round is every forward, a barrier across all ranks (gloo's, on
+the compute stream's host thread), every backward. A round's receives are all posted when it
+starts (the host enqueues them far ahead of the GPU, and NCCL's proxy takes the data as it comes),
+so a link streams one transfer after another; each forward or backward waits for its input to
+arrive. After the last round the data-parallel stream syncs the stage's gradients once the last
+backward is done, and the optimizer step runs on the compute stream: after the sync, or, with the
+fp32 master weights offloaded, on the host at once (its copies do not wait for the sync's stream).
+The iteration ends with one more barrier, after every stream is done (torch.cuda.synchronize()).
+The runtime's default profiling (--profiling tidy_profiling) synchronises the device after every
+forward and backward half, so the barrier, the next round, the sync and the step also wait until
+the worker's sends have left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scheduler.placement import Placement, Schedule, Sync
+from simulator import collectives
+from simulator.collectives import Step
 from simulator.job import Job, WorkerCost, check_runtime, stage_costs
 from simulator.program import Category, Op, Program, Stream, Transfer
 from simulator.runtime import TRAITS
@@ -32,6 +47,13 @@ class _Builder:
                                        size_bytes=size, category=category))
         return len(self.transfers) - 1
 
+    def steps(self, steps: list[Step], category: Category, deps: tuple[int, ...] = ()) -> list[Op]:
+        """Ops of a member's collective steps; the first also waits for ``deps``. A step that only
+        waits for arrivals is a zero-length op."""
+        return [self.op(category, step.label, sends=step.sends, recvs=step.recvs, arrivals=step.arrivals,
+                        nonblocking=step.nonblocking, deps=deps if i == 0 else ())
+                for i, step in enumerate(steps)]
+
 
 def _p2p(b: _Builder, placement: Placement, micro_batches: int, size: float) -> dict:
     """Transfer ids keyed (direction, stage boundary, replica, micro-batch): one transfer per
@@ -48,10 +70,12 @@ def _p2p(b: _Builder, placement: Placement, micro_batches: int, size: float) -> 
     return ids
 
 
-def _compute(b: _Builder, cost: WorkerCost, forward: bool, m: int, deps: tuple[int, ...] = ()) -> Op:
+def _compute(b: _Builder, cost: WorkerCost, forward: bool, m: int, arrivals: tuple[int, ...] = ()) -> Op:
     if forward:
-        return b.op(Category.FORWARD, f"F{m}", duration_s=cost.forward_s, tp_comm_s=cost.forward_tp_s, deps=deps)
-    return b.op(Category.BACKWARD, f"B{m}", duration_s=cost.backward_s, tp_comm_s=cost.backward_tp_s, deps=deps)
+        return b.op(Category.FORWARD, f"F{m}", duration_s=cost.forward_s, tp_comm_s=cost.forward_tp_s,
+                    arrivals=arrivals)
+    return b.op(Category.BACKWARD, f"B{m}", duration_s=cost.backward_s, tp_comm_s=cost.backward_tp_s,
+                arrivals=arrivals)
 
 
 def _one_f_one_b(b: _Builder, placement: Placement, s: int, r: int, M: int, ids: dict, cost: WorkerCost) -> list[Op]:
@@ -90,110 +114,137 @@ def _one_f_one_b(b: _Builder, placement: Placement, s: int, r: int, M: int, ids:
     return ops
 
 
-def _gpipe(b: _Builder, placement: Placement, s: int, r: int, M: int, ids: dict,
-           cost: WorkerCost) -> tuple[list[Op], list[Op], list[Op]]:
-    """(compute, send, receive) streams of GPipe: all forwards, then all backwards."""
-    first, last = s == 0, s == placement.pp - 1
-    compute, sends, recvs = [], [], []
-    for direction, upstream in (("f", not first), ("b", not last)):
-        for m in range(M):
-            key = ("f", s - 1, r, m) if direction == "f" else ("b", s, r, m)
-            got = None
-            if upstream:
-                got = b.op(Category.PIPELINE, f"recv {direction.upper()}{m}", recvs=ids[key])
-                recvs.append(got)
-            op = _compute(b, cost, direction == "f", m, deps=(got.id,) if got else ())
-            compute.append(op)
-            downstream = not last if direction == "f" else not first
-            if downstream:
-                out = ("f", s, r, m) if direction == "f" else ("b", s - 1, r, m)
-                sends.append(b.op(Category.PIPELINE, f"send {direction.upper()}{m}", sends=ids[out], deps=(op.id,)))
-    return compute, sends, recvs
-
-
-# A sync step of one member: (label, transfer ids it sends, transfer ids it receives).
-Step = tuple[str, tuple[int, ...], tuple[int, ...]]
-
-
-def _ring(b: _Builder, members: list[int], size: float) -> list[list[Step]]:
-    """NCCL's ring all-reduce: 2(k-1) steps, each sending size/k to the next member."""
-    k = len(members)
-    steps: list[list[Step]] = [[] for _ in range(k)]
-    for step in range(2 * (k - 1)):
-        ids = [b.transfer(members[i], members[(i + 1) % k], size / k, Category.DP_SYNC) for i in range(k)]
-        for i in range(k):
-            steps[i].append((f"ring step {step}", (ids[i],), (ids[i - 1],)))
-    return steps
-
-
-def _parameter_server(b: _Builder, members: list[int], size: float, server: int = 0) -> list[list[Step]]:
-    """Member ``server`` serves: every other member sends its gradient, the server sends the
-    reduced gradient back. Steps in member order."""
-    clients = [m for i, m in enumerate(members) if i != server]
-    up = tuple(b.transfer(c, members[server], size, Category.DP_SYNC) for c in clients)
-    down = tuple(b.transfer(members[server], c, size, Category.DP_SYNC) for c in clients)
-    steps = [[("ps push", (u,), ()), ("ps pull", (), (d,))] for u, d in zip(up, down)]
-    steps.insert(server, [("ps reduce", (), up), ("ps broadcast", down, ())])
-    return steps
-
-
-def _sharded(b: _Builder, members: list[int], size: float) -> list[list[Step]]:
-    """Each member owns 1/k of the gradient: all-to-all of shards to their owners, then back."""
-    k = len(members)
-    steps: list[list[Step]] = [[] for _ in range(k)]
-    for phase in ("reduce", "gather"):
-        ids = {(i, j): b.transfer(members[i], members[j], size / k, Category.DP_SYNC)
-               for i in range(k) for j in range(k) if i != j}
-        for i in range(k):
-            steps[i].append((f"sharded {phase}", tuple(ids[i, j] for j in range(k) if j != i),
-                             tuple(ids[j, i] for j in range(k) if j != i)))
-    return steps
-
-
-_SYNC_BUILDERS = {Sync.RING: _ring, Sync.PS: _parameter_server, Sync.SHARDED: _sharded}
-
-
 def _sync_steps(b: _Builder, placement: Placement, job: Job, costs: list[list[WorkerCost]]) -> dict:
-    """Sync steps per (stage, replica, tp rank): the data-parallel gradient sync of every
-    stage, then Megatron's all-reduce of the tied word-embedding gradient between the first and
-    last stage."""
-    traits = TRAITS[placement.runtime]
+    """Sync steps per (stage, replica, tp rank): the data-parallel gradient sync of every stage
+    (gradients in the model's precision: Megatron's fp16, the study's model.half()), then
+    Megatron's all-reduce of the tied word-embedding gradient between the first and last stage."""
+    traits, element = TRAITS[placement.runtime], job.training.element_bytes
     out: dict[tuple[int, int, int], list[Step]] = {}
     for s in range(placement.pp):
-        size = costs[s][0].params * traits.grad_bytes_per_param
+        size = costs[s][0].params * element
         for t in range(placement.tp):
             members = [placement.devices[s][r][t] for r in range(placement.dp)]
             if len(members) == 1:
                 per_member: list[list[Step]] = [[]]
             elif placement.sync is Sync.PS:
-                per_member = _parameter_server(b, members, size, placement.server_of(s))
+                per_member = collectives.reduce_broadcast(b, members, size, placement.server_of(s))
+            elif placement.sync is Sync.SHARDED:
+                per_member = collectives.sharded(b, members, size)
             else:
-                per_member = _SYNC_BUILDERS[placement.sync](b, members, size)
+                per_member = collectives.ring_allreduce(b, members, size)
             for r, steps in enumerate(per_member):
                 out[s, r, t] = list(steps)
     if traits.tied_embedding and placement.pp > 1:
-        size = job.model.vocab * job.model.d_model / placement.tp * traits.grad_bytes_per_param
+        size = job.model.vocab * job.model.d_model / placement.tp * element
         last = placement.pp - 1
         for r in range(placement.dp):
             for t in range(placement.tp):
                 pair = [placement.devices[0][r][t], placement.devices[last][r][t]]
-                first_steps, last_steps = _ring(b, pair, size)
+                first_steps, last_steps = collectives.ring_allreduce(b, pair, size)
                 out[0, r, t] += first_steps
                 out[last, r, t] += last_steps
     return out
 
 
-def _tail(b: _Builder, s: int, r: int, tp: int, steps: dict, cost: WorkerCost, after: tuple[int, ...]) -> list[Op]:
-    """Sync and optimizer ops after the schedule. The tensor-parallel ranks of the worker sync in
-    separate groups at the same time: step k of every rank is one comm op."""
-    ops: list[Op] = []
+def _merged(steps: dict, s: int, r: int, tp: int) -> list[Step]:
+    """The tensor-parallel ranks of a worker sync in separate groups at the same time: step k of
+    every rank is one step of the worker."""
     count = max(len(steps[s, r, t]) for t in range(tp))
+    merged = []
     for k in range(count):
         parts = [steps[s, r, t][k] for t in range(tp) if k < len(steps[s, r, t])]
-        ops.append(b.op(Category.DP_SYNC, parts[0][0], sends=tuple(x for p in parts for x in p[1]),
-                        recvs=tuple(x for p in parts for x in p[2]), deps=after if k == 0 else ()))
-    ops.append(b.op(Category.OPTIMIZER, "optimizer", duration_s=cost.optimizer_s, deps=() if ops else after))
-    return ops
+        merged.append(Step(parts[0].label, sends=tuple(x for p in parts for x in p.sends),
+                           recvs=tuple(x for p in parts for x in p.recvs),
+                           arrivals=tuple(x for p in parts for x in p.arrivals), nonblocking=parts[0].nonblocking))
+    return merged
+
+
+@dataclass
+class _Worker:
+    """The streams of one worker of the study's runtime as they are built."""
+
+    main: list[Op] = field(default_factory=list)
+    send: list[Op] = field(default_factory=list)
+    recv: list[Op] = field(default_factory=list)
+    sync: list[Op] = field(default_factory=list)
+
+
+def _receives(b: _Builder, transfers: list[tuple[str, tuple[int, ...]]], deps: tuple[int, ...]) -> list[Op]:
+    """A round's receives of one direction, all posted at once (once ``deps`` are done)."""
+    return [b.op(Category.PIPELINE, label, recvs=ids, nonblocking=True, deps=deps if i == 0 else ())
+            for i, (label, ids) in enumerate(transfers)]
+
+
+def _study_round(b: _Builder, placement: Placement, s: int, r: int, span: tuple[int, int], ids: dict,
+                 cost: WorkerCost, worker: _Worker, barrier: list[Step]) -> None:
+    """One gradient-accumulation round of a worker: its forwards, the barrier, its backwards."""
+    first, last = s == 0, s == placement.pp - 1
+    micro = range(*span)
+    started = _synchronised(worker)
+    if not first:
+        worker.recv += _receives(b, [(f"recv F{m}", ids["f", s - 1, r, m]) for m in micro], started)
+    for m in micro:
+        op = _compute(b, cost, True, m, () if first else ids["f", s - 1, r, m])
+        if m == span[0] and started:
+            op = replace(op, deps=started)
+        worker.main.append(op)
+        if not last:
+            worker.send.append(b.op(Category.PIPELINE, f"send F{m}", sends=ids["f", s, r, m], deps=(op.id,)))
+    worker.main += b.steps(barrier, Category.BARRIER, _synchronised(worker))
+    if not last:
+        worker.recv += _receives(b, [(f"recv B{m}", ids["b", s, r, m]) for m in micro], (worker.main[-1].id,))
+    for m in micro:
+        op = _compute(b, cost, False, m, () if last else ids["b", s, r, m])
+        worker.main.append(op)
+        if not first:
+            worker.send.append(b.op(Category.PIPELINE, f"send B{m}", sends=ids["b", s - 1, r, m], deps=(op.id,)))
+
+
+def _synchronised(worker: _Worker) -> tuple[int, ...]:
+    """What a device synchronisation after the worker's work so far waits for: its compute stream's
+    last op and its last send."""
+    return tuple(ops[-1].id for ops in (worker.main, worker.send) if ops)
+
+
+def _study(b: _Builder, job: Job, placement: Placement, costs: list[list[WorkerCost]], ids: dict,
+           steps: dict) -> list[Stream]:
+    """Every worker's four streams under the study's runtime."""
+    P, D = placement.pp, placement.dp
+    rounds = job.rounds(placement)
+    ranks = [placement.devices[s][r][0] for r in range(D) for s in range(P)]  # global rank = r·P + s
+    barriers = [collectives.barrier(b, ranks, f"barrier {k}") for k in range(len(rounds) + 1)]
+    workers = {(s, r): _Worker() for r in range(D) for s in range(P)}
+    for k, span in enumerate(rounds):
+        for (s, r), worker in workers.items():
+            _study_round(b, placement, s, r, span, ids, costs[s][r], worker, barriers[k][r * P + s])
+    offloaded = job.offloaded(placement)
+    streams = []
+    for (s, r), worker in workers.items():
+        done = _synchronised(worker)
+        worker.sync = b.steps(_merged(steps, s, r, placement.tp), Category.DP_SYNC, done)
+        after = done if offloaded or not worker.sync else (worker.sync[-1].id,)
+        worker.main.append(b.op(Category.OPTIMIZER, "optimizer", duration_s=costs[s][r].optimizer_s, deps=after))
+        everything = tuple(ops[-1].id for ops in (worker.send, worker.sync) if ops)
+        worker.main += b.steps(barriers[-1][r * P + s], Category.BARRIER, everything)
+        name, group = f"s{s}r{r}", placement.devices[s][r]
+        streams.append(Stream(name=name, devices=group, main=True, ops=tuple(worker.main)))
+        streams += [Stream(name=f"{name}/{kind}", devices=group, main=False, ops=tuple(ops))
+                    for kind, ops in (("send", worker.send), ("recv", worker.recv), ("sync", worker.sync)) if ops]
+    return streams
+
+
+def _megatron(b: _Builder, job: Job, placement: Placement, costs: list[list[WorkerCost]], ids: dict,
+              steps: dict) -> list[Stream]:
+    """Every worker's one stream under Megatron: the schedule, the syncs, the optimizer step."""
+    M = job.micro_batches(placement)
+    streams = []
+    for s in range(placement.pp):
+        for r in range(placement.dp):
+            ops = _one_f_one_b(b, placement, s, r, M, ids, costs[s][r])
+            ops += b.steps(_merged(steps, s, r, placement.tp), Category.DP_SYNC)
+            ops.append(b.op(Category.OPTIMIZER, "optimizer", duration_s=costs[s][r].optimizer_s))
+            streams.append(Stream(name=f"s{s}r{r}", devices=placement.devices[s][r], main=True, ops=tuple(ops)))
+    return streams
 
 
 def lower(job: Job, topology: Topology, placement: Placement,
@@ -206,19 +257,5 @@ def lower(job: Job, topology: Topology, placement: Placement,
     ids = _p2p(b, placement, M, job.model.activation_bytes(job.training.micro_batch, job.training.precision))
     costs = costs or stage_costs(job, topology, placement)
     steps = _sync_steps(b, placement, job, costs)
-    streams: list[Stream] = []
-    for s in range(placement.pp):
-        for r in range(placement.dp):
-            group, cost, name = placement.devices[s][r], costs[s][r], f"s{s}r{r}"
-            if placement.schedule is Schedule.ONE_F_ONE_B:
-                main, side = _one_f_one_b(b, placement, s, r, M, ids, cost), {}
-            else:
-                main, sends, recvs = _gpipe(b, placement, s, r, M, ids, cost)
-                side = {"send": sends, "recv": recvs}
-            # The sync starts once the last gradient has left for the previous stage.
-            after = tuple(ops[-1].id for ops in side.values() if ops)
-            main += _tail(b, s, r, placement.tp, steps, cost, after)
-            streams.append(Stream(name=name, devices=group, main=True, ops=tuple(main)))
-            streams += [Stream(name=f"{name}/{kind}", devices=group, main=False, ops=tuple(ops))
-                        for kind, ops in side.items() if ops]
-    return Program(streams=tuple(streams), transfers=tuple(b.transfers))
+    build = _megatron if placement.schedule is Schedule.ONE_F_ONE_B else _study
+    return Program(streams=tuple(build(b, job, placement, costs, ids, steps)), transfers=tuple(b.transfers))

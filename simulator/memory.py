@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from profiler.gpus import gpu_kind
 from simulator.compute import profile_for
 from profiler.model import OPTIMIZER_STATE_BYTES
-from scheduler.placement import Placement, Schedule
+from scheduler.placement import Placement, Runtime, Schedule, Sync
 from simulator.job import Job, stage_params
 from simulator.runtime import TRAITS
 
@@ -40,39 +40,47 @@ def layer_activation_bytes(job: Job, tp: int) -> float:
     return scale * m.seq_len * b * m.d_model * (10 + 24 / tp + 5 * m.heads * m.seq_len / (m.d_model * tp))
 
 
-def in_flight(placement: Placement, stage: int, micro_batches: int) -> int:
-    """Micro-batches whose activations a stage holds at its peak: all of them under GPipe, the
+def in_flight(job: Job, placement: Placement, stage: int) -> int:
+    """Micro-batches whose activations a stage holds at its peak: all of a round's under GPipe, the
     warm-up depth plus one under 1F1B."""
     if placement.schedule is Schedule.GPIPE:
-        return micro_batches
-    return min(placement.pp - stage, micro_batches)
+        return max(end - start for start, end in job.rounds(placement))
+    return min(placement.pp - stage, job.micro_batches(placement))
 
 
 def stage_memory(job: Job, placement: Placement, stage: int) -> tuple[float, float]:
     """(weight-related bytes, activation bytes) on each device of a stage at its peak: during the
     schedule (activations held), or at the optimizer step, when the activations are freed but a
-    runtime may allocate fp32 copies of the gradients (reported as activation bytes then)."""
+    runtime may allocate fp32 copies of the gradients (reported as activation bytes then).
+
+    Weights and gradients are in the model's precision; the fp32 master weights, the fp32 copies
+    of the gradients the step reads and the optimizer state stay in host memory when offloaded.
+    The study's sharded server also keeps a gradient-sized buffer of the shards it receives."""
     traits = TRAITS[placement.runtime]
     training, model = job.training, job.model
     params = stage_params(job, placement, stage, traits)
-    master = MASTER_BYTES_PER_PARAM if training.element_bytes < 4 else 0
-    per_param = training.element_bytes + traits.grad_bytes_per_param + master + OPTIMIZER_STATE_BYTES[training.optimizer]
+    element = training.element_bytes
+    master = 0 if element == 4 or job.offloaded(placement) else MASTER_BYTES_PER_PARAM
+    master_grads = master if placement.runtime is Runtime.DECENTRALIZED else 0  # its fp32 master .grad
+    per_param = 2 * element + master + master_grads + (0 if job.offloaded(placement) else
+                                                       OPTIMIZER_STATE_BYTES[training.optimizer])
+    if placement.sync is Sync.SHARDED and placement.dp > 1:
+        per_param += element
     start, end = placement.stage_layers[stage]
     layers = end - start
-    held = in_flight(placement, stage, job.micro_batches(placement))
+    held = in_flight(job, placement, stage)
     boundary = model.activation_bytes(training.micro_batch, training.precision)
     full_layer = layer_activation_bytes(job, placement.tp)
     if not training.activation_recompute:
         stored, working = held * layers * full_layer, 0.0
-    elif traits.checkpoint_per_layer:
-        stored, working = held * layers * boundary, full_layer
     else:
-        stored, working = held * boundary, layers * full_layer
-    if stage == placement.pp - 1:
+        stored, working = held * layers * traits.checkpoint_tensors_per_layer * boundary, full_layer
+    stored += held * traits.stage_buffers_per_micro_batch * boundary
+    if stage == placement.pp - 1 and job.head_cutoffs(placement) is None:
         # fp16 logits, their fp32 softmax and its gradient, for the micro-batch being processed
         logits = training.micro_batch * model.seq_len * model.vocab / placement.tp
-        working += logits * (training.element_bytes + 4 + 4)
-    at_step = 4 * params if traits.fp32_grad_copy_at_step and training.element_bytes < 4 else 0.0
+        working += logits * (element + 4 + 4)
+    at_step = 4 * params if traits.fp32_grad_copy_at_step and element < 4 else 0.0
     return params * per_param, max(stored + working, at_step)
 
 

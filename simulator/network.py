@@ -60,6 +60,7 @@ class _Flow:
         "finish_s",
         "active",
         "delivered",
+        "left",
     )
 
     def __init__(
@@ -71,6 +72,7 @@ class _Flow:
         route: Route,
         now_s: float,
         delivered: simpy.Event,
+        left: simpy.Event | None = None,
     ):
         self.number = number  # start order: breaks ties between equal finish times
         self.src_device = src
@@ -88,6 +90,7 @@ class _Flow:
         self.finish_s = math.inf  # when the last byte leaves at the current rate
         self.active = True
         self.delivered = delivered
+        self.left = left  # succeeded when the last byte leaves (None: nobody waits for that)
 
 
 class FlowNetwork:
@@ -143,19 +146,21 @@ class FlowNetwork:
         size_bytes: float,
         *,
         delivered: simpy.Event | None = None,
+        left: simpy.Event | None = None,
     ) -> simpy.Event:
         """Start a flow now; the returned event succeeds when its last byte is delivered.
 
         ``delivered`` lets a caller supply the event to succeed (e.g. one that a peer already
-        waits on); a fresh one is made otherwise. A flow of no more than a micro-byte is
-        delivered after the route's latency alone.
+        waits on); a fresh one is made otherwise; ``left``, if given, succeeds when the last byte
+        leaves the sender. A flow of no more than a micro-byte is delivered after the route's
+        latency alone.
         """
         route = self._checked_route(src_device, dst_device, size_bytes)
         cap = route.flow_cap_bytes_per_s
         if delivered is None:
             delivered = self._env.event()
         flow = _Flow(self._started, src_device, dst_device, size_bytes, route, self._env.now,
-                     delivered)
+                     delivered, left)
         self._started += 1
         if size_bytes <= flow.done_bytes:
             self._complete(flow)
@@ -291,6 +296,8 @@ class FlowNetwork:
                     delivered_s=env.now + flow.latency_s,
                 )
             )
+        if flow.left is not None:
+            flow.left.succeed()
         _succeed_after(env, flow.delivered, flow.latency_s)
 
 

@@ -74,21 +74,33 @@ def predict(job: Job, placement: Placement, *, engine: str = "simpy", topology: 
 
 
 def engine_breakdown(program: Program, spans, makespan_s: float) -> dict[str, float]:
-    """Mean over workers of their main streams' time by category; the rest is idle."""
+    """Mean over workers of their main streams' time by category; a worker's sync on a stream of
+    its own (the study's runtime) counts where its main stream does nothing else; the rest
+    (bubbles, barriers) is idle."""
     ops = {op.id: op for stream in program.streams for op in stream.ops}
     totals = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     workers = sum(1 for stream in program.streams if stream.main)
+    syncing: dict[str, tuple[float, float]] = {}  # worker -> its side stream's sync, first start to last end
+    busy: dict[str, list[tuple[float, float]]] = {}  # worker -> its main stream's compute
     for span in spans:
-        if not span.main:
-            continue
         op, length = ops[span.op_id], span.end_s - span.start_s
-        if op.is_comm:
+        worker = span.stream.split("/")[0]
+        if not span.main:
+            if op.category is Category.DP_SYNC:
+                start, end = syncing.get(worker, (span.start_s, span.end_s))
+                syncing[worker] = (min(start, span.start_s), max(end, span.end_s))
+        elif op.category is Category.BARRIER:
+            continue
+        elif op.is_comm:
             totals["dp_sync_s" if op.category is Category.DP_SYNC else "pipeline_s"] += length
         else:
             totals["tp_comm_s"] += op.tp_comm_s
             totals["compute_s"] += length - op.tp_comm_s
-    busy = sum(totals.values())
-    totals["idle_s"] = workers * makespan_s - busy
+            busy.setdefault(worker, []).append((span.start_s, span.end_s))
+    for worker, (start, end) in syncing.items():
+        overlap = sum(max(0.0, min(end, b) - max(start, a)) for a, b in busy.get(worker, ()))
+        totals["dp_sync_s"] += end - start - overlap
+    totals["idle_s"] = workers * makespan_s - sum(totals.values())
     return {key: value / workers for key, value in totals.items()}
 
 
@@ -246,8 +258,8 @@ def _split_bounds(job: Job, topology: Topology, template: Placement, devices: li
     pp = template.pp
     layers = [end - start for start, end in template.stage_layers]
     costs = [[worker_cost(job, topology, template, s, (d,)) for s in range(pp)] for d in devices]
-    timing = [device_compute(job.cluster.devices[d].gpu, job.model, job.training, 1, job.profiles).layer
-              for d in devices]
+    timing = [device_compute(job.cluster.devices[d].gpu, job.model, job.training, 1, job.profiles,
+                             kernels=TRAITS[template.runtime].layer).layer for d in devices]
     layer_f = min(t.forward_s for t in timing)
     layer_b = min(t.backward_s + t.recompute_s for t in timing)
     extra_f = [min(c[s].forward_s - layers[s] * (t.forward_s) for c, t in zip(costs, timing)) for s in range(pp)]
@@ -271,7 +283,7 @@ def _split_bounds(job: Job, topology: Topology, template: Placement, devices: li
     if uneven:
         f_max = max(f_max, f_total / pp)
         b_max = [max(tail[g] / (pp - g), b[-1]) for g in range(pp)]
-    grad_per_param = TRAITS[template.runtime].grad_bytes_per_param
+    grad_per_param = job.training.element_bytes
     return dict(forward_total_s=f_total, forward_period_s=f_max, backward_tail_s=tuple(tail),
                 backward_period_s=tuple(b_max), forward_ceiling_s=f_ceiling, backward_ceiling_s=b_ceiling,
                 optimizer_s=tuple(o * lp / p for o, lp, p in zip(opt, least_params, params)),  # SGD: linear in params

@@ -8,13 +8,18 @@ Semantics, which the engine implements and the estimator approximates:
 - A stream runs its ops strictly in list order (one CUDA stream, or one blocking thread).
 - An op starts when the previous op on its stream has finished *and* every op in ``deps`` has
   finished (deps may sit on other streams, e.g. a send waits for the forward that made the data).
+- An op also waits for the delivery of every transfer in ``arrivals`` (data it consumes that
+  a non-blocking op received).
 - A compute op takes ``duration_s``.
 - A comm op names transfers. Each transfer has exactly two sides, a send side and a receive
   side, each in one comm op. The transfer's bytes start to flow when *both* sides are posted
-  (NCCL and gloo rendezvous: a send stalls until the peer posts its receive). They then flow
-  through the network (max-min fair share of every resource on the route, at most the route's
-  per-flow cap), and are delivered ``latency_s`` after the last byte leaves. A comm op finishes
-  when all of its transfers are delivered.
+  (NCCL and gloo rendezvous: a send stalls until the peer posts its receive), ``startup_s``
+  later where the transfer has one (TCP slow start on fresh connections). They then flow through
+  the network (max-min fair share of every resource on the route, at most the route's per-flow
+  cap), and are delivered ``latency_s`` after the last byte leaves. A send side is done when its
+  last byte has left, a receive side when it is delivered; a comm op finishes when all of its
+  sides are done, or, ``nonblocking``, as soon as it has posted its receives (receives posted
+  ahead, whose data later ops wait for through ``arrivals``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Category(StrEnum):
     TP_COMM = "tp_comm"  # tensor-parallel all-reduces inside layers (blocking)
     PIPELINE = "pipeline"  # activation / activation-gradient transfers between stages
     DP_SYNC = "dp_sync"  # data-parallel gradient synchronisation
+    BARRIER = "barrier"  # the study's runtime waiting in a barrier across all ranks (idle time)
 
 
 COMPUTE_CATEGORIES = (Category.FORWARD, Category.BACKWARD, Category.OPTIMIZER)
@@ -46,6 +52,7 @@ class Transfer:
     dst_device: int
     size_bytes: float
     category: Category
+    startup_s: float = 0.0  # before the bytes flow, once both sides are posted (fresh connections)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +62,9 @@ class Op:
 
     A compute op may carry ``tp_comm_s``: the part of its duration spent in blocking
     tensor-parallel all-reduces (for the breakdown; the engine just waits ``duration_s``).
-    ``sends`` / ``recvs`` list the transfer ids this op posts as sender / receiver.
+    ``sends`` / ``recvs`` list the transfer ids this op posts as sender / receiver; a
+    ``nonblocking`` op only receives, and does not wait. ``arrivals`` are transfers whose delivery
+    the op waits for before it starts.
     """
 
     id: int
@@ -66,6 +75,8 @@ class Op:
     sends: tuple[int, ...] = ()
     recvs: tuple[int, ...] = ()
     deps: tuple[int, ...] = ()
+    arrivals: tuple[int, ...] = ()
+    nonblocking: bool = False
 
     @property
     def is_comm(self) -> bool:

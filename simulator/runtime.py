@@ -1,33 +1,56 @@
-"""What each runtime really does, as numbers the lowering and the memory model read."""
+"""What each runtime really does, as numbers the lowering, the cost tables and the memory model read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Runtime
+from scheduler.placement import Runtime
+from simulator.compute import MEGATRON_LAYER, STUDY_LAYER, LayerKernels
+
+# The study's runtime runs each pipeline's share of the batch in rounds of 64 micro-batches
+# (its run scripts: --batch-size 64 --gradient-accumulate-step g; FACTS.md §4).
+STUDY_ROUND_MICRO_BATCHES = 64
+# Its output head (modules/task_modules.py: Seq2SeqClassification) is torch's
+# AdaptiveLogSoftmaxWithLoss over the vocabulary with cutoffs [1000, 2000, 5000] (div_value 4):
+# a 1003-way head and three tail clusters behind projections to d/4, d/16 and d/64.
+STUDY_HEAD_CUTOFFS = (1000, 2000, 5000)
+ADAPTIVE_DIV_VALUE = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuntimeTraits:
     overlap_p2p: bool  # transfers run on their own streams, overlapping compute
-    grad_bytes_per_param: int  # what the data-parallel sync moves and the device holds
-    checkpoint_per_layer: bool  # recompute checkpoints every layer (else the whole stage)
+    checkpoint_tensors_per_layer: int  # boundary-sized tensors a checkpointed layer keeps per micro-batch
+    stage_buffers_per_micro_batch: int  # boundary-sized buffers a stage keeps per micro-batch of a round
     tied_embedding: bool  # first and last stage all-reduce the shared word embedding
     fp32_grad_copy_at_step: bool  # the optimizer step makes fp32 copies of fp16 gradients
+    # Gradient-accumulation rounds of at most this many micro-batches, each all forwards, a
+    # barrier across all ranks, all backwards; the iteration ends with the sync, the step and a
+    # barrier (None: one schedule over every micro-batch, no barriers).
+    round_micro_batches: int | None
+    offload_by_default: bool  # fp32 master weights and the SGD step on the host unless told otherwise
+    head_cutoffs: tuple[int, ...] | None  # adaptive-softmax head; None: a projection onto the whole vocabulary
+    layer: LayerKernels  # how its layer is written (simulator.compute)
 
 
 TRAITS = {
     # Megatron-LM as the study ran it (FACTS.md §4): blocking batched isend/irecv between stages
-    # (no overlap), fp16 gradients all-reduced after the backward pass, one checkpoint per layer
-    # (its default --checkpoint-num-layers 1), word embedding tied to the output head; its fp16
-    # optimizer sets main_param.grad = model_param.grad.float() before the step (4 B more each).
-    Runtime.MEGATRON: RuntimeTraits(overlap_p2p=False, grad_bytes_per_param=2, checkpoint_per_layer=True,
-                                    tied_embedding=True, fp32_grad_copy_at_step=True),
-    # The study's runtime (FACTS.md §4): separate compute / send / receive streams; its cost
-    # model's c_dp = 0.65e9 B for 1.3e9/8 parameters per device (FACTS.md §5) means 4 B (fp32) of
-    # gradient per parameter; the first stage holds the embedding, the last its own output head.
-    # GPipe holds every micro-batch's checkpoint at once, so it checkpoints each stage's input
-    # only (GPipe's re-materialisation), which is what lets batch 4096 fit on a 16 GB V100.
-    Runtime.DECENTRALIZED: RuntimeTraits(overlap_p2p=True, grad_bytes_per_param=STUDY_GRAD_BYTES_PER_PARAM, checkpoint_per_layer=False,
-                                         tied_embedding=False, fp32_grad_copy_at_step=False),
+    # (no overlap), fp16 gradients all-reduced after the backward pass, one checkpoint (the
+    # layer's input) per layer (its default --checkpoint-num-layers 1), word embedding tied to the
+    # output head; its fp16 optimizer sets main_param.grad = model_param.grad.float() before the
+    # step (4 B more each).
+    Runtime.MEGATRON: RuntimeTraits(overlap_p2p=False, checkpoint_tensors_per_layer=1, stage_buffers_per_micro_batch=0,
+                                    tied_embedding=True, fp32_grad_copy_at_step=True, round_micro_batches=None,
+                                    offload_by_default=False, head_cutoffs=None, layer=MEGATRON_LAYER),
+    # The study's runtime (DS3Lab/DT-FM, FACTS.md §4): separate compute / send / receive streams;
+    # the model cast to fp16, so its gradients are fp16 too; each layer checkpoints its attention
+    # and its MLP (modules/gpt_modules.py), keeping per micro-batch both blocks' inputs and both
+    # layer norms' inputs; a stage keeps every micro-batch of a round's received activation's
+    # gradient, its received gradient and its output (pipeline_parallel/dist_gpipe_pipeline_async.py);
+    # the first stage holds the embedding, the last its own adaptive-softmax head.
+    Runtime.DECENTRALIZED: RuntimeTraits(overlap_p2p=True, checkpoint_tensors_per_layer=4,
+                                         stage_buffers_per_micro_batch=3, tied_embedding=False,
+                                         fp32_grad_copy_at_step=False, round_micro_batches=STUDY_ROUND_MICRO_BATCHES,
+                                         offload_by_default=True, head_cutoffs=STUDY_HEAD_CUTOFFS,
+                                         layer=STUDY_LAYER),
 }

@@ -5,7 +5,9 @@ What a transfer between two devices crosses:
 - different hosts, region form: the sending host's NIC egress, its egress class towards the
   destination region (the study's tc emulation shaped each sender's egress per (delay, rate)
   pair, FACTS.md §3), and the receiving host's NIC ingress. Nominal network rates are scaled by
-  the goodput TCP really achieves, and one flow is capped by TCP's window over the round trip;
+  the goodput TCP really achieves, and one transfer is capped by its transport's connections
+  (simulator.tcp: each at most its window over the round trip and the host's limit on one
+  connection);
 - pair form (measured): the per-pair figure as measured, plus the two hosts' NICs.
 """
 
@@ -16,22 +18,16 @@ from typing import Iterable
 
 from profiler.cluster import Cluster
 from simulator.routes import Network, Route, max_min_rates
-
-# FACTS.md §2: a 64 MB NCCL transfer between two p3.2xlarge capped at 1 Gbit/s takes 541 ms,
-# so payload moves at 64e6 / 0.541 = 118.3 MB/s of the 125 MB/s cap: TCP/IP headers and framing.
-NETWORK_GOODPUT_FRACTION = 64e6 / 0.541 / (1e9 / 8)
-# FACTS.md §2: with 10 ms added delay (tc on each sender's egress, so 20 ms round trip) the same
-# transfer takes 113 ms: 64e6 B / (0.113 - 0.010) s = 621 MB/s, far under the NIC. That is TCP's
-# window limit, rate = window / RTT, so NCCL's connections keep 621e6 × 0.020 = 12.4 MB in flight
-# (about two of Linux's default 6 MiB receive windows).
-TCP_WINDOW_BYTES = 64e6 / (0.113 - 0.010) * (2 * 0.010)
+from simulator.tcp import GOODPUT_FRACTION, NCCL, Transport
 
 
 class Topology:
-    """Builds routes lazily, once per device pair, and remembers them."""
+    """Builds routes lazily, once per device pair, and remembers them; transfers between hosts go
+    over ``transport`` (NCCL's sockets by default: the runtimes' GPU path)."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, transport: Transport = NCCL) -> None:
         self.cluster = cluster
+        self.transport = transport
         self._host = [d.host for d in cluster.devices]
         hosts = {h.name: h for h in cluster.hosts}
         self._host_info = [hosts[name] for name in self._host]
@@ -77,11 +73,12 @@ class Topology:
             cap = a.pair_bandwidth_bytes_per_s or math.inf
             return Route(resources=res, flow_cap_bytes_per_s=cap, latency_s=a.interconnect_latency_s)
         link = self._links[frozenset((a.region, b.region))]
-        g = NETWORK_GOODPUT_FRACTION
+        g = GOODPUT_FRACTION
         res = (self._resource(f"egress:{a.name}", a.uplink_bandwidth_bytes_per_s * g),
                self._resource(f"class:{a.name}->{b.region}", link.bandwidth_bytes_per_s * g),
                self._resource(f"ingress:{b.name}", b.uplink_bandwidth_bytes_per_s * g))
-        cap = TCP_WINDOW_BYTES / (2 * link.latency_s) if link.latency_s > 0 else math.inf
+        limit = a.connection_bandwidth_bytes_per_s * g if a.connection_bandwidth_bytes_per_s else math.inf
+        cap = self.transport.flow_cap_bytes_per_s(2 * link.latency_s, limit)
         return Route(resources=res, flow_cap_bytes_per_s=cap, latency_s=link.latency_s)
 
     def network(self, pairs: Iterable[tuple[int, int]] = ()) -> Network:

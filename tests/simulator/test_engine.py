@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -127,13 +128,14 @@ def blocking_pair(sender_busy_s: float, receiver_busy_s: float) -> Program:
 
 @pytest.mark.parametrize("sender_busy_s, receiver_busy_s", [(1.0, 3.0), (3.0, 1.0)])
 def test_blocking_send_recv_rendezvous_at_the_second_post(sender_busy_s, receiver_busy_s):
-    # 40 B at 10 B/s plus 0.5 s latency, starting when the later side is posted (t = 3).
+    # 40 B at 10 B/s plus 0.5 s latency, starting when the later side is posted (t = 3): the send
+    # is done when its last byte leaves (t = 7), the receive when it arrives.
     result = simulate(blocking_pair(sender_busy_s, receiver_busy_s),
                       point_to_point(2, capacity=10.0, latency_s=0.5))
     spans = {span.label: span for span in result.spans}
     assert spans["send"].start_s == pytest.approx(sender_busy_s, rel=1e-9)
     assert spans["recv"].start_s == pytest.approx(receiver_busy_s, rel=1e-9)
-    assert spans["send"].end_s == pytest.approx(7.5, rel=1e-9)
+    assert spans["send"].end_s == pytest.approx(7.0, rel=1e-9)
     assert spans["recv"].end_s == pytest.approx(7.5, rel=1e-9)
     assert result.makespan_s == pytest.approx(7.5, rel=1e-9)
 
@@ -221,3 +223,37 @@ def test_both_receiving_first_deadlocks():
 def test_empty_program():
     result = simulate(Program(streams=()), point_to_point(1, 1.0, 0.0))
     assert result == EngineResult(makespan_s=0.0, stream_end_s={}, spans=(), operations=0)
+
+
+def test_receives_posted_ahead_stream_back_to_back() -> None:
+    """A nonblocking op posts both receives at t = 0; the sender's two sends (4 s each at 10 B/s)
+    then leave at 4 and 8 with no gap for the latency, and the consumer of the second waits for
+    its arrival (8.5) through ``arrivals``."""
+    transfers = tuple(Transfer(id=i, src_device=0, dst_device=1, size_bytes=40.0, category=P) for i in (0, 1))
+    program = Program(streams=(
+        Stream(name="a", devices=(0,), main=True, ops=(Op(id=1, category=P, label="send 0", sends=(0,)),
+                                                          Op(id=2, category=P, label="send 1", sends=(1,)))),
+        Stream(name="b", devices=(1,), main=True, ops=(
+            Op(id=3, category=P, label="recv both", recvs=(0, 1), nonblocking=True),
+            Op(id=4, category=F, label="use 1", duration_s=1.0, arrivals=(1,))))), transfers=transfers)
+    result = simulate(program, point_to_point(2, capacity=10.0, latency_s=0.5))
+    spans = {span.label: span for span in result.spans}
+    assert (spans["send 0"].end_s, spans["send 1"].end_s) == pytest.approx((4.0, 8.0))
+    assert spans["recv both"].start_s == 0.0 and spans["recv both"].end_s == pytest.approx(8.5)
+    assert spans["use 1"].start_s == pytest.approx(8.5) and result.makespan_s == pytest.approx(9.5)
+
+
+def test_a_transfer_with_a_start_up_flows_that_much_later() -> None:
+    program = blocking_pair(1.0, 1.0)
+    slow = Program(streams=program.streams, transfers=(replace(program.transfers[0], startup_s=2.0),))
+    result = simulate(slow, point_to_point(2, capacity=10.0, latency_s=0.5))
+    assert result.makespan_s == pytest.approx(1.0 + 2.0 + 4.0 + 0.5)
+
+
+def test_a_nonblocking_op_only_receives() -> None:
+    program = Program(streams=(Stream(name="a", devices=(0,), main=True, ops=(
+        Op(id=1, category=P, label="bad", sends=(0,), nonblocking=True),)),
+        Stream(name="b", devices=(1,), main=True, ops=(Op(id=2, category=P, label="recv", recvs=(0,)),))),
+        transfers=(Transfer(id=0, src_device=0, dst_device=1, size_bytes=1.0, category=P),))
+    with pytest.raises(ValueError, match="nonblocking"):
+        simulate(program, point_to_point(2, capacity=10.0, latency_s=0.0))

@@ -68,12 +68,31 @@ def activations(j: Job, placement) -> float:
     return max(item.activations_bytes for item in memory_report(j, placement))
 
 
-def test_gpipe_activations_grow_with_micro_batches() -> None:
+def test_gpipe_activations_grow_with_a_rounds_micro_batches() -> None:
+    """Per micro-batch of a round the study's runtime keeps 4 checkpoints a layer (both blocks'
+    and both layer norms' inputs) and 3 stage buffers, each 8 MiB; its rounds hold 64 at most."""
     placement = random_layout(64, 24, 8, 8, 0)
-    held = [activations(job(batch=b), placement) for b in (512, 1024, 2048, 4096)]
-    assert held == sorted(held) and len(set(held)) == 4
-    # each further micro-batch keeps one more stage-input checkpoint (8 MiB)
-    assert held[1] - held[0] == pytest.approx((1024 - 512) // 8 * 8 * 2**20)
+    held = [activations(job(batch=b, rounds=1), placement) for b in (256, 512, 1024)]
+    assert held == sorted(held) and len(set(held)) == 3
+    assert held[1] - held[0] == pytest.approx((512 - 256) // 8 * (3 * 4 + 3) * 8 * 2**20)
+    by_default = {activations(job(batch=b), placement) for b in (512, 1024, 2048, 4096)}
+    assert len(by_default) == 1  # 64 micro-batches a round, whatever the batch
+
+
+def test_the_study_notes_memory_limits() -> None:
+    """The authors' notes: one pipeline of 3-layer stages fits batch 96 without offloading the
+    fp32 master weights, not 108; with the offload, 108 fits."""
+    from profiler.scenarios import geo
+
+    cluster = geo("p3.2xlarge-8", {"aws": 8}, (0.1, 10), {})
+    placement = random_layout(8, 24, 8, 1, 0)
+
+    def fits(batch: int, offload: bool) -> bool:
+        j = Job(cluster=cluster, model=gpt3_xl(24), training=TrainingSpec(global_batch=batch, rounds=1, offload=offload))
+        return all(item.fits for item in memory_report(j, placement))
+
+    assert fits(96, offload=False) and not fits(108, offload=False)
+    assert fits(108, offload=True)
 
 
 def test_one_f_one_b_activations_do_not_grow() -> None:
@@ -84,9 +103,10 @@ def test_one_f_one_b_activations_do_not_grow() -> None:
 
 def test_in_flight() -> None:
     gpipe, megatron = random_layout(64, 24, 8, 8, 0), megatron_layout(64, 24, 8, 1)
-    assert in_flight(gpipe, 3, 128) == 128
-    assert [in_flight(megatron, s, 128) for s in range(8)] == [8, 7, 6, 5, 4, 3, 2, 1]
-    assert in_flight(megatron, 0, 3) == 3
+    assert in_flight(job(batch=1024, rounds=1), gpipe, 3) == 128
+    assert in_flight(job(batch=1024), gpipe, 3) == 64  # two rounds of 64
+    assert [in_flight(job(batch=1024), megatron, s) for s in range(8)] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert in_flight(job(batch=24), megatron, 0) == 3
 
 
 def test_study_runtime_fits_batch_4096() -> None:

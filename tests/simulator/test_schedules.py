@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from profiler.cluster import Cluster, Device, Host, Interconnect
@@ -66,9 +68,12 @@ def test_pipeline_without_communication_cost_is_the_closed_form(make, stages, mi
 
 @pytest.mark.parametrize("stages", [2, 3, 4])
 def test_gpipe_latency_shifts_the_end_by_crossings_times_latency(stages):
+    """Each crossing pays the latency once; each of the two barriers (between the halves, at the
+    end) ceil(log2 P) latencies after its last rank enters (gloo's dissemination barrier)."""
     latency = 0.25
     engine, estimator = run(gpipe(stages), one_host_per_device(stages, latency), 4)
-    closed = (4 + stages - 1) * (FORWARD_S + BACKWARD_S) + 2 * (stages - 1) * latency
+    rounds = math.ceil(math.log2(stages))
+    closed = (4 + stages - 1) * (FORWARD_S + BACKWARD_S) + 2 * (stages - 1) * latency + 2 * rounds * latency
     assert engine == pytest.approx(closed, rel=1e-9)
     assert estimator == pytest.approx(closed, rel=1e-9)
 
@@ -101,3 +106,16 @@ def test_runtime_and_schedule_must_match():
                       runtime=placement.runtime)
     with pytest.raises(InputError, match="runs the 'gpipe' schedule"):
         run(wrong, one_host_per_device(2, 0.0), 4)
+
+
+def test_gpipe_rounds_repeat_the_flow_shop_with_a_barrier_each() -> None:
+    """2 stages, 8 micro-batches in 2 rounds of 4, no communication cost: each round is
+    (4 + 1)(F + B); the rounds run one after the other."""
+    cluster = one_host_per_device(2, 0.0)
+    job = Job(cluster=cluster, model=MODEL, training=TrainingSpec(global_batch=8, rounds=2))
+    topology, placement, costs = Topology(cluster), gpipe(2), fixed_costs(2)
+    program = lower(job, topology, placement, costs=costs)
+    engine = simulate(program, topology.network((t.src_device, t.dst_device) for t in program.transfers)).makespan_s
+    closed = 2 * (4 + 1) * (FORWARD_S + BACKWARD_S)
+    assert engine == pytest.approx(closed, rel=1e-9)
+    assert estimate(job, topology, placement, costs=costs).iteration_s == pytest.approx(closed, rel=1e-9)

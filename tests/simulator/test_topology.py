@@ -1,8 +1,9 @@
-"""Max-min rates, ring all-reduce and routes, hand-computed; the network constants against FACTS.md §2."""
+"""Max-min rates, ring all-reduce and routes, hand-computed; TCP's constants against FACTS.md §2's transfers."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -10,7 +11,8 @@ from profiler.cluster import Cluster, Device, Host, Interconnect, Link
 from profiler.scenarios import SCENARIOS
 from simulator.routes import Route
 from simulator.routes import max_min_rates
-from simulator.topology import NETWORK_GOODPUT_FRACTION, TCP_WINDOW_BYTES, Topology, ring_allreduce_s, route_rates
+from simulator.tcp import GLOO, GOODPUT_FRACTION, INITIAL_WINDOW_BYTES, NCCL, RECEIVE_WINDOW_BYTES, slow_start_s
+from simulator.topology import Topology, ring_allreduce_s, route_rates
 
 GBIT = 1e9 / 8
 INF = math.inf
@@ -99,18 +101,19 @@ def transfer_s(cluster: Cluster, src: int, dst: int, size: float) -> float:
 def test_ring_allreduce_two_hosts_hand_formula() -> None:
     latency, size = 0.02, 64e6
     cluster = two_hosts(latency, link_gbit=1.0)
-    rate = min(1.0 * GBIT * NETWORK_GOODPUT_FRACTION, TCP_WINDOW_BYTES / (2 * latency))
+    rate = min(1.0 * GBIT * GOODPUT_FRACTION, 16 * RECEIVE_WINDOW_BYTES / (2 * latency))
     k = 2
     expected = 2 * (k - 1) * (latency + size / k / rate)
     assert ring_allreduce_s(Topology(cluster), [0, 1], size) == pytest.approx(expected, rel=1e-12)
 
 
 def test_ring_allreduce_window_bound() -> None:
+    """gloo's one connection carries at most its receive window per round trip."""
     latency, size = 0.1, 8e6
     cluster = two_hosts(latency, link_gbit=10.0)
-    rate = TCP_WINDOW_BYTES / (2 * latency)
-    assert rate < 10 * GBIT * NETWORK_GOODPUT_FRACTION
-    assert ring_allreduce_s(Topology(cluster), [1, 0], size) == pytest.approx(2 * (latency + size / 2 / rate))
+    rate = RECEIVE_WINDOW_BYTES / (2 * latency)
+    assert rate < 10 * GBIT * GOODPUT_FRACTION
+    assert ring_allreduce_s(Topology(cluster, GLOO), [1, 0], size) == pytest.approx(2 * (latency + size / 2 / rate))
 
 
 def test_ring_allreduce_four_hosts_in_a_ring() -> None:
@@ -120,7 +123,7 @@ def test_ring_allreduce_four_hosts_in_a_ring() -> None:
     devices = tuple(Device(id=i, gpu="V100-SXM2-16GB", host=f"h{i}") for i in range(k))
     cluster = Cluster(name="ring", devices=devices, hosts=hosts,
                       links=(Link(a="r", b="r", latency_s=latency, bandwidth_bytes_per_s=2 * GBIT),))
-    rate = min(2 * GBIT * NETWORK_GOODPUT_FRACTION, TCP_WINDOW_BYTES / (2 * latency))
+    rate = 2 * GBIT * GOODPUT_FRACTION
     expected = 2 * (k - 1) * (latency + size / k / rate)
     assert ring_allreduce_s(Topology(cluster), range(k), size) == pytest.approx(expected, rel=1e-12)
 
@@ -155,19 +158,28 @@ def test_cross_host_goodput_and_window_cap() -> None:
     topology = Topology(cluster)
     remote = topology.route(0, 3)
     assert remote.latency_s == latency
-    assert remote.flow_cap_bytes_per_s == pytest.approx(TCP_WINDOW_BYTES / (2 * latency))
+    assert remote.flow_cap_bytes_per_s == pytest.approx(16 * RECEIVE_WINDOW_BYTES / (2 * latency))  # NCCL's 16
+    assert Topology(cluster, GLOO).route(0, 3).flow_cap_bytes_per_s == pytest.approx(RECEIVE_WINDOW_BYTES / (2 * latency))
     caps = sorted(topology.capacities[r] for r in remote.resources)
-    assert caps == pytest.approx(sorted([10 * GBIT * NETWORK_GOODPUT_FRACTION, 1 * GBIT * NETWORK_GOODPUT_FRACTION,
-                                         10 * GBIT * NETWORK_GOODPUT_FRACTION]))
+    assert caps == pytest.approx(sorted([10 * GBIT * GOODPUT_FRACTION, 1 * GBIT * GOODPUT_FRACTION,
+                                         10 * GBIT * GOODPUT_FRACTION]))
     # both GPUs of h0 sending to h1 share the host's NIC and its egress class
     assert set(remote.resources) & set(topology.route(1, 2).resources)
+
+
+def test_a_host_limits_each_connection() -> None:
+    """AWS's 5 Gbit/s a connection binds gloo's one, not NCCL's sixteen."""
+    limited = tuple(replace(h, connection_bandwidth_bytes_per_s=5 * GBIT) for h in two_hosts(1e-4, 10.0).hosts)
+    cluster = replace(two_hosts(1e-4, 10.0), hosts=limited)
+    assert Topology(cluster, GLOO).route(0, 1).flow_cap_bytes_per_s == pytest.approx(5 * GBIT * GOODPUT_FRACTION)
+    assert Topology(cluster, NCCL).route(0, 1).flow_cap_bytes_per_s == pytest.approx(16 * 5 * GBIT * GOODPUT_FRACTION)
 
 
 def test_two_flows_share_the_sender_egress_class() -> None:
     cluster = two_hosts(0.001, link_gbit=1.0, gpus=2)
     topology = Topology(cluster)
     rates = route_rates([topology.route(0, 2), topology.route(1, 3)], topology.capacities)
-    assert rates == pytest.approx([0.5 * GBIT * NETWORK_GOODPUT_FRACTION] * 2)
+    assert rates == pytest.approx([0.5 * GBIT * GOODPUT_FRACTION] * 2)
 
 
 def test_zero_latency_link_has_no_window_cap() -> None:
@@ -196,27 +208,44 @@ def test_network_snapshot_holds_built_routes() -> None:
 
 
 # -- the constants reproduce FACTS.md §2's two-p3.2xlarge measurements -----------------------------------
-def test_goodput_constant_is_plausible() -> None:
-    assert 0.9 < NETWORK_GOODPUT_FRACTION < 1.0
-    assert 10e6 < TCP_WINDOW_BYTES < 16e6
+def test_goodput_is_jumbo_frames_payload() -> None:
+    """8949 bytes of payload in a 9001-byte MTU frame, counted with its 14-byte Ethernet header."""
+    assert GOODPUT_FRACTION == pytest.approx(8949 / 9015)
 
 
 def test_rate_capped_transfer_takes_541_ms() -> None:
+    """64 MiB through tc's 1 Gbit/s: FACTS.md §2's 541 ms."""
     cluster = two_hosts(1e-9, link_gbit=1.0)
-    assert transfer_s(cluster, 0, 1, 64e6) == pytest.approx(0.541, rel=1e-3)
-
-
-def test_delayed_transfer_takes_113_ms() -> None:
-    cluster = two_hosts(0.010, link_gbit=10.0)
-    assert transfer_s(cluster, 0, 1, 64e6) == pytest.approx(0.113, rel=0.01)
+    assert transfer_s(cluster, 0, 1, 64 * 2**20) == pytest.approx(0.541, rel=1e-3)
 
 
 def test_plain_transfer_takes_about_55_ms() -> None:
     cluster = two_hosts(1e-4, link_gbit=10.0)
-    assert transfer_s(cluster, 0, 1, 64e6) == pytest.approx(0.055, rel=0.03)
+    assert transfer_s(cluster, 0, 1, 64 * 2**20) == pytest.approx(0.055, rel=0.03)
 
 
-def test_delayed_and_capped_transfer_takes_about_543_ms() -> None:
-    """Not fitted: the model gives latency + the capped time, 551 ms against the measured 543."""
-    cluster = two_hosts(0.010, link_gbit=1.0)
-    assert transfer_s(cluster, 0, 1, 64e6) == pytest.approx(0.543, rel=0.02)
+def test_slow_start_is_free_where_the_initial_windows_fill_the_path() -> None:
+    assert slow_start_s(64e6, 1e9, 1e-3, 16) == 0.0  # 1 MB in flight < 16 × 10 segments
+    assert slow_start_s(64e6, 1e9, 0.0, 1) == 0.0
+
+
+def test_slow_start_by_hand() -> None:
+    """One connection, 8 initial windows fill the path: the window doubles 3 times in 3 round
+    trips, sending (8 − 1) / ln 2 initial windows meanwhile; beyond that the rate."""
+    rtt, rate = 0.01, 8 * INITIAL_WINDOW_BYTES / 0.01
+    ramp_bytes = 7 * INITIAL_WINDOW_BYTES / math.log(2)
+    assert slow_start_s(1e9, rate, rtt, 1) == pytest.approx(3 * rtt - ramp_bytes / rate)
+    # done within the ramp: log2(1 + S ln2 / IW) round trips in all
+    small = INITIAL_WINDOW_BYTES
+    assert slow_start_s(small, rate, rtt, 1) == pytest.approx(rtt * math.log2(1 + math.log(2)) - small / rate)
+
+
+def test_delayed_transfers_pay_slow_start_and_gloo_its_window() -> None:
+    """FACTS.md §2 / the p2p series: 64 MiB with 10 ms added delay, NCCL 113 ms; gloo is 2–5× slower."""
+    size, latency = 64 * 2**20, 0.010
+    for transport, measured in ((NCCL, 0.113), (GLOO, 0.532)):
+        topology = Topology(two_hosts(latency, link_gbit=10.0), transport)
+        route = topology.route(0, 1)
+        (rate,) = route_rates([route], topology.capacities)
+        seconds = latency + slow_start_s(size, rate, 2 * latency, transport.connections) + size / rate
+        assert seconds == pytest.approx(measured, rel=0.06)
