@@ -25,12 +25,12 @@ import torch.distributed as dist
 
 from executor import checkpoint
 from executor.model import Stage, batch
-from executor.schedule import Recorder, Role, run_iteration, shaped_ring, sync_embedding, sync_gradients
+from executor.schedule import Recorder, Role, barrier, run_iteration, shaped_ring, sync_embedding, sync_gradients
 from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
 from scheduler.plan import Plan
-from simulator.runtime import TRAITS
+from simulator.runtime import TRAITS, accumulation_rounds
 
 LEARNING_RATE = 1e-3
 
@@ -212,6 +212,14 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         tensor_parallel.shape_with(lambda x, op: shaped_ring(x, list(role.tp_members), shaper, op, role.tp_group))
     M, share = plan.micro_batches, training.global_batch // placement.dp
     shape = (training.micro_batch, model.seq_len, model.d_model)
+    # The study's runtime: rounds of gradient accumulation, a barrier across its ranks (in its
+    # rank order) between each round's halves and at the end of the iteration.
+    study = TRAITS[placement.runtime].round_micro_batches is not None
+    rounds = accumulation_rounds(placement.runtime, M, training.rounds)
+    members = [placement.devices[s][r][0] for r in range(placement.dp) for s in range(placement.pp)]
+
+    def wait(label: str) -> None:
+        record.time(label, "barrier", lambda: barrier(members, shaper, device))
     seconds, losses = [], []
     record = record or Recorder()
     record.device = device
@@ -232,11 +240,13 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
         dist.barrier()
         record.origin, record.spans = record.now(), []
         loss = run_iteration(stage, role, ids, targets, M, placement.schedule.value, shape,
-                             1.0 / (M * placement.dp), record, shaper, grouped)
+                             1.0 / (M * placement.dp), record, shaper, grouped, rounds, wait)
         loss = loss if role.tp_rank == 0 else 0.0  # the group's ranks all hold the loss: count it once
         sync_gradients(stage, role, placement.sync.value, record, shaper)
         sync_embedding(stage, role, record, shaper)
         record.time("optimizer", "optimizer", optimizer.step)
+        if study:
+            wait("barrier at the end")
         elapsed = torch.tensor([record.now() - record.origin, loss], device=device)
         dist.all_reduce(elapsed[:1], op=dist.ReduceOp.MAX)
         dist.all_reduce(elapsed[1:], op=dist.ReduceOp.SUM)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -24,6 +25,7 @@ import torch.distributed as dist
 
 from executor.model import Stage
 from executor.shaper import Shaper
+from simulator.collectives import NCCL_CHUNK_BYTES, NCCL_STEPS
 
 
 @dataclass(slots=True, kw_only=True)
@@ -88,23 +90,25 @@ class Recorder:
 
 
 class Inbox:
-    """Receives from one peer, all posted ahead; with a shaper, each with its sender's stamp, and
-    held until the emulated link has delivered it."""
+    """Receives from one peer of the micro-batches ``micro`` (tagged ``tag`` + micro-batch), all
+    posted ahead; with a shaper, each with its sender's stamp, and held until the emulated link has
+    delivered it."""
 
-    def __init__(self, peer: int | None, shape: tuple[int, ...], count: int, tag: int, shaper: Shaper | None,
+    def __init__(self, peer: int | None, shape: tuple[int, ...], micro: range, tag: int, shaper: Shaper | None,
                  device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.peer, self.shaper = peer, shaper
-        self.tensors = [torch.empty(shape, device=device, dtype=dtype) for _ in range(count)] if peer is not None else []
-        self.stamps = [torch.empty(2, dtype=torch.float64, device=device) for _ in self.tensors] if shaper else []
-        self.pending = [dist.irecv(t, peer, tag=tag + i) for i, t in enumerate(self.tensors)]
-        self.pending_stamps = [dist.irecv(t, peer, tag=STAMPS + tag + i) for i, t in enumerate(self.stamps)]
+        mine = micro if peer is not None else range(0)
+        self.tensors = {m: torch.empty(shape, device=device, dtype=dtype) for m in mine}
+        self.stamps = {m: torch.empty(2, dtype=torch.float64, device=device) for m in mine} if shaper else {}
+        self.pending = {m: dist.irecv(t, peer, tag=tag + m) for m, t in self.tensors.items()}
+        self.pending_stamps = {m: dist.irecv(t, peer, tag=STAMPS + tag + m) for m, t in self.stamps.items()}
 
-    def take(self, i: int) -> torch.Tensor:
-        self.pending[i].wait()
+    def take(self, m: int) -> torch.Tensor:
+        self.pending[m].wait()
         if self.shaper:
-            self.pending_stamps[i].wait()
-            self.shaper.hold(self.peer, self.tensors[i], self.stamps[i])
-        return self.tensors[i]
+            self.pending_stamps[m].wait()
+            self.shaper.hold(self.peer, self.tensors[m], self.stamps[m])
+        return self.tensors[m]
 
 
 def send(tensor: torch.Tensor, dst: int, tag: int, shaper: Shaper | None) -> list:
@@ -155,11 +159,13 @@ class Grouped:
     posted, so receives posted ahead would stall the sends behind them."""
 
     def __init__(self, role: Role, steps: list[tuple[str, str, int]], shape: tuple[int, ...],
-                 device: torch.device | None, dtype: torch.dtype, shaper: Shaper | None = None) -> None:
+                 device: torch.device | None, dtype: torch.dtype, shaper: Shaper | None = None,
+                 halves: bool = False) -> None:
         self.role, self.shape, self.device, self.dtype, self.shaper = role, shape, device, dtype, shaper
         self.follows = {}  # send step -> the receive posted with it
         for group in grouped(steps):
-            if len(group) == 2:
+            # With ``halves`` (GPipe's, a barrier between) a forward send never waits for a backward receive.
+            if len(group) == 2 and not (halves and group[0][1] != group[1][1]):
                 self.follows[group[0]] = group[1]
         self.held: dict[tuple[str, str, int], torch.Tensor] = {}  # a send waiting for its receive
         self.handles: list = []  # sends to wait for at the end of the iteration
@@ -181,37 +187,48 @@ class Grouped:
         return exchange(sends, [(self.shape, peer)], self.shaper, self.device, self.dtype)[0]
 
     def wait(self) -> None:
+        """Wait for the sends so far, once: a gloo send's work counts completions, so waiting for it
+        twice waits for a send that never comes."""
         for handle in self.handles:
             handle.wait()
+        self.handles.clear()
 
 
 def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Tensor, micro_batches: int,
                   schedule: str, activation_shape: tuple[int, ...], scale: float, record: Recorder,
-                  shaper: Shaper | None = None, grouped_exchanges: bool = False) -> float:
+                  shaper: Shaper | None = None, grouped_exchanges: bool = False,
+                  rounds: tuple[tuple[int, int], ...] | None = None, barrier: Callable[[str], None] | None = None) -> float:
     """Forwards and backwards of this rank's micro-batches (``ids``/``targets``: its replica's
     share of the batch); returns the sum of its micro-batches' losses (0 before the last stage).
     Receives are posted ahead (gloo), or with ``grouped_exchanges`` in program order (NCCL:
-    ``Grouped``)."""
+    ``Grouped``). GPipe runs ``rounds`` ([start, end) micro-batches each, the study's gradient
+    accumulation): every forward of a round, its sends done and ``barrier``, every backward, its
+    sends done (the study's runtime synchronises the device after each half)."""
     M = micro_batches
     ids_of, targets_of = ids.chunk(M), targets.chunk(M)
     piece_shape = activation_shape if role.tp == 1 else (math.prod(activation_shape) // role.tp,)
     device, dtype = record.device, stage.activation_dtype
+    sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
     if grouped_exchanges:
-        link = Grouped(role, exchanges(schedule, role.stage, role.stages, M), piece_shape, device, dtype, shaper)
-        take_activation, take_gradient = partial(link.take, "activation"), partial(link.take, "gradient")
+        link = Grouped(role, exchanges(schedule, role.stage, role.stages, M), piece_shape, device, dtype, shaper,
+                       halves=schedule == "gpipe")
+        take = {"activation": partial(link.take, "activation"), "gradient": partial(link.take, "gradient")}
 
         def post(what: str, m: int, tensor: torch.Tensor) -> list:
             return link.send(what, m, tensor)
     else:
-        inputs = Inbox(role.previous, piece_shape, M, 0, shaper, device, dtype)
-        grads = Inbox(role.following, piece_shape, M, M, shaper, device, dtype)
-        take_activation, take_gradient = inputs.take, grads.take
+        take = {}
 
         def post(what: str, m: int, tensor: torch.Tensor) -> list:
             if what == "activation":
                 return send(tensor, role.following, m, shaper)
             return send(tensor, role.previous, M + m, shaper)
-    sends, outputs, received, loss_sum = [], [None] * M, [None] * M, 0.0
+
+    def receive(what: str, micro: range) -> None:
+        """Post this half's receives ahead (gloo)."""
+        if not grouped_exchanges:
+            peer, tag = (role.previous, 0) if what == "activation" else (role.following, M)
+            take[what] = Inbox(peer, piece_shape, micro, tag, shaper, device, dtype).take
 
     def forward(m: int) -> None:
         nonlocal loss_sum
@@ -219,7 +236,7 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
             x = ids_of[m]
         else:
             x = received[m] = record.time(f"recv activation {m}", "pipeline", lambda: role.whole(
-                take_activation(m), activation_shape).float()).requires_grad_()
+                take["activation"](m), activation_shape).float()).requires_grad_()
         out = record.time(f"forward {m}", "forward", lambda: stage.run(x, targets_of[m] if role.following is None else None))
         if role.following is None:
             loss_sum += float(out.detach())
@@ -232,16 +249,35 @@ def run_iteration(stage: Stage, role: Role, ids: torch.Tensor, targets: torch.Te
         if role.following is None:
             record.time(f"backward {m}", "backward", outputs[m].backward)
         else:
-            grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(take_gradient(m), activation_shape))
+            grad = record.time(f"recv gradient {m}", "pipeline", lambda: role.whole(take["gradient"](m), activation_shape))
             record.time(f"backward {m}", "backward", lambda: outputs[m].backward(grad.to(outputs[m].dtype)))
         if role.previous is not None:
             sends.extend(post("gradient", m, role.piece(received[m].grad.to(dtype))))
         outputs[m] = received[m] = None
 
-    for kind, m in _order(schedule, role.stage, role.stages, M):
-        (forward if kind == "f" else backward)(m)
-    record.time("sends complete", "pipeline", lambda: [s.wait() for s in sends]
-                + ([link.wait()] if grouped_exchanges else []))
+    def sent() -> None:
+        record.time("sends complete", "pipeline", lambda: [s.wait() for s in sends]
+                    + ([link.wait()] if grouped_exchanges else []))
+        sends.clear()
+
+    if schedule != "gpipe":
+        receive("activation", range(M))
+        receive("gradient", range(M))
+        for kind, m in _order(schedule, role.stage, role.stages, M):
+            (forward if kind == "f" else backward)(m)
+        sent()
+        return loss_sum
+    for k, (start, end) in enumerate(rounds or ((0, M),)):
+        receive("activation", range(start, end))
+        for m in range(start, end):
+            forward(m)
+        sent()
+        if barrier:
+            barrier(f"barrier {k}")
+        receive("gradient", range(start, end))
+        for m in range(start, end):
+            backward(m)
+        sent()
     return loss_sum
 
 
@@ -258,11 +294,13 @@ def _order(schedule: str, stage: int, stages: int, M: int) -> list[tuple[str, in
 
 
 def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shaper: Shaper | None = None) -> None:
-    """Sum every replica's gradients of this stage: through the stage's parameter server (reduce
-    to it, broadcast back: the study's runtime), a ring all-reduce (Megatron) or sharded (each
-    replica owns a slice). With a shaper, the server's reduce and broadcast, or the ring's steps,
-    are point-to-point transfers, each over its link; the sharded sync always is. Each step of
-    those goes as one group (``exchange``), as NCCL needs and gloo takes alike."""
+    """Sum every replica's gradients of this stage: through the stage's parameter server (a reduce
+    to it and a broadcast back: the study's runtime), a ring all-reduce (Megatron) or sharded (each
+    replica owns a slice). On the machine's own network the backend runs its reduce, broadcast and
+    all-reduce as it does them; with a shaper the server's sync is NCCL's, the simulator's: chains
+    around the replicas in NCCL's chunks, each transfer over its link, and the ring's steps are
+    point-to-point transfers too; the sharded sync always is. Each transfer or step goes as one
+    group (``exchange``), as NCCL needs and gloo takes alike."""
     if role.group is None:
         return
     flat = stage.gradient_buffer()
@@ -271,7 +309,7 @@ def sync_gradients(stage: Stage, role: Role, method: str, record: Recorder, shap
         if method == "sharded":
             _sharded(flat, role, shaper)
         elif method == "ps" and shaper:
-            _shaped_server(flat, role, shaper)
+            _reduce_broadcast(flat, role, shaper)
         elif shaper:
             shaped_ring(flat, role.peers, shaper)
         elif method == "ps":
@@ -300,19 +338,60 @@ def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | 
     record.time("embedding sync", "dp_sync", run)
 
 
-def _shaped_server(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
-    """The parameter server's reduce and broadcast as point-to-point transfers over their links:
-    every replica sends its gradients to the server, which adds them up in replica order and
-    sends the sum back to each; each side of each phase one group."""
-    me, shape = dist.get_rank(), tuple(flat.shape)
-    if me != role.server:
-        exchange([(flat, role.server)], [], shaper, flat.device, flat.dtype)
-        flat.copy_(exchange([], [(shape, role.server)], shaper, flat.device, flat.dtype)[0])
+def _reduce_broadcast(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
+    """The parameter server's sync as NCCL runs it, over the emulated links: a reduce to the
+    server, then a broadcast from it, each a chain around the replicas in order,
+    pipelined in NCCL's chunks (simulator.collectives): a member adds each chunk it receives to its
+    own and passes it on; the broadcast passes the server's sum along. Each transfer one group."""
+    peers, me = role.peers, role.peers.index(dist.get_rank())
+    k, root = len(peers), role.peers.index(role.server)
+    chunks = flat.view(-1).split(max(1, int(NCCL_CHUNK_BYTES) // flat.element_size()))
+    reduce = [peers[(root + 1 + i) % k] for i in range(k)]
+    broadcast = [peers[(root + i) % k] for i in range(k)]
+    _chain(chunks, reduce, shaper, add=True)
+    _chain(chunks, broadcast, shaper, add=False)
+
+
+def _chain(chunks: tuple[torch.Tensor, ...], order: list[int], shaper: Shaper, add: bool) -> None:
+    """This rank's part of a chain through ``order``: each chunk received from the rank before is
+    added to its own (``add``) or taken, then sent on to the rank after, at most NCCL_STEPS chunks
+    in flight (NCCL's buffer slots)."""
+    at = order.index(dist.get_rank())
+    before = order[at - 1] if at > 0 else None
+    after = order[at + 1] if at < len(order) - 1 else None
+    flying: deque = deque()
+    for chunk in chunks:
+        if before is not None:
+            got = exchange([], [(tuple(chunk.shape), before)], shaper, chunk.device, chunk.dtype)[0]
+            if add:
+                chunk.add_(got)
+            else:
+                chunk.copy_(got)
+        if after is not None:
+            while len(flying) >= NCCL_STEPS:
+                for handle in flying.popleft():
+                    handle.wait()
+            flying.append(dist.batch_isend_irecv(_sends([(chunk, after)], shaper)))
+    for handles in flying:
+        for handle in handles:
+            handle.wait()
+
+
+def barrier(members: list[int], shaper: Shaper | None, device: torch.device) -> None:
+    """gloo's dissemination barrier over ``members`` (the study's ranks in order: the simulator's
+    collectives.barrier), each round's message over its emulated link; without a shaper gloo's
+    own. A rank not among the members (a tensor-parallel worker's others) goes on."""
+    if shaper is None:
+        dist.barrier()
         return
-    others = [peer for peer in role.peers if peer != me]
-    for got in exchange([], [(shape, peer) for peer in others], shaper, flat.device, flat.dtype):
-        flat += got
-    exchange([(flat, peer) for peer in others], [], shaper, flat.device, flat.dtype)
+    rank = dist.get_rank()
+    if rank not in members:
+        return
+    k, i, d = len(members), members.index(rank), 1
+    token = torch.zeros(1, device=device)
+    while d < k:
+        exchange([(token, members[(i + d) % k])], [((1,), members[(i - d) % k])], shaper, device, token.dtype)
+        d *= 2
 
 
 def shaped_ring(flat: torch.Tensor, peers: list[int], shaper: Shaper, op: str = "sum", group=None) -> None:

@@ -41,7 +41,6 @@ from scheduler.comm_cost import comm_objective
 from scheduler.search import relative_gap
 
 SOLVERS = ("highs", "cbc")
-LATE_LEVEL_STEP = 0.25  # see _coarse
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,36 +304,38 @@ class TimeBound:
 
 
 def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[CompositionModel, dict]:
-    """A lower bound on the study runtime's iteration (GPipe, parameter-server sync), as the
-    analytic estimator times it, minimised over placements. With M micro-batches, per stage
-    forward f, backward b, a flow shop of stages and links finishes after Σ p + (M-1)·max p, and
-    every transfer takes at least latency + bytes / lone rate. Stage g's replicas are ready no
-    sooner than the forward flow shop plus the backward one from the last stage down to g, its
-    sync's reduce ends no sooner than every replica's readiness plus its slowest flow to the
-    server, and the broadcast adds the slowest flow back. Two bounds per stage, one through the
-    forward links' bottleneck, one through the backward's (each is one replica's chain), and
-    where transfers cost the same both ways, one per link through both directions of it (the
-    replica slowest across a link is slowest back across it too). Periods are no shorter than
-    the cheapest transfer. Late
-    pipelines (_late_pipelines): per level of transfer cost, those that pay it somewhere are
-    late by (M-1)·(the slower period), their gradients then cross the server's NIC one after
-    another, and a late replica outside the server's part of the classes still has its own slow
-    flow to the server to make."""
-    P, D, M = pp, dp, inputs.micro_batches
+    """A lower bound on the study runtime's iteration (GPipe rounds, NCCL reduce + broadcast
+    sync), as the analytic estimator times it, minimised over placements. With M micro-batches in
+    G rounds, per stage forward f, backward b, each phase of a round is a flow shop of stages and
+    links: every transfer crosses its link in at least latency + bytes / lone rate, and a link is
+    busy for at least bytes / lone rate per micro-batch, so a phase lasts at least its fill plus
+    (m − 1) of its slowest period; all rounds together pay G fills and M − G periods. Stage g's
+    replicas are ready no sooner than the forwards and the backward from the last stage down to g;
+    then the sync's reduce and broadcast each move the stage's gradient over at least one hop
+    (no hop faster than the fastest pair of the cluster), and the optimizer step follows, or runs
+    beside the sync where it is offloaded. Two bounds per stage, one through the forward links'
+    bottleneck, one through the backward's (each is one replica's chain), and where transfers cost
+    the same both ways, one per link through both directions of it (the replica slowest across a
+    link is slowest back across it too). Periods are no shorter than the cheapest occupancy, and
+    shared NICs lengthen them (_shared_nic_periods)."""
+    P, D, M, G = pp, dp, inputs.micro_batches, inputs.rounds
     f_total, f_max, o = inputs.forward_total_s, inputs.forward_period_s, inputs.optimizer_s
     b_tail, b_max = inputs.backward_tail_s, inputs.backward_period_s
     alpha, rate = classes.latency_s, classes.bandwidth_bytes_per_s
     with np.errstate(divide="ignore", invalid="ignore"):
-        act = alpha + inputs.activation_bytes / rate
+        busy = inputs.activation_bytes / rate  # a link's occupancy per transfer
+        act = alpha + busy  # a transfer's crossing
     built = CompositionModel.build("study_runtime_iteration_bound", classes, P, D)
     m, R = built.model, len(classes)
-    t_min = float(np.nanmin(act)) if R > 1 or classes.sizes[0] > 1 else 0.0
-    if P > 1:  # every pipeline streams through transfers, none cheaper than t_min: periods are no shorter
-        f_max = max(f_max, t_min)
-        b_max = [max(b, t_min) if g < P - 1 else b for g, b in enumerate(b_max)]
-    forward_links = [built.bottleneck(g, act, "forward_link") for g in range(P - 1)]
-    symmetric = np.allclose(np.nan_to_num(act), np.nan_to_num(act.T))
-    backward_links = forward_links if symmetric else [built.bottleneck(g, act.T, "backward_link")
+    alone = R > 1 or classes.sizes[0] > 1
+    t_min = float(np.nanmin(act)) if alone else 0.0
+    busy_min = float(np.nanmin(busy)) if alone else 0.0
+    if P > 1:  # every pipeline streams through transfers, none busier than busy_min: periods are no shorter
+        f_max = max(f_max, busy_min)
+        b_max = [max(b, busy_min) if g < P - 1 else b for g, b in enumerate(b_max)]
+    forward_links = [built.bottleneck(g, busy, "forward_link") for g in range(P - 1)]
+    symmetric = np.allclose(np.nan_to_num(busy), np.nan_to_num(busy.T))
+    backward_links = forward_links if symmetric else [built.bottleneck(g, busy.T, "backward_link")
                                                      for g in range(P - 1)]
     slowest_forward = m.add_variable("slowest_forward_period", f_max)
     forward_periods = []
@@ -343,14 +344,12 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
         forward_periods.append(m.add_variable(f"forward_period_via_link{g}", f_max))
         m += forward_periods[-1] >= link.cost, f"forward_period_via_link{g}"
     transfer_ceiling = _streaming_ceiling_s(inputs) if P > 1 else 0.0
-    nic = {} if P == 1 else _shared_nic_periods(
-        built, inputs, [link.flow for link in forward_links], slowest_forward, f_max,
-        max(transfer_ceiling, inputs.forward_ceiling_s), "forward_nic")
+    if P > 1:
+        _shared_nic_periods(built, inputs, [link.flow for link in forward_links], slowest_forward, f_max,
+                            max(transfer_ceiling, inputs.forward_ceiling_s), "forward_nic")
     iteration = m.add_variable("iteration", 0)
-    late_per_flow, late_excluded = _late_reduce_terms(inputs, classes, D)
-    late_pipelines = _late_pipelines(built, act, forward_links[0].levels) if P > 1 else {}
-    lone_s = [[[_least_s(inputs, [(_member(classes, q, r), classes.members[r][0])], size) if q != r or classes.sizes[r] > 1
-                else 0.0 for r in range(R)] for q in range(R)] for size in inputs.grad_bytes]
+    fastest = float(np.nanmax(np.where(np.isfinite(inputs.rate_bytes_per_s), inputs.rate_bytes_per_s, np.nan)))
+    nearest = float(np.nanmin(np.where(inputs.latency_s > 0, inputs.latency_s, np.nan))) if D > 1 else 0.0
     servers = {}
     for g in range(P):
         tail = range(g, P - 1)  # backward links from the last stage down to g
@@ -361,55 +360,36 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses) -> tuple[
             _shared_nic_periods(built, inputs, [{(q, r): v for (r, q), v in link.flow.items()} for link in backward_links],
                                 slowest_backward, b_max[0], max(transfer_ceiling, inputs.backward_ceiling_s),
                                 "backward_nic")
-        sync_in, sync_out, first_flow, servers[g] = _server_terms(built, inputs, g, inputs.grad_bytes[g], D)
-        ready = f_total + (P - 1) * t_min + b_tail[g] + len(tail) * t_min
-        m += iteration >= ready + (M - 1) * slowest_forward + (M - 1) * b_max[g] + first_flow + sync_out + o[g], \
-            f"through_forward_g{g}"
-        m += iteration >= ready + (M - 1) * f_max + (M - 1) * slowest_backward + first_flow + sync_out + o[g], \
-            f"through_backward_g{g}"
-        m += iteration >= ready + (M - 1) * (f_max + b_max[g]) + sync_in + sync_out + o[g], f"through_sync_g{g}"
+        servers[g] = _servers(built, g, D)
+        hop = 0.0 if D == 1 else (0.0 if np.isnan(nearest) else nearest) + inputs.grad_bytes[g] / fastest
+        after = max(2 * hop, o[g]) if inputs.offloaded else 2 * hop + o[g]
+        fills = G * (f_total + (P - 1) * t_min + b_tail[g] + len(tail) * t_min)
+        m += iteration >= fills + (M - G) * slowest_forward + (M - G) * b_max[g] + after, f"through_forward_g{g}"
+        m += iteration >= fills + (M - G) * f_max + (M - G) * slowest_backward + after, f"through_backward_g{g}"
         if symmetric:  # the replica slowest across link h forward is the slowest back across it too
             for h in tail:
                 both = m.add_variable(f"backward_period_g{g}_via_link{h}", b_max[g])
                 m += both >= backward_links[h].cost, f"backward_period_g{g}_via_link{h}"
-                m += iteration >= ready + (M - 1) * (forward_periods[h] + both) + first_flow + sync_out + o[g], \
+                m += iteration >= fills + (M - G) * (forward_periods[h] + both) + after, \
                     f"through_link{h}_both_ways_g{g}"
-        # Pipelines slow somewhere are late together, and their gradients then all enter the
-        # server through its NIC: the reduce ends no sooner than their readiness plus those bytes
-        # over the NIC. (crossed = 0 leaves late ≤ 0, and a constraint weaker than through_sync.)
-        base = ready + (M - 1) * (f_max + b_max[g])
-        for k, (late, crossed, parts) in late_pipelines.items():
-            slow = forward_links[0].levels[k]
-            extra = (M - 1) * (max(f_max, slow) - f_max)
-            if symmetric and g == 0:  # a slow link of the pipeline is on the way back to stage 0 too
-                extra += (M - 1) * (max(b_max[g], slow) - b_max[g])
-            if extra <= 0:
-                continue
-            if late_per_flow[g] > 0:
-                m += iteration >= (base + extra * crossed + late_per_flow[g] * (late - late_excluded)
-                                   + sync_out + o[g]), f"late_pipelines_l{k}_g{g}"
-            # A late replica in part C of the classes sends its gradient to the server after
-            # it is ready: to a server outside C, at no less than the fastest flow from C.
-            for c, (members, stays) in enumerate(parts):
-                flow_s = [0.0 if r in members else min(lone_s[g][q][r] for q in members) for r in range(R)]
-                if max(flow_s) <= first_flow:
-                    continue
-                late_here = m.add_variable(f"late_replica_l{k}_part{c}_g{g}", 0, 1, pulp.LpInteger)
-                m += D * late_here >= pulp.lpSum(built.count[g, r] for r in members) - stays, \
-                    f"late_replica_l{k}_part{c}_g{g}"
-                m += iteration >= (base + extra * late_here + first_flow
-                                   + pulp.lpSum((flow_s[r] - first_flow) * servers[g][r] for r in range(R))
-                                   - (max(flow_s) - first_flow) * (1 - late_here) + sync_out + o[g]), \
-                    f"late_replica_to_server_l{k}_part{c}_g{g}"
-        _late_server(built, nic, servers[g], g, iteration,
-                     lambda tau: (M - 1) * (tau - f_max), base + sync_in + sync_out + o[g])
     m += iteration, "iteration_bound"
     return built, servers
 
 
+def _servers(built: CompositionModel, g: int, D: int) -> dict:
+    """Stage g's parameter server: one class present in its group (no cost of its own in the
+    bound; the search weighs where the servers go with the estimator)."""
+    m, R = built.model, len(built.classes)
+    server = {r: m.add_variable(f"server_g{g}_c{r}", 0, 1, pulp.LpInteger) for r in range(R)}
+    m += pulp.lpSum(server.values()) == (1 if D > 1 else 0), f"one_server_g{g}"
+    for r in range(R):
+        m += server[r] <= built.present[g, r], f"server_present_g{g}_c{r}"
+    return server
+
+
 def _streaming_ceiling_s(inputs) -> float:
     """No transfer of GPipe's streaming phases takes longer than this in any round of the
-    estimator's mean field (simulator.estimator._streaming_times): a flow always gets at least
+    estimator's mean field (simulator.streaming.streaming_times): a flow always gets at least
     capacity / users of every resource it crosses, and no resource has more users in a phase
     than the GPUs of the host it belongs to (a device sends one transfer a phase and receives one)."""
     hosts = np.asarray(inputs.hosts)
@@ -422,18 +402,15 @@ def _streaming_ceiling_s(inputs) -> float:
 
 
 def _shared_nic_periods(built: CompositionModel, inputs, phase: list[dict], period: pulp.LpVariable, base_s: float,
-                        ceiling_s: float, tag: str) -> dict:
+                        ceiling_s: float, tag: str) -> None:
     """period ≥ τ(k) once k of a phase's transfers (``phase[h][src class, dst class]``, one dict
     per boundary) leave, or enter, the host of a class through a resource x of capacity C that all
     of them cross (its NIC). The estimator cuts each transfer on x to max(C − (k−1)·bytes / the
-    other pipelines' periods, C / k) and takes latency + bytes / that; no period is ever longer
-    than ``ceiling_s`` (the slowest compute, or _streaming_ceiling_s), so every one of those
-    transfers takes at least τ(k) = latency + bytes / max(C − (k−1)·bytes / ceiling, C / k).
-    Returns, for each class alone on its host and way ("out", "in"), its steps (τ(k), a binary
-    forced to 1 when k or more of the phase's transfers cross x)."""
+    other pipelines' periods, C / k) and occupies the link for bytes / that; no period is ever
+    longer than ``ceiling_s`` (the slowest compute, or _streaming_ceiling_s), so every one of those
+    transfers occupies its link at least τ(k) = bytes / max(C − (k−1)·bytes / ceiling, C / k)."""
     m, classes, hosts = built.model, built.classes, inputs.hosts
     size = inputs.activation_bytes
-    out: dict = {}
     for r, members in enumerate(classes.members):
         home = {hosts[d] for d in members}
         if len(home) > 1 or len(members) < 2:
@@ -448,10 +425,9 @@ def _shared_nic_periods(built: CompositionModel, inputs, phase: list[dict], peri
             if not common:
                 continue
             capacity = min(inputs.capacities[x] for x in common)
-            latency = min(inputs.latency_s[a, b] for a, b in pairs)
             steps, last = [], base_s
             for k in range(1, len(members) + 1):
-                tau = latency + size / max(capacity - (k - 1) * size / ceiling_s, capacity / k)
+                tau = size / max(capacity - (k - 1) * size / ceiling_s, capacity / k)
                 if tau > last:
                     steps.append((k, tau))
                     last = tau
@@ -464,87 +440,7 @@ def _shared_nic_periods(built: CompositionModel, inputs, phase: list[dict], peri
                 m += len(members) * shared >= users - (k - 1), f"{tag}_{way}_c{r}_k{k}"
                 rises.append((tau - last) * shared)
                 last = tau
-                if len(outside) == len(classes) - 1:
-                    out.setdefault((r, way), []).append((tau, shared))
             m += period >= base_s + pulp.lpSum(rises), f"{tag}_{way}_period_c{r}"
-    return out
-
-
-def _late_server(built: CompositionModel, nic: dict, server: dict, g: int, iteration: pulp.LpVariable,
-                 extra_s, reduce_s) -> None:
-    """A server whose own pipeline streams through a saturated NIC is late by extra_s(τ), and
-    the whole reduce waits for it: iteration ≥ reduce_s + extra_s(τ). Take a class alone on its
-    host and the server's pipeline's run of devices in it: the run ends with a transfer out of the
-    host unless it reaches the last stage, and starts with one into the host unless it starts at
-    stage 0; it can do neither only if the class has a device in every stage."""
-    m, P, R = built.model, built.positions, len(built.classes)
-    for r in range(R):
-        outs, ins = nic.get((r, "out"), []), nic.get((r, "in"), [])
-        rules = [(tau, [shared], built.present[P - 1, r]) for tau, shared in outs]
-        rules += [(tau, [shared], built.present[0, r]) for tau, shared in ins]
-        if built.classes.sizes[r] < P:
-            rules += [(min(t_out, t_in), [s_out, s_in], 0) for t_out, s_out in outs for t_in, s_in in ins]
-        for i, (tau, shared, escape) in enumerate(rules):
-            if extra_s(tau) > 0:
-                m += iteration >= reduce_s + extra_s(tau) * (server[r] + pulp.lpSum(shared) - len(shared) - escape), \
-                    f"late_server_g{g}_c{r}_{i}"
-
-
-def _member(classes: DeviceClasses, q: int, r: int) -> int:
-    """A device of class q other than class r's first."""
-    return classes.members[q][0] if q != r else classes.members[q][1]
-
-
-def _coarse(levels: tuple[float, ...], step: float = LATE_LEVEL_STEP) -> list[int]:
-    """Levels k ≥ 1 at least ``step`` (relative) above the previous one kept: any subset of the
-    levels gives valid constraints, and a few dozen levels close together (the world case) only
-    make the model larger and its solve slower."""
-    kept, last = [], levels[0]
-    for k in range(1, len(levels)):
-        if levels[k] >= last * (1 + step):
-            kept.append(k)
-            last = levels[k]
-    return kept
-
-
-def _late_pipelines(built: CompositionModel, edge: np.ndarray, levels: tuple[float, ...]) -> dict:
-    """Per level k ≥ 1 of the transfer costs: (late, crossed), ``late`` at most the number of
-    pipelines with a transfer costing levels[k] or more anywhere along them, ``crossed`` a binary
-    that is 1 when there is one. A pipeline whose transfers all cost less stays inside one
-    component of the classes joined by cheaper edges, so no more of them stay in component C
-    than the fewest devices C has in any group, and none where no edge inside C is cheaper."""
-    m, classes, P, D = built.model, built.classes, built.positions, built.group_size
-    R = len(classes)
-    out = {}
-    for k in _coarse(levels):
-        parent = list(range(R))
-
-        def root(r: int) -> int:
-            while parent[r] != r:
-                r = parent[r]
-            return r
-
-        for r in range(R):
-            for q in range(R):
-                if r != q and (edge[r, q] < levels[k] or edge[q, r] < levels[k]):
-                    parent[root(r)] = root(q)
-        components: dict[int, list[int]] = {}
-        for r in range(R):
-            components.setdefault(root(r), []).append(r)
-        parts = []
-        for c, members in enumerate(components.values()):
-            if not any(edge[r, q] < levels[k] for r in members for q in members):
-                parts.append((members, 0))  # no transfer inside it is cheap: no pipeline stays in it
-                continue
-            stays = m.add_variable(f"pure_pipelines_l{k}_part{c}", 0)
-            for g in range(P):
-                m += stays <= pulp.lpSum(built.count[g, r] for r in members), f"pure_pipelines_l{k}_part{c}_g{g}"
-            parts.append((members, stays))
-        late = D - pulp.lpSum(stays for _, stays in parts)
-        crossed = m.add_variable(f"late_pipelines_l{k}", 0, 1, pulp.LpInteger)
-        m += D * crossed >= late, f"late_pipelines_l{k}"
-        out[k] = (late, crossed, parts)
-    return out
 
 
 def _common_resources(inputs, pairs) -> set[int]:
@@ -555,96 +451,6 @@ def _common_resources(inputs, pairs) -> set[int]:
         if not common:
             return set()
     return common or set()
-
-
-def _late_reduce_terms(inputs, classes: DeviceClasses, D: int) -> tuple[list[float], int]:
-    """Per stage, the least seconds one gradient takes through the NIC of any server (0 where
-    some server has no resource that all flows into it cross), and how
-    many of a group's replicas need not cross that NIC: the server, and the peers that share its
-    host (those of its class, where not every flow into the server crosses one resource)."""
-    excluded, greatest_capacity = 1, 0.0
-    for r, members in enumerate(classes.members):
-        hub = members[0]
-        into = _common_resources(inputs, ((d, hub) for d in range(len(inputs.kinds)) if d != hub))
-        if not into:
-            into = _common_resources(inputs, ((d, hub) for d in range(len(inputs.kinds)) if d not in members))
-            excluded = max(excluded, min(len(members), D))
-        # the server may be of any class: the NIC that lets gradients in fastest
-        greatest_capacity = max(greatest_capacity, min((inputs.capacities[x] for x in into), default=np.inf))
-    return [size / greatest_capacity for size in inputs.grad_bytes], excluded
-
-
-def _server_terms(built: CompositionModel, inputs, g: int, size: float, D: int):
-    """Stage g's reduce (into its server) and broadcast (out of it); the server's class is the
-    model's choice. Each phase lasts at least its slowest flow alone, at least the bytes of its
-    k flows to (from) one class over the capacity they all cross, and at least the bytes that
-    cross any one resource of the server's (its NIC, say) over that resource's capacity. Also
-    the cheapest flow any phase has."""
-    m, classes = built.model, built.classes
-    R = len(classes)
-    sync_in = m.add_variable(f"reduce_g{g}", 0)
-    sync_out = m.add_variable(f"broadcast_g{g}", 0)
-    server = {r: m.add_variable(f"server_g{g}_c{r}", 0, 1, pulp.LpInteger) for r in range(R)}
-    if D == 1:
-        m += pulp.lpSum(server.values()) == 0, f"no_server_g{g}"
-        return sync_in, sync_out, 0.0, server
-    m += pulp.lpSum(server.values()) == 1, f"one_server_g{g}"
-    cheapest = np.inf
-    for r in range(R):
-        m += server[r] <= built.present[g, r], f"server_present_g{g}_c{r}"
-        hub = classes.members[r][0]
-        for q in range(R):
-            peers = [d for d in classes.members[q] if d != hub]
-            for k in _fan_sizes(min(len(peers), D - 1)):
-                held = built.at_least(g, q, k + (q == r))
-                if held is None:
-                    break
-                into = _least_s(inputs, [(p, hub) for p in peers[:k]], size)
-                out_of = _least_s(inputs, [(hub, p) for p in peers[:k]], size)
-                cheapest = min(cheapest, into, out_of)
-                both = server[r] + held - 1
-                m += sync_in >= into * both, f"reduce_g{g}_c{q}x{k}_to_c{r}"
-                m += sync_out >= out_of * both, f"broadcast_g{g}_c{r}_to_c{q}x{k}"
-        _resource_terms(built, inputs, g, r, size, server[r], sync_in, sync_out)
-    return sync_in, sync_out, float(cheapest), server
-
-
-def _fan_sizes(most: int) -> list[int]:
-    """Flow counts to bound a fan by: every count up to 8, then doubling (each bound is valid on
-    its own; a large group would otherwise need one binary per count)."""
-    sizes = list(range(1, min(most, 8) + 1))
-    while sizes and sizes[-1] * 2 <= most:
-        sizes.append(sizes[-1] * 2)
-    if most > 8 and sizes[-1] != most:
-        sizes.append(most)
-    return sizes
-
-
-def _least_s(inputs, pairs: list[tuple[int, int]], size: float) -> float:
-    """Least time for ``size`` bytes over each of these flows at once: the slowest alone, and
-    all their bytes over the smallest capacity they all cross."""
-    alone = max(inputs.latency_s[a, b] + size / inputs.rate_bytes_per_s[a, b] for a, b in pairs)
-    capacity = min((inputs.capacities[x] for x in _common_resources(inputs, pairs)), default=np.inf)
-    together = min(inputs.latency_s[a, b] for a, b in pairs) + len(pairs) * size / capacity
-    return float(max(alone, together))
-
-
-def _resource_terms(built: CompositionModel, inputs, g: int, r: int, size: float, serves, sync_in, sync_out) -> None:
-    """With the server in class r: each resource that every member of a class crosses on the
-    way into (out of) the server carries one gradient per member of that class in the group."""
-    m, classes = built.model, built.classes
-    hub = classes.members[r][0]
-    for phase, bound, pair in (("reduce", sync_in, lambda d: (d, hub)), ("broadcast", sync_out, lambda d: (hub, d))):
-        crossing: dict[int, list[int]] = {}  # resource -> classes all of whose members cross it
-        for q, members in enumerate(classes.members):
-            for x in _common_resources(inputs, [pair(d) for d in members if d != hub]):
-                crossing.setdefault(x, []).append(q)
-        for x, qs in crossing.items():
-            if sum(min(classes.sizes[q], built.group_size) for q in qs) < 2:
-                continue  # a single flow: the lone-flow terms cover it
-            per = size / inputs.capacities[x]
-            load = pulp.lpSum(built.count[g, q] for q in qs) - (1 if r in qs else 0)
-            m += bound >= per * load - per * built.group_size * (1 - serves), f"{phase}_g{g}_c{r}_via_{x}"
 
 
 def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,

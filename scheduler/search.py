@@ -128,6 +128,8 @@ class TimeBoundInputs:
     ones a flow crosses, ``capacities[x]`` in bytes/s, which flows crossing x share."""
 
     micro_batches: int
+    rounds: int  # the gradient-accumulation rounds the micro-batches run in (each a fill and a drain)
+    offloaded: bool  # the optimizer step runs on the host, beside the sync
     forward_total_s: float
     forward_period_s: float
     backward_tail_s: tuple[float, ...]

@@ -244,14 +244,18 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
     best = None
 
     def consider(grid: list[list[int]], preferred: list[int] | None, share_s: float) -> None:
+        """The stage groups in this order and reversed: an open path costs the same both ways, but
+        the first stage holds the embedding, the last the head, and the barrier goes in rank order."""
         nonlocal best
-        until = lambda: math.inf if settings.deterministic else time.perf_counter() + share_s
-        value, servers = _choose_servers(problem, grid, counted, cls, preferred, until())
-        counts = None
-        if settings.uneven and not settings.deterministic:  # deterministic: only the final plan's (cheaper)
-            value, counts = _balance_layers(problem, grid, servers, value, counted, until())
-        if best is None or value < best[0]:
-            best = (value, grid, servers, counts)
+        for way in (grid, grid[::-1]):
+            until = lambda: math.inf if settings.deterministic else time.perf_counter() + share_s / 2
+            value, servers = _choose_servers(problem, way, counted, cls,
+                                             preferred if way is grid or preferred is None else preferred[::-1], until())
+            counts = None
+            if settings.uneven and not settings.deterministic:  # deterministic: only the final plan's (cheaper)
+                value, counts = _balance_layers(problem, way, servers, value, counted, until())
+            if best is None or value < best[0]:
+                best = (value, way, servers, counts)
 
     say(f"{len(structured)} structured candidates")
     for groups in structured:  # stages along the cheapest open path of their transfers

@@ -26,7 +26,8 @@ from typing import Protocol
 
 from simulator.program import Category
 
-NCCL_CHUNK_BYTES = 4 * 2**20 / 8  # one NCCL buffer slot: NCCL_BUFFSIZE over NCCL_STEPS
+NCCL_STEPS = 8  # buffer slots of a connection (NCCL src/include/device.h)
+NCCL_CHUNK_BYTES = 4 * 2**20 / NCCL_STEPS  # one slot: NCCL_BUFFSIZE (4 MiB) over NCCL_STEPS
 
 
 @dataclass(frozen=True, slots=True)

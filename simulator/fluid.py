@@ -22,6 +22,8 @@ class Phase:
     sizes_bytes: tuple[float, ...]
     # Absolute earliest start of each flow (both its ends must be ready); empty: when the phase starts.
     not_before_s: tuple[float, ...] = ()
+    # Each flow starts this long after the phase does (a chain's hop after the chunks before it); empty: at once.
+    delays_s: tuple[float, ...] = ()
 
 
 def fluid_finish_s(routes: list[Route], sizes: list[float], capacities: list[float]) -> list[float]:
@@ -89,7 +91,8 @@ def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: l
             if not phase.routes:
                 heapq.heappush(launches, (now, g))
             for i, (route, size) in enumerate(zip(phase.routes, phase.sizes_bytes)):
-                start = phase.not_before_s[i] if phase.not_before_s else now
+                start = max(phase.not_before_s[i] if phase.not_before_s else now,
+                            now + (phase.delays_s[i] if phase.delays_s else 0.0))
                 if start > now:
                     heapq.heappush(pending, (start, len(pending) + len(active), [route, size, g, size]))
                 else:

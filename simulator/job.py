@@ -11,7 +11,7 @@ from profiler.profile import Profile
 from profiler.errors import InputError
 from scheduler.placement import Placement, Runtime, Schedule
 from simulator.compute import adaptive_clusters, device_compute, offloaded_step_s, profile_for
-from simulator.runtime import ADAPTIVE_DIV_VALUE, TRAITS, RuntimeTraits
+from simulator.runtime import ADAPTIVE_DIV_VALUE, TRAITS, RuntimeTraits, accumulation_rounds
 from simulator.sharing import Unit, shared_units
 from simulator.topology import Topology, ring_allreduce_s
 
@@ -43,33 +43,32 @@ class Job:
         return per_replica // self.training.micro_batch
 
     def rounds(self, placement: Placement) -> tuple[tuple[int, int], ...]:
-        """The [start, end) micro-batches of each gradient-accumulation round a pipeline runs: one
-        for a runtime without rounds (Megatron's 1F1B runs them all in one schedule); for the
-        study's runtime ``training.rounds`` of them, or as many as keep each within its round size,
-        as even as the micro-batches allow."""
-        M = self.micro_batches(placement)
-        size = TRAITS[placement.runtime].round_micro_batches
-        if size is None:
-            return ((0, M),)
-        count = self.training.rounds or -(-M // size)
-        if count > M:
-            raise InputError(f"{count} rounds of gradient accumulation need at least as many micro-batches, "
-                             f"a pipeline has {M}")
-        bounds = [i * M // count for i in range(count + 1)]
-        return tuple(zip(bounds, bounds[1:]))
+        """The [start, end) micro-batches of each gradient-accumulation round a pipeline runs
+        (simulator.runtime.accumulation_rounds)."""
+        try:
+            return accumulation_rounds(placement.runtime, self.micro_batches(placement), self.training.rounds)
+        except ValueError as err:
+            raise InputError(str(err)) from None
 
     def offloaded(self, placement: Placement) -> bool:
-        """Whether the fp32 master weights and the optimizer step live in host memory."""
+        """Whether the fp32 master weights and the optimizer step live in host memory, beside the
+        device: never where a profile measures the devices (a CPU's ranks, as the executor runs
+        them, step where they compute, after the sync)."""
+        if self.measured:
+            return False
         offload = self.training.offload
         return TRAITS[placement.runtime].offload_by_default if offload is None else offload
+
+    @property
+    def measured(self) -> bool:
+        """Whether a profile measures some device kind of the cluster (it timed the profiler's GPT)."""
+        return any(profile_for(d.gpu, self.profiles) for d in self.cluster.devices)
 
     def head_cutoffs(self, placement: Placement) -> tuple[int, ...] | None:
         """The runtime's adaptive-softmax head, or None for a projection onto the whole vocabulary:
         also where a profile measures the devices, which times the profiler's (and the executor's)
         GPT, whose head is that projection."""
-        if any(profile_for(d.gpu, self.profiles) for d in self.cluster.devices):
-            return None
-        return TRAITS[placement.runtime].head_cutoffs
+        return None if self.measured else TRAITS[placement.runtime].head_cutoffs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -240,7 +240,8 @@ def time_bound_inputs(cluster: Cluster, model: ModelSpec, training: TrainingSpec
     # Twins must also share what the bound reads off one of them: GPU kind, NIC and GPU port.
     labels = tuple(f"{d.gpu}|{hosts[d.host].uplink_bandwidth_bytes_per_s}|"
                    f"{hosts[d.host].interconnect_bandwidth_bytes_per_s}" for d in cluster.devices)
-    return TimeBoundInputs(micro_batches=job.micro_batches(template), **fields,
+    return TimeBoundInputs(micro_batches=job.micro_batches(template), rounds=len(job.rounds(template)),
+                           offloaded=job.offloaded(template), **fields,
                            activation_bytes=model.activation_bytes(training.micro_batch, training.precision),
                            latency_s=latency, rate_bytes_per_s=rate,
                            resources=lambda a, b: topology.route(a, b).resources,

@@ -54,3 +54,19 @@ TRAITS = {
                                          offload_by_default=True, head_cutoffs=STUDY_HEAD_CUTOFFS,
                                          layer=STUDY_LAYER),
 }
+
+
+def accumulation_rounds(runtime: Runtime, micro_batches: int, rounds: int | None = None) -> tuple[tuple[int, int], ...]:
+    """The [start, end) micro-batches of each gradient-accumulation round a pipeline runs: one for
+    a runtime without rounds (Megatron's 1F1B runs them all in one schedule); for the study's
+    runtime ``rounds`` of them, or as many as keep each within its round size, as even as the
+    micro-batches allow. ValueError if there are more rounds than micro-batches."""
+    size = TRAITS[runtime].round_micro_batches
+    if size is None:
+        return ((0, micro_batches),)
+    count = rounds or -(-micro_batches // size)
+    if count > micro_batches:
+        raise ValueError(f"{count} rounds of gradient accumulation need at least as many micro-batches, "
+                         f"a pipeline has {micro_batches}")
+    bounds = [i * micro_batches // count for i in range(count + 1)]
+    return tuple(zip(bounds, bounds[1:]))

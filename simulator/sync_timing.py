@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from scheduler.placement import Placement
 from simulator.collectives import NCCL_CHUNK_BYTES
-from simulator.fluid import Phase
+from simulator.fluid import Phase, fluid_phases_s
 from simulator.topology import Topology, route_rates
 
 
@@ -55,63 +55,34 @@ def sharded_phases(topology: Topology, placement: Placement, size_of: list[float
     return out
 
 
-def _pieces(size: float) -> tuple[float, float, float]:
-    """(first chunk, body, last chunk) of a hop; a small buffer goes whole as its 'body'."""
-    if size > 2 * NCCL_CHUNK_BYTES:
-        return NCCL_CHUNK_BYTES, size - 2 * NCCL_CHUNK_BYTES, NCCL_CHUNK_BYTES
-    return 0.0, size, 0.0
-
-
-def chain_ends(size: float, hops: list[tuple[float, float]], starts: list[float]) -> list[float]:
-    """A pipelined chain (simulator.collectives.chain) of len(starts) members, hop i at
-    (rate, latency) ``hops[i]``; member i starts at ``starts[i]``. When each member is done: the
-    last send of its hop has left, the last member's last chunk has arrived."""
-    first, body, last = _pieces(size)
-    head_arrival = tail_arrival = None
-    ends = []
-    for i, (rate, latency) in enumerate(hops):
-        go = max(starts[i], starts[i + 1]) if head_arrival is None else max(starts[i], starts[i + 1], head_arrival)
-        head_left = go + first / rate
-        head_arrival = head_left + latency if first else None
-        body_left = head_left + body / rate
-        tail_go = body_left if tail_arrival is None else max(body_left, tail_arrival)
-        tail_left = tail_go + last / rate
-        tail_arrival = tail_left + latency
-        ends.append(tail_left)
-        if head_arrival is None:  # a buffer that went whole: the next hop starts when it arrives
-            head_arrival = tail_arrival
-    ends.append(tail_arrival if hops else starts[0])
-    return ends
-
-
 def reduce_broadcast_ends(topology: Topology, placement: Placement, ready: list[list[float]],
                           size_of: list[float]) -> list[list[float]]:
     """``ends[s][r]``: when replica r of stage s is done with NCCL's reduce to the stage's server
-    and broadcast from it (chains around the replicas in order: simulator.collectives)."""
+    and broadcast from it (chains around the replicas in order: simulator.collectives). Each
+    chain's hops carry the whole buffer as fluid flows (simulator.fluid) sharing the network with
+    every other stage's as they come, the reduce's from when both of a hop's ends are ready and the
+    first chunk has crossed the hops before (at the hop's rate alone), the broadcast's once the
+    reduce is done; a chain ends when its last hop's flow is delivered."""
     P, D = placement.pp, placement.dp
-    orders, hop_routes = {}, []
+    phases, starts = [], []
     for s in range(P):
         root = placement.server_of(s)
-        around = [(root + 1 + i) % D for i in range(D)]
-        out = [(root + i) % D for i in range(D)]
-        for t in range(placement.tp):
-            for phase, order in (("reduce", around), ("broadcast", out)):
+        chains = [[(root + 1 + i) % D for i in range(D)], [(root + i) % D for i in range(D)]]
+        groups: list[Phase] = []
+        for n, order in enumerate(chains):
+            routes, fills, not_before = [], [], []
+            for t in range(placement.tp):
                 members = [placement.devices[s][r][t] for r in order]
-                orders[s, t, phase] = order
-                hop_routes += [((s, t, phase, i), topology.route(a, b)) for i, (a, b) in enumerate(zip(members, members[1:]))]
-    hop: dict = {}
-    for phase in ("reduce", "broadcast"):
-        keys = [(key, route) for key, route in hop_routes if key[2] == phase]
-        rates = route_rates([route for _, route in keys], topology.capacities) if keys else []
-        hop |= {key: (rate, route.latency_s) for (key, route), rate in zip(keys, rates)}
-    ends = [[ready[r][s] for r in range(D)] for s in range(P)]
-    for s in range(P):
-        for t in range(placement.tp):
-            done = [ready[r][s] for r in range(D)]
-            for phase in ("reduce", "broadcast"):
-                order = orders[s, t, phase]
-                timed = chain_ends(size_of[s], [hop[s, t, phase, i] for i in range(D - 1)], [done[r] for r in order])
-                for position, r in enumerate(order):
-                    done[r] = timed[position]
-            ends[s] = [max(e, d) for e, d in zip(ends[s], done)]
-    return ends
+                fill = 0.0
+                for i, (a, b) in enumerate(zip(members, members[1:])):
+                    route = topology.route(a, b)
+                    routes.append(route)
+                    fills.append(fill)
+                    not_before.append(max(ready[order[i]][s], ready[order[i + 1]][s]) + fill)
+                    fill += route.latency_s + min(NCCL_CHUNK_BYTES, size_of[s]) / route_rates([route], topology.capacities)[0]
+            groups.append(Phase(routes=tuple(routes), sizes_bytes=(size_of[s],) * len(routes),
+                                not_before_s=tuple(not_before) if n == 0 else (), delays_s=tuple(fills)))
+        phases.append(groups)
+        starts.append(min(ready[r][s] for r in range(D)))
+    ends = fluid_phases_s(starts, phases, topology.capacities)
+    return [[max(end, ready[r][s]) for r in range(D)] for s, end in enumerate(ends)]

@@ -3,8 +3,8 @@
 overlaid. Chrome traces (simulator.trace) stay the way to zoom in.
 
 A row is a device, grouped by region, then stage, then replica. Each bar is one kind of time:
-forward, backward, optimizer, send, receive, sync; idle is what a device's main stream leaves
-empty. The study's runtime moves its transfers on streams beside the compute: those show as thin
+forward, backward, optimizer, send, receive, sync, barrier; idle is what a device's main stream
+leaves empty. The study's runtime moves its transfers on streams beside the compute: those show as thin
 strips at the foot (sends) and head (receives) of their device's row.
 """
 
@@ -18,12 +18,12 @@ from profiler.errors import InputError
 from scheduler.placement import Placement
 from simulator.program import Category, Span
 
-KINDS = ("forward", "backward", "optimizer", "send", "receive", "sync", "idle")
+KINDS = ("forward", "backward", "optimizer", "send", "receive", "sync", "barrier", "idle")
 COLOURS = {"forward": "#4c72b0", "backward": "#55a868", "optimizer": "#8172b2", "send": "#dd8452",
-           "receive": "#c44e52", "sync": "#937860", "idle": "#e8e8e8"}
+           "receive": "#c44e52", "sync": "#937860", "barrier": "#ccb974", "idle": "#e8e8e8"}
 # Tensor-parallel all-reduces are part of the compute ops' spans (Op.tp_comm_s), never spans of their own.
 _KIND = {Category.FORWARD: "forward", Category.BACKWARD: "backward", Category.OPTIMIZER: "optimizer",
-         Category.DP_SYNC: "sync"}
+         Category.DP_SYNC: "sync", Category.BARRIER: "barrier"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +99,11 @@ def _with_idle(title: str, rows: dict[int, Row], bars: list[Bar]) -> Timeline:
 
 def predicted(spans: Iterable[Span], cluster: Cluster, placement: Placement, title: str) -> Timeline:
     """The engine's spans (simulator.predict.predict(..., record_spans=True)); a stream on
-    several devices (a tensor-parallel group) draws on each."""
+    several devices (a tensor-parallel group) draws on each. The study's runtime syncs on a
+    stream of its own: drawn as the row's bar all the same, what the device is doing then."""
     rows = _rows(cluster, placement)
     bars = [Bar(device=d, kind=kind_of(span.category, span.label), start_s=span.start_s, end_s=span.end_s,
-                side=not span.main)
+                side=not span.main and span.category is not Category.DP_SYNC)
             for span in spans for d in span.devices]
     if not bars:
         raise InputError("no spans to draw: a timeline needs the SimPy engine's spans")

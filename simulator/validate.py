@@ -59,10 +59,10 @@ def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
     for rank in spans:
         busy = 0.0
         for category, length in rank:
-            if category not in PARTS:
+            if category not in PARTS and category != "barrier":
                 raise InputError(f"{where}: unknown span category {category!r}")
-            if overlapped and category == "pipeline":
-                continue  # waiting for an input: idle, as the simulator counts it
+            if category == "barrier" or (overlapped and category == "pipeline"):
+                continue  # waiting in a barrier, or for an input: idle, as the simulator counts it
             breakdown[PARTS[category]] += length / len(spans)
             busy += length
         breakdown["idle_s"] += max(0.0, iteration - busy) / len(spans)

@@ -25,7 +25,7 @@ def test_run_writes_a_report_of_every_rank(capsys, tmp_path) -> None:
     assert report["schema"] == "run-report/1" and report["config"] == "P2T1D2" and len(report["iteration_s"]) == 2
     assert [r["rank"] for r in report["ranks"]] == [0, 1, 2, 3]
     categories = {span["category"] for r in report["ranks"] for span in r["spans"]}
-    assert categories == {"forward", "backward", "pipeline", "dp_sync", "optimizer"}
+    assert categories == {"forward", "backward", "pipeline", "dp_sync", "optimizer", "barrier"}
     assert all(8.5 < loss < 9.5 for loss in report["loss"])  # ln(8192) = 9.01 for random tokens
     assert "P2T1D2 gpipe/ps" in capsys.readouterr().out
     events = json.loads(trace.read_text())["traceEvents"]

@@ -19,7 +19,7 @@ MODEL = ModelSpec(name="tiny-4l", layers=4, d_model=64, heads=4, ffn=256, seq_le
 
 
 def cpu_plan(pp: int, dp: int, *, schedule: Schedule = Schedule.GPIPE, sync: Sync = Sync.PS, batch_size: int = 8,
-             micro_batch: int = 1, recompute: bool = False, servers: tuple[int, ...] = ()) -> Plan:
+             micro_batch: int = 1, recompute: bool = False, servers: tuple[int, ...] = (), rounds: int | None = None) -> Plan:
     host = Host(name="local", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
                 interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9)
     cluster = Cluster(name="cpu", devices=tuple(Device(id=i, gpu="CPU", host="local") for i in range(pp * dp)),
@@ -28,7 +28,7 @@ def cpu_plan(pp: int, dp: int, *, schedule: Schedule = Schedule.GPIPE, sync: Syn
     placement = replace(blocks_layout(list(range(pp * dp)), MODEL.layers, pp, dp), schedule=schedule, sync=sync,
                         ps_servers=servers)
     training = TrainingSpec(global_batch=batch_size, micro_batch=micro_batch, precision="fp32",
-                            activation_recompute=recompute)
+                            activation_recompute=recompute, rounds=rounds)
     return Plan(cluster=cluster, case=None, model=MODEL, training=training, placement=placement,
                 provenance=Provenance(method="manual", objective="time"))
 
@@ -69,6 +69,9 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     (2, 2, dict(schedule=Schedule.ONE_F_ONE_B, sync=Sync.RING, recompute=True)),
     (4, 1, dict(schedule=Schedule.ONE_F_ONE_B, micro_batch=2)),
     (1, 4, dict(servers=(2,))),
+    (1, 3, dict(batch_size=6, servers=(1,), emulate=True)),  # NCCL's reduce and broadcast chains, in chunks
+    (2, 2, dict(rounds=2)),  # two rounds of gradient accumulation, a barrier in each
+    (2, 2, dict(rounds=2, emulate=True, grouped=True)),
     (1, 3, dict(sync=Sync.RING, batch_size=6, emulate=True)),  # the ring's point-to-point steps, uneven chunks
     (1, 3, dict(sync=Sync.SHARDED, batch_size=6)),
     (2, 2, dict(sync=Sync.SHARDED, emulate=True)),
