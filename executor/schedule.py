@@ -343,9 +343,12 @@ def _reduce_broadcast(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
     server, then a broadcast from it, each a chain around the replicas in order,
     pipelined in NCCL's chunks (simulator.collectives): a member adds each chunk it receives to its
     own and passes it on; the broadcast passes the server's sum along. Each transfer one group."""
-    peers, me = role.peers, role.peers.index(dist.get_rank())
-    k, root = len(peers), role.peers.index(role.server)
-    chunks = flat.view(-1).split(max(1, int(NCCL_CHUNK_BYTES) // flat.element_size()))
+    k, root = len(role.peers), role.peers.index(role.server)
+    peers = role.peers
+    # NCCL's chunks, but no more than NCCL_STEPS of them: each transfer the emulator holds costs
+    # milliseconds of replay and sleep on this machine, and 8 chunks keep the hops pipelined.
+    elements = max(int(NCCL_CHUNK_BYTES) // flat.element_size(), -(-flat.numel() // NCCL_STEPS))
+    chunks = flat.view(-1).split(elements)
     reduce = [peers[(root + 1 + i) % k] for i in range(k)]
     broadcast = [peers[(root + i) % k] for i in range(k)]
     _chain(chunks, reduce, shaper, add=True)
