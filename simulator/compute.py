@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from profiler.gpus import GpuKind, gpu_kind
 from profiler.model import ModelSpec, OPTIMIZER_STATE_BYTES, PRECISIONS, TrainingSpec, gpt3_xl
@@ -285,6 +286,20 @@ class DeviceCompute:
         return params * self.optimizer_s_per_param + self.optimizer_overhead_s
 
 
+@lru_cache(maxsize=4096)  # a search asks for the same few kinds, shards and stages over and over
+def _datasheet_compute(kind: str, model: ModelSpec, training: TrainingSpec, tp: int,
+                       efficiency: tuple[float, float] | None, kernels: LayerKernels,
+                       head_cutoffs: tuple[int, ...] | None, div_value: int) -> DeviceCompute:
+    gpu = gpu_kind(kind)
+    state = OPTIMIZER_STATE_BYTES[training.optimizer]
+    head = (head_times(gpu, model, training, tp, efficiency) if head_cutoffs is None
+            else adaptive_head_times(gpu, model, training, head_cutoffs, div_value, efficiency))
+    return DeviceCompute(layer=layer_times(gpu, model, training, tp, efficiency, kernels),
+                         embedding=embedding_times(gpu, model, training, tp), head=head,
+                         optimizer_s_per_param=(OPTIMIZER_BYTES_PER_PARAM + 2 * state) / gpu.memory_bandwidth_bytes_per_s,
+                         optimizer_overhead_s=KERNEL_LAUNCH_S)
+
+
 def profile_for(kind: str, profiles: tuple[Profile, ...]) -> Profile | None:
     return next((p for p in profiles if p.device_kind == kind), None)
 
@@ -298,14 +313,7 @@ def device_compute(kind: str, model: ModelSpec, training: TrainingSpec, tp: int,
     profile = profile_for(kind, profiles)
     state = OPTIMIZER_STATE_BYTES[training.optimizer]
     if profile is None:
-        gpu = gpu_kind(kind)
-        head = (head_times(gpu, model, training, tp, efficiency) if head_cutoffs is None
-                else adaptive_head_times(gpu, model, training, head_cutoffs, div_value, efficiency))
-        return DeviceCompute(layer=layer_times(gpu, model, training, tp, efficiency, kernels),
-                             embedding=embedding_times(gpu, model, training, tp),
-                             head=head,
-                             optimizer_s_per_param=(OPTIMIZER_BYTES_PER_PARAM + 2 * state) / gpu.memory_bandwidth_bytes_per_s,
-                             optimizer_overhead_s=KERNEL_LAUNCH_S)
+        return _datasheet_compute(kind, model, training, tp, efficiency, kernels, head_cutoffs, div_value)
     profile.check_covers(model, training.precision)
     forward, backward, recompute = profile.layer(tp, training.micro_batch)
     # The profile times plain SGD over parameters of its dtype: 3 bytes moved (parameter and

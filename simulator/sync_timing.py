@@ -84,5 +84,35 @@ def reduce_broadcast_ends(topology: Topology, placement: Placement, ready: list[
                                 not_before_s=tuple(not_before) if n == 0 else (), delays_s=tuple(fills)))
         phases.append(groups)
         starts.append(min(ready[r][s] for r in range(D)))
-    ends = fluid_phases_s(starts, phases, topology.capacities)
+    ends = (_apart(phases, starts, topology.capacities) if _disjoint(phases)
+            else fluid_phases_s(starts, phases, topology.capacities))
     return [[max(end, ready[r][s]) for r in range(D)] for s, end in enumerate(ends)]
+
+
+def _disjoint(phases: list[list[Phase]]) -> bool:
+    """Whether no two flows that may be in flight together share a resource: flows of one phase
+    or of two stages may be; a stage's reduce and its broadcast never are."""
+    users: dict[int, dict[int, list[int]]] = {}  # resource -> stage -> its phases' flows there
+    for s, groups in enumerate(phases):
+        for n, phase in enumerate(groups):
+            for route in phase.routes:
+                for resource in route.resources:
+                    users.setdefault(resource, {}).setdefault(s, []).append(n)
+    return all(len(stages) == 1 and all(len(set(n)) == len(n) for n in stages.values()) for stages in users.values())
+
+
+def _apart(phases: list[list[Phase]], starts: list[float], capacities: list[float]) -> list[float]:
+    """What fluid_phases_s gives where every flow has its resources to itself: each at its rate alone."""
+    ends = []
+    for start, groups in zip(starts, phases):
+        now = start
+        for phase in groups:
+            rates = [route_rates([route], capacities)[0] for route in phase.routes]
+            finish = now
+            for i, (route, size, rate) in enumerate(zip(phase.routes, phase.sizes_bytes, rates)):
+                begin = max(phase.not_before_s[i] if phase.not_before_s else now,
+                            now + (phase.delays_s[i] if phase.delays_s else 0.0))
+                finish = max(finish, begin + size / rate + route.latency_s)
+            now = finish
+        ends.append(now)
+    return ends
