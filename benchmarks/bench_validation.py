@@ -17,7 +17,7 @@ benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loop
   with one thread and no dropout, as the executor trains (`profiler compute --threads 1 --tp 1 [T]
   --micro-batch 1 --dropout 0`, right before and right after: this VM's single-thread speed
   drifts by ±10% over minutes), and put the mean of the two SimPy predictions beside the run: the
-  Markdown table of the README. It also says whether the scheduled two-region plan beats the
+  Markdown table of docs/executor.md. It also says whether the scheduled two-region plan beats the
   random one in both prediction and measurement. With TASKLET_KEEP_RUNS=DIR it keeps each plan's
   two profiles and run report in DIR/<plan>/, for `sim validate` by hand.
 """

@@ -58,9 +58,10 @@ def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: l
     deliveries: list[tuple[float, int]] = []
     pending: list[tuple[float, int, list]] = []  # flows waiting for their own start
     active: list[list] = []  # [route, remaining bytes, group, size]
-    now = 0.0
+    now, rates, changed = 0.0, [], False
     while launches or deliveries or active or pending:
-        rates = route_rates([f[0] for f in active], capacities) if active else []
+        if changed:  # the shares change only when a flow starts or ends
+            rates, changed = route_rates([f[0] for f in active], capacities) if active else [], False
         byte_done = min((f[1] / r for f, r in zip(active, rates)), default=math.inf)
         candidates = [now + byte_done, launches[0][0] if launches else math.inf,
                       deliveries[0][0] if deliveries else math.inf, pending[0][0] if pending else math.inf]
@@ -74,6 +75,7 @@ def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: l
                 heapq.heappush(deliveries, (now + flow[0].latency_s, flow[2]))
             else:
                 still.append(flow)
+        changed = changed or len(still) < len(active)
         active = still
         while deliveries and deliveries[0][0] <= now:
             _, g = heapq.heappop(deliveries)
@@ -97,6 +99,8 @@ def fluid_phases_s(starts: list[float], phases: list[list[Phase]], capacities: l
                     heapq.heappush(pending, (start, len(pending) + len(active), [route, size, g, size]))
                 else:
                     active.append([route, size, g, size])
+                    changed = True
         while pending and pending[0][0] <= now:
             active.append(heapq.heappop(pending)[2])
+            changed = True
     return finish
