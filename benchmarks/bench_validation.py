@@ -16,7 +16,8 @@ benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loop
   timed iterations; the two-region ones with --emulate-network) between two profiles of this CPU
   with one thread and no dropout, as the executor trains (`profiler compute --threads 1 --tp 1 [T]
   --micro-batch 1 --dropout 0`, right before and right after: this VM's single-thread speed
-  drifts by ±10% over minutes), and put the mean of the two SimPy predictions beside the run: the
+  drifts by ±10% over minutes), and put the mean of the two SimPy predictions beside the run's mean
+  iteration (and the range of its iterations, which on this VM spanned up to 65%): the
   Markdown table of docs/executor.md. It also says whether the scheduled two-region plan beats the
   random one in both prediction and measurement. With TASKLET_KEEP_RUNS=DIR it keeps each plan's
   two profiles and run report in DIR/<plan>/, for `sim validate` by hand.
@@ -255,11 +256,12 @@ def plans() -> None:
             iterations[path] = (row.predicted_s, row.measured_s)
             rows.append(f"| {label} | `{path}` | {plan.placement.config} {plan.placement.schedule.value}/"
                         f"{plan.placement.sync.value} | {predicted[0].iteration_s:.3f} / {predicted[1].iteration_s:.3f}"
-                        f" | {row.measured_s:.3f} | {row.error:+.1%} | {wall:.0f} s |")
+                        f" | {row.measured_s:.3f} | {min(report['iteration_s']):.3f}–{max(report['iteration_s']):.3f}"
+                        f" | {row.error:+.1%} | {wall:.0f} s |")
             print(rows[-1], file=sys.stderr, flush=True)
-    print("| plan | file | configuration | predicted s/it (profile before / after) | measured s/it | error of the "
-          "mean | run wall |")
-    print("|---|---|---|---|---|---|---|")
+    print("| plan | file | configuration | predicted s/it (profile before / after) | measured s/it | its iterations | "
+          "error of the mean | run wall |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     scheduled, random = iterations[PLANS[3][1]], iterations[PLANS[4][1]]
     print(f"\nscheduled beats random: predicted {scheduled[0]:.3f} < {random[0]:.3f}: {scheduled[0] < random[0]}; "
