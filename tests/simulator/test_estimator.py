@@ -1,5 +1,6 @@
-"""The analytic estimator is held within 3% of the SimPy simulation on every built-in scenario
-and setting, for the systems of the study's table."""
+"""The analytic estimator is held within 3% of the SimPy simulation on every built-in scenario,
+for the systems of the study's table, in three settings that hold each layer count and each batch
+once (benchmarks/sweep_estimator.py runs all nine and every Megatron configuration)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from simulator.predict import predict, predict_table
 from simulator.topology import Topology
 
 TOLERANCE = 0.03
-SETTINGS = [(layers, batch) for layers in (24, 32, 40) for batch in (1024, 2048, 4096)]
+DIAGONAL = [(24, 1024), (32, 2048), (40, 4096)]  # each of the table's layer counts and batches once
 
 
 @pytest.mark.slow
@@ -21,9 +22,9 @@ SETTINGS = [(layers, batch) for layers in (24, 32, 40) for batch in (1024, 2048,
 def test_estimator_agrees_with_simpy_on_the_table_systems(case):
     cluster = SCENARIOS[case].build()
     topology = Topology(cluster)
-    table = predict_table(cluster, case, gpt3_xl, [24, 32, 40], [1024, 2048, 4096])
+    rows = [row for layers, batch in DIAGONAL for row in predict_table(cluster, case, gpt3_xl, [layers], [batch]).rows]
     failures = []
-    for row in table.rows:
+    for row in rows:
         job = Job(cluster=cluster, model=gpt3_xl(row.layers), training=TrainingSpec(global_batch=row.batch))
         optimal = row.systems["megatron_optimal"].config
         pp, tp = int(optimal[1:optimal.index("T")]), int(optimal[optimal.index("T") + 1:optimal.index("D")])
