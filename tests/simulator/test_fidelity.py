@@ -4,6 +4,7 @@ its own, the engine against the estimator on every figure, and `sim fidelity`.""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -11,6 +12,7 @@ from scheduler.placement import Sync
 from simulator import fidelity
 from simulator.cli import main
 from simulator.collectives import NCCL_CHUNK_BYTES
+from simulator.job import stage_costs
 from simulator.predict import predict
 from simulator.tcp import GOODPUT_FRACTION, TRANSPORTS, slow_start_s
 from simulator.topology import Topology, route_rates
@@ -26,10 +28,7 @@ def analytic() -> list[fidelity.Figure]:
 def test_the_set_is_the_147_published_figures() -> None:
     runs = fidelity.load_runs()
     assert len(runs) == 147
-    by_series = {}
-    for m in runs:
-        by_series[m.series] = by_series.get(m.series, 0) + 1
-    assert by_series == {"dp-sync-scaling": 35, "pipeline-batch": 20, "pipeline-layers": 15, "homogeneous-64": 15,
+    assert Counter(m.series for m in runs) == {"dp-sync-scaling": 35, "pipeline-batch": 20, "pipeline-layers": 15, "homogeneous-64": 15,
                          "megatron-64-p3.2xlarge": 18, "p2p-transfer": 40, "megatron-8-p3.16xlarge-seed": 4}
     p2p = next(m for m in runs if m.series == "p2p-transfer" and m.column == "nccl 64MB" and m.setting == "default")
     assert p2p.seconds == pytest.approx(0.055)  # published in milliseconds
@@ -91,8 +90,6 @@ def test_a_compute_bound_pipeline_adds_its_slowest_stage_per_micro_batch() -> No
         return predict(job, placement, engine="analytic")[0].iteration_s
 
     job, placement = fidelity.PLANS["pipeline-batch"]("default", "64")
-    from simulator.job import stage_costs
-
     costs = stage_costs(job, Topology(job.cluster), placement)
     slowest = max(c[0].forward_s for c in costs) + max(c[0].backward_s for c in costs)
     assert (seconds("default", 96) - seconds("default", 64)) / 32 == pytest.approx(slowest, rel=1e-6)
