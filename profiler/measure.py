@@ -84,6 +84,13 @@ def measure_compute(shape: dict[str, int], *, device: str, dtype: str, tps: list
                    optimizer_s_per_param_byte=_optimizer(dev, DTYPES[dtype], warmup, repeats), dropout=dropout)
 
 
+def measure_layer(shape: dict[str, int], *, device: str, dtype: str, tp: int = 1, micro_batch: int = 1,
+                  warmup: int = 3, repeats: int = 10, dropout: float = 0.1) -> Measured:
+    """One transformer layer at one (tp, micro-batch): the row measure_compute records for it."""
+    torch.manual_seed(0)
+    return _layer(shape, torch.device(device), DTYPES[dtype], tp, micro_batch, warmup, repeats, dropout)
+
+
 def _timing(samples: list[float]) -> Timing:
     quartiles = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
     return Timing(median_s=statistics.median(samples), spread_s=quartiles[2] - quartiles[0])

@@ -40,22 +40,30 @@ def test_the_profile_records_what_and_where_it_measured(profile) -> None:
 
 def test_the_profile_predicts_a_stack_of_four_layers(profile) -> None:
     """Forward + backward of 4 layers in one process against 4 × the profile's layer (no
-    recompute). The benchmark records the figure (benchmarks/bench_profiler.py); on this shared
-    2-core machine the test allows 30%."""
+    recompute). The benchmark records the figure (benchmarks/bench_profiler.py). This shared 2-core
+    machine's speed drifts within a run (a CI run once measured the module's profile 43% slower
+    than the stack a minute later), so the test pairs them: in each round the layer is profiled
+    again right before the stack runs, and the median of the rounds' ratios must be within 30%."""
+    from dataclasses import replace
+
+    from profiler.measure import measure_layer
+
     training = TrainingSpec(global_batch=1, precision="fp32", activation_recompute=False)
-    layer = device_compute("CPU", MODEL, training, 1, (profile,)).layer
-    predicted = 4 * (layer.forward_s + layer.backward_s)
     torch.manual_seed(0)
     stack = torch.nn.Sequential(*(GPTLayerShard(256, 4, 1024) for _ in range(4)))
-    samples = []
-    for i in range(9):
-        x = torch.randn(1, 128, 256, requires_grad=True)
-        begin = time.perf_counter()
-        stack(x).backward(torch.randn(1, 128, 256))
-        samples.append(time.perf_counter() - begin)
-        stack.zero_grad()
-    measured = statistics.median(samples[2:])
-    assert predicted == pytest.approx(measured, rel=0.3)
+    ratios = []
+    for _ in range(4):
+        fresh = replace(profile, layers=(measure_layer(SHAPE, device="cpu", dtype="fp32", warmup=1, repeats=5),))
+        layer = device_compute("CPU", MODEL, training, 1, (fresh,)).layer
+        samples = []
+        for _ in range(6):
+            x = torch.randn(1, 128, 256, requires_grad=True)
+            begin = time.perf_counter()
+            stack(x).backward(torch.randn(1, 128, 256))
+            samples.append(time.perf_counter() - begin)
+            stack.zero_grad()
+        ratios.append(4 * (layer.forward_s + layer.backward_s) / statistics.median(samples[1:]))
+    assert statistics.median(ratios) == pytest.approx(1.0, rel=0.3), ratios
 
 
 def test_a_profile_changes_the_prediction_as_its_numbers_say(profile) -> None:
