@@ -19,6 +19,9 @@ from profiler.files import check_folder, write_atomic
 EXAMPLES = ("examples:\n  executor run examples/cpu-pipeline-plan.json --iterations 3 --out run.json\n"
             "  executor run examples/cpu-two-regions-plan.json --emulate-network --plot run.png")
 REPORT_SCHEMA = "run-report/1"
+# The longest --timeout: a day. A rank that waits longer is not waiting on a peer but lost, and
+# gloo holds the timeout as int64 milliseconds behind a timedelta (OverflowError past ~1e14 s).
+MAX_TIMEOUT_S = 86400.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="go on from the last complete checkpoint in --checkpoint-dir (none there: from the start)")
     run.add_argument("--timeout", type=float, default=300.0,
-                     help="seconds a rank waits on a peer before the run stops, naming it (default 300)")
+                     help="seconds a rank waits on a peer before the run stops, naming it: more than 0, at most "
+                          f"{MAX_TIMEOUT_S:.0f} (a day; default 300)")
     run.add_argument("--out", type=Path, help="write the run report (run-report/1) here")
     run.add_argument("--trace", type=Path, help="write the last iteration as a Chrome trace, in the simulator's "
                                                 "format (one process per device, a thread per stage replica)")
@@ -55,17 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
 
-    if args.iterations < 1 or args.warmup < 0 or args.every < 1 or not args.timeout > 0:
-        raise InputError("--iterations and --every must be at least 1, --warmup 0 or more, --timeout positive")
+    if args.iterations < 1 or args.warmup < 0 or args.every < 1:
+        raise InputError("--iterations and --every must be at least 1, --warmup 0 or more")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:  # NaN too
+        raise InputError(f"--timeout {args.timeout}: give seconds more than 0 and at most {MAX_TIMEOUT_S:.0f} (a day)")
     if args.resume and not args.checkpoint_dir:
         raise InputError("--resume needs --checkpoint-dir")
     if args.checkpoint_dir:
-        check_folder(args.checkpoint_dir)
-        args.checkpoint_dir.mkdir(exist_ok=True)
+        _make_folder(args.checkpoint_dir, "--checkpoint-dir")
     plan = load_plan(args.plan)
-    for path in (args.out, args.trace):
+    for path, flag in ((args.out, "--out"), (args.trace, "--trace")):
         if path:
-            check_folder(path)
+            _check_file(path, flag)
     if args.plot:
         from simulator.charts import check_png_path
 
@@ -90,7 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run_plan(plan, settings, verbose=not args.quiet)
         except RankFailed as err:
             raise NoSolution(str(err)) from None
-    report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "config": plan.placement.config,
+        except KeyboardInterrupt:  # rank 0 gathers the timings only at the end: there are none to write
+            raise KeyboardInterrupt("every rank stopped; no report written" + (
+                f" (checkpoints in {args.checkpoint_dir} stay)" if args.checkpoint_dir else "")) from None
+    report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "plan_fingerprint": plan.fingerprint(),
+              "config": plan.placement.config,
               "schedule": plan.placement.schedule.value, "sync": plan.placement.sync.value,
               "emulated_network": args.emulate_network,
               "warmup": args.warmup, **result}
@@ -112,6 +121,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{plan.placement.config} {report['schedule']}/{report['sync']}: {sum(seconds) / len(seconds):.3f} s per "
           f"iteration (mean of {len(seconds)}), loss {report['loss'][-1]:.4f}")
     return 0
+
+
+def _make_folder(path: Path, flag: str) -> None:
+    """An output folder, made if missing, checked before the work."""
+    check_folder(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{flag} {path}: cannot make the folder ({err.strerror})") from None
+
+
+def _check_file(path: Path, flag: str) -> None:
+    """An output file's path, checked before the work: its folder exists and it is no folder."""
+    check_folder(path)
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a folder, not a file to write")
 
 
 def _write_trace(report: dict, plan, path: Path) -> None:

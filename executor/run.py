@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from executor import checkpoint
+from executor.machine import check_machine, cores_here
 from executor.model import Stage, batch
 from executor.schedule import Recorder, Role, barrier, run_iteration, shaped_ring, sync_embedding, sync_gradients
 from executor.shaper import Shaper
@@ -61,13 +62,24 @@ def check_runnable(plan: Plan) -> None:
                          f"must each divide into {placement.tp} tensor-parallel shards")
 
 
+def check_start(plan: Plan, settings: Settings, ranks_here: int) -> None:
+    """Everything that can be known wrong before a rank starts: the backend, this machine's cores
+    and memory, the plan's shards, and the checkpoint a resume would start from."""
+    check_backend(settings.backend, ranks_here)
+    check_machine(plan, settings.backend, ranks_here)
+    check_runnable(plan)
+    if settings.resume and settings.checkpoint_dir:
+        checkpoint.latest(Path(settings.checkpoint_dir), plan)
+
+
 def run_plan(plan: Plan, settings: Settings, verbose: bool = False) -> dict[str, Any]:
     """Spawn the plan's ranks here and return rank 0's result."""
-    check_backend(settings.backend, plan.placement.device_count)
-    check_runnable(plan)
+    check_start(plan, settings, plan.placement.device_count)
     with tempfile.TemporaryDirectory(prefix="tasklet-shaper-") as folder:
         if settings.emulate_network:
             settings = replace(settings, shaper_log=Shaper.create_log(Path(folder) / "transfers"))
+        if verbose:
+            print(f"[executor] starting {plan.placement.device_count} ranks…", file=sys.stderr, flush=True)
         return run_local(_rank_main, plan.placement.device_count, settings.backend,
                          (plan.to_json(), settings, verbose), timeout=datetime.timedelta(seconds=settings.timeout_s))
 
@@ -76,8 +88,7 @@ def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) ->
     """This process's rank of a torchrun launch (rank and world from the environment): rank 0's
     result, None on the others."""
     world = int(os.environ["WORLD_SIZE"])
-    check_backend(settings.backend, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
-    check_runnable(plan)
+    check_start(plan, settings, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     if world != plan.placement.device_count:
         raise InputError(f"plan {plan.placement.config} runs {plan.placement.device_count} ranks; torchrun started "
                          f"{world}")
@@ -93,10 +104,13 @@ def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) ->
 def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, Any] | None:
     from scheduler.plan import plan_from_json
 
+    _note_pid(dist.get_rank())
     ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))  # torchrun sets it per host
-    torch.set_num_threads(max(1, _cores() // ranks_here))
+    torch.set_num_threads(max(1, cores_here() // ranks_here))
     show = (lambda text: print(f"[executor] {text}", file=sys.stderr, flush=True)) \
         if verbose and dist.get_rank() == 0 else None
+    if show:
+        show("ranks ready")
     plan = plan_from_json(plan_doc)
     record = Recorder()
     try:
@@ -110,11 +124,6 @@ def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, A
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def _cores() -> int:
-    """The cores this process may run on (its affinity: taskset or a container's cpuset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def roles(plan: Plan) -> dict[int, Role]:
@@ -162,6 +171,14 @@ def _fault(rank: int, iteration: int) -> None:
         if spec.endswith(":exit"):
             os._exit(3)
         time.sleep(3600)
+
+
+def _note_pid(rank: int) -> None:
+    """For the fault tests (TASKLET_EXECUTOR_PIDS=folder): this rank's process id in
+    ``folder/rank-{rank}.pid``, so a test can signal one rank and check none outlives the run."""
+    folder = os.environ.get("TASKLET_EXECUTOR_PIDS")
+    if folder:
+        Path(folder, f"rank-{rank}.pid").write_text(f"{os.getpid()}\n")
 
 
 def _strict_point_to_point() -> None:
@@ -224,9 +241,10 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     record = record or Recorder()
     record.device = device
     folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    fingerprint = plan.fingerprint()
     first = 0
     if folder and settings.resume:
-        done = checkpoint.latest(folder, dist.get_world_size())
+        done = checkpoint.latest(folder, plan)
         if done is not None:
             checkpoint.load(folder, done, rank, stage, optimizer)
             first = done + 1
@@ -257,17 +275,17 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
             progress(f"iteration {iteration + 1} of {settings.warmup + settings.iterations}: "
                      f"{float(elapsed[0]):.3f} s, loss {float(elapsed[1]) / (M * placement.dp):.4f}")
         if folder and (iteration + 1) % settings.every == 0:
-            checkpoint.save(folder, iteration, rank, stage, optimizer)
+            checkpoint.save(folder, iteration, rank, stage, optimizer, fingerprint)
     gathered: list = [None] * dist.get_world_size()
     weights = {k: v.detach().cpu().numpy().copy() for k, v in stage.state_dict().items()} if settings.keep_weights else None
     dist.all_gather_object(gathered, {"rank": rank, "stage": role.stage, "replica": role.replica, "tp_rank": role.tp_rank,
-                                      "host": platform.node(), "cpus": _cores(), "device": _device_name(device),
+                                      "host": platform.node(), "cpus": cores_here(), "device": _device_name(device),
                                       "threads": torch.get_num_threads(), "spans": record.spans,
                                       "weights": weights})
     if rank != 0:
         return None
     return {"iteration_s": seconds, "loss": losses, "ranks": sorted(gathered, key=lambda g: g["rank"]),
             "environment": {"torch_version": torch.__version__, "backend": settings.backend, "host": platform.node(),
-                            "threads_per_rank": torch.get_num_threads(), "cpus": _cores(), "dropout": 0.0,
+                            "threads_per_rank": torch.get_num_threads(), "cpus": cores_here(), "dropout": 0.0,
                             "device": _device_name(device), "precision": training.precision,
                             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}

@@ -142,7 +142,8 @@ def cmd_network(args: argparse.Namespace) -> int:
     if args.spawn is None and "RANK" not in os.environ:
         raise InputError("profiler network runs under torchrun (several hosts) or with --spawn N (this machine)")
     if ranks < 2:
-        raise InputError(f"profiler network needs at least 2 ranks, got {ranks}")
+        given = f"--spawn {ranks}" if args.spawn is not None else f"WORLD_SIZE {ranks}"
+        raise InputError(f"profiler network needs at least 2 ranks, got {given}")
     regions = read_regions(args.regions) if args.regions else {}
     if args.spawn is not None and regions and socket.gethostname() not in regions:
         raise InputError(f"{args.regions}: no region for this host, {socket.gethostname()!r}")

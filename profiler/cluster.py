@@ -18,7 +18,7 @@ GPU. Without these fields every device computes on its own.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -102,13 +102,23 @@ class Cluster:
     links: tuple[Link, ...] = ()
     pair_latency_s: tuple[tuple[float, ...], ...] | None = None
     pair_bandwidth_bytes_per_s: tuple[tuple[float, ...], ...] | None = None
+    # Lookups built once from the fields above (a frozen, slotted class has no cached_property):
+    # host_of and link are called per device and per pair, and rebuilding these made a
+    # 10,000-host cluster take half a minute to load.
+    _hosts_by_name: dict[str, Host] = field(init=False, repr=False, compare=False)
+    _links_by_pair: dict[frozenset[str], Link] = field(init=False, repr=False, compare=False)
+    _gpu_kinds: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_hosts_by_name", {host.name: host for host in self.hosts})
+        object.__setattr__(self, "_links_by_pair", {frozenset((l.a, l.b)): l for l in self.links})
+        object.__setattr__(self, "_gpu_kinds", tuple(dict.fromkeys(d.gpu for d in self.devices)))
         _check_devices(self)
         _check_machines(self)
         if (self.pair_latency_s is None) != (self.pair_bandwidth_bytes_per_s is None):
             raise InputError(f"cluster {self.name!r}: give both latency_s and "
                              "bandwidth_bytes_per_s matrices, or neither")
+        _check_link_regions(self)
         if self.pair_latency_s is None:
             _check_region_links(self)
         else:
@@ -120,14 +130,14 @@ class Cluster:
         return len(self.devices)
 
     def host_of(self, device: int) -> Host:
-        return self._hosts_by_name()[self.devices[device].host]
+        return self._hosts_by_name[self.devices[device].host]
 
     def region_of(self, device: int) -> str:
         return self.host_of(device).region
 
     @property
     def gpu_kinds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(d.gpu for d in self.devices))
+        return self._gpu_kinds
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -137,13 +147,10 @@ class Cluster:
         return tuple(seen)
 
     def link(self, region_a: str, region_b: str) -> Link:
-        for link in self.links:
-            if {link.a, link.b} == {region_a, region_b}:
-                return link
-        raise InputError(f"cluster {self.name!r}: no link between regions {region_a!r} and {region_b!r}")
-
-    def _hosts_by_name(self) -> dict[str, Host]:
-        return {host.name: host for host in self.hosts}
+        link = self._links_by_pair.get(frozenset((region_a, region_b)))
+        if link is None:
+            raise InputError(f"cluster {self.name!r}: no link between regions {region_a!r} and {region_b!r}")
+        return link
 
     # -- JSON ----------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -234,12 +241,26 @@ def _check_machines(cluster: Cluster) -> None:
             raise InputError(f"cluster {cluster.name!r}: hosts on machine {host.machine!r} give different cpu_cores")
 
 
+def _check_link_regions(cluster: Cluster) -> None:
+    """A link to a region no host is in is a misspelt region, or a host left out."""
+    regions = {host.region for host in cluster.hosts}
+    for index, link in enumerate(cluster.links):
+        for region in (link.a, link.b):
+            if region not in regions:
+                raise InputError(f"cluster {cluster.name!r}: links[{index}] ({link.a}-{link.b}) names region "
+                                 f"{region!r}, which no host is in (regions: {', '.join(sorted(regions))})")
+
+
 def _check_region_links(cluster: Cluster) -> None:
     pairs = [frozenset((l.a, l.b)) for l in cluster.links]
     if len(set(pairs)) != len(pairs):
         raise InputError(f"cluster {cluster.name!r}: a pair of regions has two links")
     regions = cluster.regions
-    host_count = {r: len({d.host for d in cluster.devices if cluster.region_of(d.id) == r}) for r in regions}
+    hosts_in: dict[str, set[str]] = {r: set() for r in regions}
+    for device in cluster.devices:  # one pass: the hosts with devices in each region
+        hosts_in[cluster.host_of(device.id).region].add(device.host)
+    host_count = {r: len(hosts) for r, hosts in hosts_in.items()}
+    pairs = set(pairs)
     for i, a in enumerate(regions):
         for b in regions[i:]:
             if a == b and host_count[a] < 2:

@@ -34,8 +34,8 @@ def run_command(prog: str, parser: argparse.ArgumentParser, handlers: dict[str, 
     except NoSolution as err:
         print(f"{prog}: no solution: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a handler may say what was left undone
+        print(f"{prog}: interrupted" + (f": {err}" if str(err) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout closed early (`sim predict --json | head`): not an error of ours

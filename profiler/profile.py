@@ -11,6 +11,7 @@ says what to measure.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,11 @@ class Timing:
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> "Timing":
-        return cls(median_s=_number(doc, "median_s", where), spread_s=_number(doc, "spread_s", where))
+        median_s, spread_s = _number(doc, "median_s", where), _number(doc, "spread_s", where)
+        try:
+            return cls(median_s=median_s, spread_s=spread_s)
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +77,7 @@ class Measured:
                    forward=Timing.from_json(doc.get("forward"), f"{at} forward"),
                    backward=Timing.from_json(doc.get("backward"), f"{at} backward"),
                    recompute=Timing.from_json(doc["recompute"], f"{at} recompute") if "recompute" in doc else None,
-                   peak_memory_bytes=int(_number(doc, "peak_memory_bytes", at)))
+                   peak_memory_bytes=_count(doc, "peak_memory_bytes", at))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,15 +186,19 @@ class Profile:
                 raise InputError(f"{where}: {part!r} must be a list")
             parts[part] = tuple(Measured.from_json(row, f"{where} {part}[{i}]", layer=part == "layers")
                                 for i, row in enumerate(rows))
-        return cls(device_kind=_text(doc, "device_kind", where), device_name=_text(doc, "device_name", where),
-                   memory_bytes=_number(doc, "memory_bytes", where), torch_version=_text(doc, "torch_version", where),
-                   threads=int(_number(doc, "threads", where)), dtype=_text(doc, "dtype", where),
-                   host=_text(doc, "host", where), date=_text(doc, "date", where),
-                   warmup=int(_number(doc, "warmup", where)), repeats=_positive_int(doc, "repeats", where),
-                   shape={key: _positive_int(shape, key, f"{where} shape") for key in SHAPE_KEYS}, **parts,
-                   optimizer_s_per_param_byte=_number(doc, "optimizer_s_per_param_byte", where),
-                   # Profiles from before the field were all measured with the modules' 0.1.
-                   dropout=_number(doc, "dropout", where) if "dropout" in doc else 0.1)
+        fields = dict(device_kind=_text(doc, "device_kind", where), device_name=_text(doc, "device_name", where),
+                      memory_bytes=_number(doc, "memory_bytes", where), torch_version=_text(doc, "torch_version", where),
+                      threads=_count(doc, "threads", where), dtype=_text(doc, "dtype", where),
+                      host=_text(doc, "host", where), date=_text(doc, "date", where),
+                      warmup=_count(doc, "warmup", where), repeats=_positive_int(doc, "repeats", where),
+                      shape={key: _positive_int(shape, key, f"{where} shape") for key in SHAPE_KEYS}, **parts,
+                      optimizer_s_per_param_byte=_number(doc, "optimizer_s_per_param_byte", where),
+                      # Profiles from before the field were all measured with the modules' 0.1.
+                      dropout=_number(doc, "dropout", where) if "dropout" in doc else 0.1)
+        try:
+            return cls(**fields)
+        except InputError as err:  # what __post_init__ found: name the file
+            raise InputError(f"{where}: {err}") from None
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -207,9 +216,17 @@ def _shape(shape: dict[str, int]) -> str:
 
 def _number(doc: Any, key: str, where: str) -> float:
     value = doc.get(key) if isinstance(doc, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{where}: {key!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where}: {key!r} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _count(doc: Any, key: str, where: str) -> int:
+    """A whole number ≥ 0 (threads, warm-up runs, bytes); a float that is whole is taken."""
+    value = _number(doc, key, where)
+    if value < 0 or not value.is_integer():
+        raise InputError(f"{where}: {key!r} must be a whole number ≥ 0, got {doc[key]!r}")
+    return int(value)
 
 
 def _positive_int(doc: Any, key: str, where: str) -> int:

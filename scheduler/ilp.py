@@ -36,6 +36,8 @@ import numpy as np
 import pulp
 
 from profiler.errors import InputError, NoSolution
+from profiler.files import check_folder, write_atomic
+from scheduler.cbc import OwnedCBC
 from scheduler.classes import DeviceClasses, device_classes, interchangeable
 from scheduler.comm_cost import comm_objective
 from scheduler.search import relative_gap
@@ -243,10 +245,9 @@ def solve(model: pulp.LpProblem, solver: str, time_limit_s: float, gap: float,
         info = model.solverModel.getInfo()
         optimal = model.solverModel.getModelStatus() == model.solverModel.getModelStatus().kOptimal
         return optimal, float(info.mip_dual_bound)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="tasklet-cbc-") as tmp:  # CBC's files go with it, interrupted or not
         log = Path(tmp) / "cbc.log"
-        model.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads,
-                                      logPath=str(log)))
+        model.solve(OwnedCBC(tmp, msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads, logPath=str(log)))
         text = log.read_text()
     found = re.search(r"^Lower bound:\s*(\S+)", text, re.MULTILINE)
     optimal = "Result - Optimal solution found" in text
@@ -261,6 +262,17 @@ def _check_solution(model: pulp.LpProblem, what: str) -> None:
     # pulp reports "Optimal" after a time-out too; the solution status says whether one was found.
     if model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         raise NoSolution(f"the {what} MILP found no placement within its time limit; raise --time-limit")
+
+
+def write_lp(model: pulp.LpProblem, path: str | Path) -> None:
+    """The model as an LP file, written whole or not at all: PuLP writes into a folder of our
+    own, then the text replaces ``path`` at once (profiler.files.write_atomic)."""
+    target = check_folder(path)
+    with tempfile.TemporaryDirectory(prefix="tasklet-lp-") as tmp:
+        written = Path(tmp) / "model.lp"
+        model.writeLP(str(written))
+        text = written.read_text()
+    write_atomic(target, text)
 
 
 def comm_model(problem, classes: DeviceClasses) -> CompositionModel:
@@ -285,7 +297,7 @@ def comm_ilp(problem, *, solver: str = "highs", time_limit_s: float = 60.0, gap:
     started = time.perf_counter()
     built = comm_model(problem, device_classes(problem.tables))
     if lp_file:
-        built.model.writeLP(str(lp_file))
+        write_lp(built.model, lp_file)
     optimal, bound = solve(built.model, solver, time_limit_s, gap)
     _check_solution(built.model, "comm")
     groups = built.groups()

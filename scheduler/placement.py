@@ -114,9 +114,16 @@ class Placement:
         stages = doc["stages"]
         return cls(pp=doc["pp"], dp=doc["dp"], tp=doc["tp"], schedule=Schedule(doc["schedule"]),
                    sync=Sync(doc["sync"]), runtime=Runtime(doc["runtime"]),
-                   stage_layers=tuple((s["layers"][0], s["layers"][1]) for s in stages),
+                   stage_layers=tuple(_layer_range(s, i) for i, s in enumerate(stages)),
                    devices=tuple(tuple(tuple(g) for g in s["replicas"]) for s in stages),
                    ps_servers=_servers(doc.get("ps_servers")))
+
+
+def _layer_range(stage: Any, index: int) -> tuple[int, int]:
+    layers = stage["layers"]
+    if not isinstance(layers, list) or len(layers) != 2:
+        raise ValueError(f"stage {index}'s layers must be [first, end], got {layers!r}")
+    return layers[0], layers[1]
 
 
 def _servers(value: Any) -> tuple[int, ...]:

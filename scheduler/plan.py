@@ -65,6 +65,17 @@ class Plan:
     def micro_batches(self) -> int:
         return self.training.global_batch // self.placement.dp // self.training.micro_batch
 
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the plan's canonical JSON (``to_json``, keys sorted, no spaces): the run
+        report carries it, and `sim validate` refuses a report whose fingerprint is another plan's.
+        It covers everything the file says: the cluster (embedded, or a built-in case by name and
+        the case's own fingerprint), model, training, placement (degrees, stages, devices,
+        schedule, sync, runtime), micro-batches and the provenance, so a plan solved again (other
+        solver seconds) is another plan even where it places the devices alike. A plan file
+        formatted differently (indentation, key order) is the same plan."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
         cluster = ({"case": self.case, "fingerprint": fingerprint(self.cluster)} if self.case
                    else self.cluster.to_json())

@@ -12,13 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-from profiler.files import check_folder, write_atomic
+from profiler.files import write_atomic
 from profiler.cluster import Cluster, load_cluster
 from profiler.errors import ArgumentParser, InputError, run_command
 from profiler.model import MODELS, PRECISIONS, gpt3_xl
 from profiler.scenarios import SCENARIOS, scenario, scheduler_matrices
 from scheduler.methods import METHODS, OBJECTIVES
 from scheduler.ilp import SOLVERS
+from simulator.flags import MAX_COST_BYTES, check_outputs, cost_bytes, seconds
 
 EXAMPLES = {
     "predict": "examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
                               "(for ours_random: seed 0)")
-    predict.add_argument("--plan-time-limit", type=float, default=5.0,
+    predict.add_argument("--plan-time-limit", type=seconds(zero="leaves the column out"), default=5.0,
                          help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 5; "
                               "0 leaves the column out)")
     predict.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
@@ -93,14 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--dp", type=int, help="data-parallel degree (default: devices / pp)")
     plan.add_argument("--micro-batch", default="1", help="sequences per micro-batch, or auto: try 1, 2, 4 "
                                                         "(time objective; default 1, the study's)")
-    plan.add_argument("--dp-bytes", type=float, help="c_dp in bytes (default: derived from the model)")
-    plan.add_argument("--pp-bytes", type=float, help="c_pp in bytes (default: derived from the model)")
+    plan.add_argument("--dp-bytes", type=cost_bytes, help=f"comm objective: c_dp in bytes, positive, at most "
+                                                          f"{MAX_COST_BYTES:g} (default: derived from the model)")
+    plan.add_argument("--pp-bytes", type=cost_bytes, help=f"comm objective: c_pp in bytes, positive, at most "
+                                                          f"{MAX_COST_BYTES:g} (default: derived from the model)")
     plan.add_argument("--study-matrices", action="store_true",
                       help="cost regional/world with the nominal 5 ms within a region, as the study's scheduler "
                            "did (FACTS.md §3), instead of the emulation's 10 ms")
     plan.add_argument("--solver", choices=SOLVERS, default="highs", help="MILP solver for ilp (default highs; "
                                                                           "cbc is the fallback)")
-    plan.add_argument("--time-limit", type=float, default=60.0, help="seconds the ilp method may take (default 60)")
+    plan.add_argument("--time-limit", type=seconds(), default=60.0,
+                      help="seconds the ilp method may take, positive and finite (default 60)")
     plan.add_argument("--gap", type=float, default=1e-3,
                       help="ilp stops once (found - bound) / found is this small (default 0.001)")
     plan.add_argument("--samples", type=int, help="random: assignments to try (default 200)")
@@ -185,11 +189,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     args.batch = args.batch or [1024, 2048, 4096]
     args.engine = args.engine or "analytic"
     _check_settings(args)
-    _check_outputs(args.trace, args.plot)
+    check_outputs({"--trace": args.trace, "--plot": args.plot}, pngs=("--plot",))
     cluster, name = _cluster(args)
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
-    if args.plan_time_limit < 0:
-        raise InputError(f"--plan-time-limit must be 0 or more, got {args.plan_time_limit}")
     profiles = _profiles(args.profile, cluster)
     search = scheduler_settings(cluster, time_limit_s=args.plan_time_limit) if args.plan_time_limit else None
     table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, search=search,
@@ -252,7 +254,7 @@ def _predict_plan(args: argparse.Namespace) -> int:
     for flag, value in (("--trace", args.trace), ("--plot", args.plot)):
         if value and engine != "simpy":
             raise InputError(f"{flag} needs the SimPy engine (a plan's default)")
-    _check_outputs(args.trace, args.plot)
+    check_outputs({"--trace": args.trace, "--plot": args.plot}, pngs=("--plot",))
     plan = load_plan(args.plan)
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
               profiles=_profiles(args.profile, plan.cluster))
@@ -275,20 +277,6 @@ def _predict_plan(args: argparse.Namespace) -> int:
     else:
         print(render_prediction(prediction, plan, str(args.plan)))
     return 0
-
-
-def _check_outputs(trace: Path | None, plot: Path | None) -> None:
-    """Refuse an output that cannot be written before the work, not after it."""
-    from simulator.charts import check_png_path
-
-    if trace is not None:
-        check_folder(trace)
-        if trace.is_dir():
-            raise InputError(f"{trace}: is a folder, not a file to write")
-    if plot is not None:
-        check_png_path(plot)
-    if trace is not None and plot is not None and trace.resolve() == plot.resolve():
-        raise InputError(f"--trace and --plot both name {plot}: give each its own file")
 
 
 def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
@@ -315,6 +303,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.study_matrices and args.case is None:
         raise InputError("--study-matrices applies to a built-in --case")
     _check_method_flags(args)
+    check_outputs({"-o": args.output, "--lp": args.lp})
     cluster, name = _cluster(args)
     if args.study_matrices:
         cluster = scheduler_matrices(args.case)
@@ -350,11 +339,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _check_method_flags(args: argparse.Namespace) -> None:
-    """A flag of another method would be silently ignored: refuse it."""
+    """A flag of another method or objective would be silently ignored: refuse it."""
     owners = {"samples": "random", "population": "evolutionary", "offspring": "evolutionary"}
     for flag, method in owners.items():
         if getattr(args, flag) is not None and args.method != method:
             raise InputError(f"--{flag} applies to --method {method}, not {args.method}")
+    for flag in ("dp_bytes", "pp_bytes"):  # the comm cost model's c_dp and c_pp; time is the estimator's
+        if getattr(args, flag) is not None and args.objective != "comm":
+            raise InputError(f"--{flag.replace('_', '-')} applies to --objective comm, not {args.objective}")
+    if args.lp and (args.method != "ilp" or args.objective != "comm"):
+        raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
 
 
 def _auto(value: str, flag: str) -> int | None:
@@ -373,14 +367,12 @@ def _auto(value: str, flag: str) -> int | None:
 def _write_lp(cluster: Cluster, model, options, args: argparse.Namespace) -> None:
     from profiler.model import TrainingSpec
     from scheduler.classes import device_classes
-    from scheduler.ilp import comm_model
+    from scheduler.ilp import comm_model, write_lp
     from scheduler.search import problem_for
 
-    if args.method != "ilp" or args.objective != "comm":
-        raise InputError("--lp writes the comm objective's MILP: use it with --method ilp --objective comm")
     training = TrainingSpec(global_batch=args.batch, micro_batch=options[0].micro_batch, precision=args.precision)
     problem = problem_for(cluster, model, training, options[0].pp, options[0].dp, args.dp_bytes, args.pp_bytes)
-    comm_model(problem, device_classes(problem.tables)).model.writeLP(str(args.lp))
+    write_lp(comm_model(problem, device_classes(problem.tables)).model, args.lp)
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
@@ -390,6 +382,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
         for item in SCENARIOS.values():
             print(f"{item.number}  {item.name:<13} {item.summary}")
         return 0
+    check_outputs({"-o": args.output})
     item = scenario(args.export)
     text = json.dumps(item.build().to_json(), indent=2) + "\n"
     if args.output:
@@ -404,16 +397,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
     from simulator.job import Job
     from simulator.predict import check_fits, predict
-    from simulator.validate import compare, measured, profile_warnings, render, run_units
+    from simulator.validate import check_report, compare, measured, profile_warnings, render, run_units
 
     if args.overlay and not args.plot:
         raise InputError("--overlay draws with --plot FILE.png")
     if args.plot and args.engine != "simpy":
         raise InputError("--plot needs the SimPy engine (the default)")
-    _check_outputs(None, args.plot)
+    check_outputs({"--plot": args.plot}, pngs=("--plot",))
     plan = load_plan(args.plan)
     report = read_json(args.run, "run report")
-    run = measured(report, str(args.run))  # a bad report is refused before any simulating
+    check_report(report, plan, str(args.run))  # a run of another plan, or a bad report, is refused
+    run = measured(report, str(args.run))  # before any simulating
     if args.plot:
         from simulator import timeline
 
@@ -468,10 +462,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from simulator import fidelity
-    from simulator.charts import check_png_path, default_style, new_figure, save_png
+    from simulator.charts import default_style, new_figure, save_png
 
-    if args.plot:
-        check_png_path(args.plot)
+    check_outputs({"--plot": args.plot}, pngs=("--plot",))
     progress = None if args.quiet else (lambda text: print(f"[sim fidelity] {text}", file=sys.stderr, flush=True))
     figures = fidelity.evaluate(args.engine, args.series, progress)
     if args.plot:

@@ -62,7 +62,7 @@ class Job:
     @property
     def measured(self) -> bool:
         """Whether a profile measures some device kind of the cluster (it timed the profiler's GPT)."""
-        return any(profile_for(d.gpu, self.profiles) for d in self.cluster.devices)
+        return any(profile_for(kind, self.profiles) for kind in self.cluster.gpu_kinds)  # per kind, not device
 
     def head_cutoffs(self, placement: Placement) -> tuple[int, ...] | None:
         """The runtime's adaptive-softmax head, or None for a projection onto the whole vocabulary:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -127,7 +128,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
-            rows.append(_row(job, topology, megatron, randoms, engine, search))
+            rows.append(_row(job, topology, megatron, randoms, engine, search, _now_and_then(progress)))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
 
 
@@ -171,10 +172,27 @@ def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, sett
                         placement=result.placement)
 
 
+def _now_and_then(progress: Callable[[str], None] | None, every_s: float = 2.0) -> Callable[[str], None]:
+    """``progress`` once ``every_s`` seconds have passed since the last word: a row of a large
+    cluster (thousands of devices) takes minutes, a small one says nothing more."""
+    last = time.monotonic()
+
+    def say(text: str) -> None:
+        nonlocal last
+        if progress and time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            progress(text)
+    return say
+
+
 def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
-         engine: str, search: SearchSettings | None) -> TableRow:
+         engine: str, search: SearchSettings | None, say: Callable[[str], None] = lambda _: None) -> TableRow:
     batch = job.training.global_batch
-    configs = {name: _seconds(job, p, topology, engine) for name, p in megatron.items() if batch % p.dp == 0}
+    applicable = [(name, p) for name, p in megatron.items() if batch % p.dp == 0]
+    configs = {}
+    for k, (name, placement) in enumerate(applicable):
+        say(f"  Megatron {name} ({k + 1} of {len(applicable)} configurations)")
+        configs[name] = _seconds(job, placement, topology, engine)
     systems: dict[str, SystemResult] = {}
     pp_config = megatron_pp_config(job.cluster.size)
     if pp_config in configs:
@@ -186,6 +204,7 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
         systems["megatron_optimal"] = SystemResult(iteration_s=fitting.get(best), config=best,
                                                    placement=megatron.get(best))
     if randoms and batch % randoms[0].dp == 0:
+        say(f"  the study's runtime on {len(randoms)} random placements")
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
         if search is not None:

@@ -11,15 +11,23 @@ their own, so the simulator counts a stage waiting for its input as idle, and so
 The simulator models the run's conditions: ranks that ran on one machine's CPU shared its cores
 (the report gives each rank's host, cores and threads), whatever hosts the plan's cluster names
 for the emulated network.
+
+A report is checked against the plan before anything is compared (``check_report``): it must
+carry the plan's fingerprint (`executor run` writes it; a report without one is from an older
+executor and is refused: run the plan again), its config, schedule and sync must be the plan's,
+and its ranks exactly the plan's devices, each once, in the stage and replica the plan gives.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from profiler.cluster import Cluster
 from profiler.errors import InputError
+from scheduler.plan import Plan
 from simulator.sharing import Unit, cpu_unit, shared_units
 
 REPORT_SCHEMA = "run-report/1"
@@ -39,20 +47,74 @@ class Row:
         return (self.predicted_s - self.measured_s) / self.measured_s if self.measured_s > 0 else None
 
 
-def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
-    """(mean iteration seconds, breakdown) of a run report."""
+def _check_schema(report: Any, where: str) -> None:
     if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
         raise InputError(f"{where}: expected a run report ({REPORT_SCHEMA}), got schema "
                          f"{report.get('schema') if isinstance(report, dict) else type(report).__name__!r}")
+
+
+def check_report(report: Any, plan: Plan, where: str) -> None:
+    """Refuse a report that is not of a run of ``plan``: another plan's fingerprint (or none),
+    other config, schedule or sync, or ranks that are not the plan's devices each once."""
+    _check_schema(report, where)
+    found = report.get("plan_fingerprint")
+    if found is None:
+        raise InputError(f"{where}: the run report has no plan_fingerprint: it is from an older executor; "
+                         "run the plan again with `executor run` to validate it")
+    if found != plan.fingerprint():
+        raise InputError(f"{where}: the run report is of another plan (plan_fingerprint {str(found)[:12]}…, "
+                         f"this plan's is {plan.fingerprint()[:12]}…)")
+    placement = plan.placement
+    for key, expected in (("config", placement.config), ("schedule", placement.schedule.value),
+                          ("sync", placement.sync.value)):
+        if report.get(key) != expected:
+            raise InputError(f"{where}: the run's {key} is {report.get(key)!r}, the plan's {expected!r}")
+    _check_ranks(report.get("ranks"), plan, where)
+
+
+def _check_ranks(ranks: Any, plan: Plan, where: str) -> None:
+    """The ranks are the plan's devices, each once, each in the stage and replica the plan gives it."""
+    roles = {d: (s, r) for s, replicas in enumerate(plan.placement.devices) for r, group in enumerate(replicas)
+             for d in group}
+    if not isinstance(ranks, list) or not all(isinstance(rank, dict) for rank in ranks):
+        raise InputError(f"{where}: malformed run report ('ranks' must be a list of objects)")
+    numbers = [rank.get("rank") for rank in ranks]
+    for number in numbers:
+        if isinstance(number, bool) or not isinstance(number, int) or number not in roles:
+            raise InputError(f"{where}: rank {number!r} is not a device of the plan (its devices: "
+                             f"{', '.join(map(str, sorted(roles)))})")
+    twice = sorted(n for n, k in Counter(numbers).items() if k > 1)
+    if twice:
+        raise InputError(f"{where}: rank {', '.join(map(str, twice))} appears more than once")
+    missing = sorted(set(roles) - set(numbers))
+    if missing:
+        raise InputError(f"{where}: the run report lacks rank {', '.join(map(str, missing))} of the plan's "
+                         f"{len(roles)}")
+    for rank in ranks:
+        ran = (rank.get("stage"), rank.get("replica"))
+        if "stage" in rank and ran != roles[rank["rank"]]:
+            raise InputError(f"{where}: rank {rank['rank']} ran stage {ran[0]!r} replica {ran[1]!r}; the plan "
+                             f"puts it in stage {roles[rank['rank']][0]} replica {roles[rank['rank']][1]}")
+
+
+def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
+    """(mean iteration seconds, breakdown) of a run report: its iteration times finite and
+    positive, every span's times finite, none ending before it starts."""
+    _check_schema(report, where)
     try:
         seconds = [float(s) for s in report["iteration_s"]]
         ranks = report["ranks"]
-        spans = [[(str(s["category"]), float(s["end_s"]) - float(s["start_s"])) for s in rank["spans"]]
+        spans = [[(str(s["category"]), float(s["start_s"]), float(s["end_s"])) for s in rank["spans"]]
                  for rank in ranks]
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"{where}: malformed run report ({err!r})") from None
     if not seconds or not spans:
         raise InputError(f"{where}: the run report has no iterations or no ranks")
+    for i, value in enumerate(seconds):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{where}: iteration_s[{i}] is {value!r}, not a positive number of seconds")
+    spans = [[(category, _span_length(start, end, f"{where}: ranks[{r}] spans[{k}]"))
+              for k, (category, start, end) in enumerate(rank)] for r, rank in enumerate(spans)]
     iteration = sum(seconds) / len(seconds)
     overlapped = report.get("schedule") == "gpipe"
     breakdown = dict.fromkeys(("compute_s", "tp_comm_s", "pipeline_s", "dp_sync_s", "idle_s"), 0.0)
@@ -67,6 +129,14 @@ def measured(report: Any, where: str) -> tuple[float, dict[str, float]]:
             busy += length
         breakdown["idle_s"] += max(0.0, iteration - busy) / len(spans)
     return iteration, breakdown
+
+
+def _span_length(start: float, end: float, where: str) -> float:
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise InputError(f"{where}: start_s {start!r} and end_s {end!r} must be finite seconds")
+    if end < start:
+        raise InputError(f"{where}: ends at {end!r} s, before it starts at {start!r} s")
+    return end - start
 
 
 def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | None:
@@ -89,7 +159,7 @@ def run_units(report: dict, cluster: Cluster, where: str) -> tuple[Unit, ...] | 
         try:
             cores = int(members[0]["cpus"])
             threads = max(int(m["threads"]) for m in members)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise InputError(f"{where}: malformed cpus or threads of host {host!r} ({err})") from None
         if cores >= 1 and threads >= 1 and len(members) > 1:  # they share the cores, or copy on them
             devices = tuple(sorted(m["rank"] for m in members))

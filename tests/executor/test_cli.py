@@ -72,7 +72,7 @@ def test_sim_validate_puts_a_run_beside_its_prediction(capsys, tmp_path) -> None
     from profiler.cli import main as profiler
     from simulator.cli import main as sim
 
-    from executor.run import _cores
+    from executor.machine import cores_here as _cores
 
     run, profile = tmp_path / "run.json", tmp_path / "cpu.json"
     threads = max(1, _cores() // 4)  # what each of the 4 ranks gets

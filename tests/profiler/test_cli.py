@@ -30,7 +30,7 @@ def run(capture, argv: list[str], tool=main) -> tuple[int, str, str]:
     (["compute", "--dtype", "fp8", "-o", "p.json"], "invalid choice: 'fp8'"),
     (["compute", "--repeats", "2", "--tp", "1", "--micro-batch", "1", "--d-model", "64", "--heads", "2",
       "--ffn", "128", "--seq", "16", "--vocab", "256", "-o", "no/such/dir/p.json"], "folder no/such/dir does not exist"),
-    (["network", "--spawn", "1", "-o", "c.json"], "needs at least 2 ranks, got 1"),
+    (["network", "--spawn", "1", "-o", "c.json"], "needs at least 2 ranks, got --spawn 1"),
     (["network", "--spawn", "2", "--sizes", "0", "4096", "-o", "c.json"], "--sizes must be positive"),
     (["network", "--spawn", "2", "--sizes", "4096", "-o", "c.json"], "at least two different ones"),
     (["network", "-o", "c.json"], "under torchrun (several hosts) or with --spawn N"),

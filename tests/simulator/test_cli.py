@@ -19,6 +19,7 @@ import pytest
 
 from profiler.cluster import load_cluster
 from profiler.scenarios import SCENARIOS, universities, world
+import simulator.cli
 from simulator.cli import main
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "predict_spot_24_1024.json"
@@ -258,6 +259,8 @@ def test_cluster_not_a_multiple_of_eight(capsys, tmp_path) -> None:
     def shrink(doc):
         doc["devices"] = doc["devices"][:12]
         doc["hosts"] = doc["hosts"][:12]
+        regions = {h["region"] for h in doc["hosts"]}  # a link to a region of no host is refused
+        doc["links"] = [l for l in doc["links"] if set(l["regions"]) <= regions]
     path = cluster_file(tmp_path, shrink)
     rc, out, _ = sim(capsys, "predict", "--cluster", path, "--layers", "24", "--batch", "1200", "--json", "--quiet")
     assert rc == 0
@@ -443,6 +446,12 @@ def test_validate_refuses_a_report_of_other_ranks_before_simulating(capsys, tmp_
                      tmp_path / "v.png", words=("rank 7 is not a device",))
 
 
+def test_validate_refuses_a_run_of_another_plan(capsys) -> None:
+    # The random plan has the run's config, schedule, sync and ranks: it used to print a -4.2% error.
+    assert_bad_input(capsys, "validate", EXAMPLES / "cpu-two-regions-random-plan.json",
+                     EXAMPLES / "cpu-two-regions-run.json", words=("the run report is of another plan",))
+
+
 def test_plot_into_a_folder_is_refused_before_the_work(capsys, tmp_path) -> None:
     assert_bad_input(capsys, "predict", "--case", "spot", "--plot", tmp_path, words=("is a folder",))
 
@@ -525,10 +534,121 @@ def test_plan_ilp_time_records_servers_and_bound(capsys, tmp_path) -> None:
     (["--pp", "0"], "--pp must be at least 1"),
     (["--pp", "8", "--dp", "4"], "--pp 8 × --dp 4"),
     (["--layers", "0"], "--layers must be at least 1"),
+    (["--time-limit", "inf"], "argument --time-limit: seconds must be positive and finite, got 'inf'"),
+    (["--time-limit", "nan"], "argument --time-limit:"),
+    (["--objective", "comm", "--dp-bytes", "inf"], "argument --dp-bytes: bytes must be positive and at most 1e+15"),
+    (["--objective", "comm", "--pp-bytes", "1e308"], "argument --pp-bytes: bytes must be positive and at most"),
+    (["--objective", "comm", "--pp-bytes", "-1"], "argument --pp-bytes"),
+    (["--dp-bytes", "1e9"], "--dp-bytes applies to --objective comm, not time"),
+    (["--pp-bytes", "1e9", "--method", "evolutionary"], "--pp-bytes applies to --objective comm"),
 ])
 def test_plan_bad_inputs(capsys, argv, words) -> None:
     rc, out, err = sim(capsys, "plan", "--case", "world", "--quiet", *argv)
     assert rc == 2 and out == "" and err.count("\n") == 1 and words in err, err
+
+
+def test_the_largest_cost_bytes_still_solve(capsys) -> None:
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--quiet", "--dp-bytes", "1e15",
+                       "--pp-bytes", "1e15", "--json")
+    assert rc == 0 and json.loads(out)["provenance"]["objective_value"] > 0, err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["-o", "/no/such/folder/plan.json"], ("/no/such/folder/plan.json", "does not exist")),
+    (["--objective", "comm", "--lp", "/no/such/folder/model.lp"], ("model.lp", "does not exist")),
+    (["--objective", "comm", "--lp", "{tmp}"], ("--lp", "is a folder")),
+    (["-o", "{tmp}"], ("-o", "is a folder")),
+    (["--objective", "comm", "--lp", "{tmp}/same", "-o", "{tmp}/same"], ("-o and --lp both name",)),
+])
+def test_plan_outputs_are_refused_before_the_solve(capsys, tmp_path, monkeypatch, flags, words) -> None:
+    import simulator.planning
+
+    monkeypatch.setattr(simulator.planning, "plan_job", lambda *a, **k: pytest.fail("solved first"))
+    monkeypatch.setattr(simulator.cli, "_cluster", lambda *a, **k: pytest.fail("loaded the cluster first"))
+    assert_bad_input(capsys, "plan", "--case", "world", "--quiet", *[f.format(tmp=tmp_path) for f in flags],
+                     words=words)
+
+
+def test_plan_refuses_a_read_only_output_before_the_solve(capsys, tmp_path, monkeypatch) -> None:
+    import simulator.flags
+
+    lp = tmp_path / "model.lp"
+    lp.write_text("kept\n")
+    lp.chmod(0o444)
+    # root may write anything: ask os.access as an ordinary user would be answered
+    monkeypatch.setattr(simulator.flags.os, "access", lambda path, mode: Path(path) != lp)
+    monkeypatch.setattr(simulator.cli, "_cluster", lambda *a, **k: pytest.fail("loaded the cluster first"))
+    assert_bad_input(capsys, "plan", "--case", "world", "--objective", "comm", "--quiet", "--lp", lp,
+                     words=("--lp", "read-only"))
+    monkeypatch.setattr(simulator.flags.os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert_bad_input(capsys, "plan", "--case", "world", "--quiet", "-o", tmp_path / "plan.json",
+                     words=("-o", "cannot write into folder"))
+    assert lp.read_text() == "kept\n"
+
+
+def test_plan_writes_the_lp_whole_or_not_at_all(capsys, tmp_path, monkeypatch) -> None:
+    import pulp
+
+    lp = tmp_path / "model.lp"
+    rc, out, err = sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--quiet", "--lp", lp)
+    assert rc == 0 and lp.read_text().startswith("\\* study_comm_cost *\\\nMinimize"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["model.lp"]  # no temporary file left beside it
+
+    def fails_halfway(self, filename, *args, **kwargs):
+        Path(filename).write_text("\\* half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pulp.LpProblem, "writeLP", fails_halfway)
+    lp.write_text("earlier model\n")
+    with pytest.raises(OSError):
+        sim(capsys, "plan", "--case", "universities", "--objective", "comm", "--quiet", "--lp", lp)
+    assert lp.read_text() == "earlier model\n" and [p.name for p in tmp_path.iterdir()] == ["model.lp"]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("nan", ("argument --plan-time-limit:", "'nan'")),
+    ("inf", ("argument --plan-time-limit:", "0 (leaves the column out)", "'inf'")),
+    ("-1", ("argument --plan-time-limit:",)),
+])
+def test_predict_refuses_a_time_limit_no_search_can_keep(capsys, value, words) -> None:
+    assert_bad_input(capsys, "predict", "--case", "spot", "--plan-time-limit", value, words=words)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds CBC through Linux's /proc")
+def test_an_interrupted_cbc_solve_leaves_no_solver_and_no_files(tmp_path) -> None:
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    # spot's comm MILP keeps CBC busy for several seconds.
+    child = subprocess.Popen([sys.executable, "-m", "simulator.cli", "plan", "--case", "spot", "--objective", "comm",
+                              "--solver", "cbc", "--quiet", "--time-limit", "60"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        solver = []
+        while not solver and time.monotonic() < deadline and child.poll() is None:
+            solver = [c for c in _children(child.pid) if "cbc" in Path(f"/proc/{c}/comm").read_text().lower()]
+            time.sleep(0.05)
+        assert solver, "CBC never started"
+        time.sleep(0.5)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 130 and "sim: interrupted" in err, err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in solver), "CBC still running"
+    assert list(tmp.iterdir()) == []
 
 
 def test_study_matrices_need_a_case(capsys, tmp_path) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
 import pytest
 
 from profiler.errors import InputError
+from scheduler.plan import load_plan
 from simulator.sharing import CPU_BUSY_SHARE, LOOPBACK_COPY_CORES, Unit, cpu_unit
-from simulator.validate import compare, measured, run_units
+from simulator.validate import check_report, compare, measured, run_units
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def report(schedule: str) -> dict:
@@ -39,6 +46,15 @@ def test_rows_give_the_error_against_the_measurement() -> None:
 
 @pytest.mark.parametrize("doc,message", [
     ({"schema": "plan/1"}, "expected a run report"),
+    ({"schema": "run-report/1", "iteration_s": [1.0, float("nan")], "ranks": [{"spans": []}]},
+     r"iteration_s\[1\] is nan, not a positive number"),
+    ({"schema": "run-report/1", "iteration_s": [0.0], "ranks": [{"spans": []}]}, "not a positive number"),
+    ({"schema": "run-report/1", "iteration_s": [1.0], "ranks": [{"spans": [{"category": "forward", "start_s": 0.5,
+                                                                         "end_s": 0.2}]}]},
+     r"ranks\[0\] spans\[0\]: ends at 0.2 s, before it starts at 0.5 s"),
+    ({"schema": "run-report/1", "iteration_s": [1.0], "ranks": [{"spans": [{"category": "forward", "start_s": 0,
+                                                                         "end_s": float("inf")}]}]},
+     "must be finite seconds"),
     ({"schema": "run-report/1", "iteration_s": [1.0]}, "malformed run report"),
     ({"schema": "run-report/1", "iteration_s": [], "ranks": []}, "no iterations or no ranks"),
     ({"schema": "run-report/1", "iteration_s": [1.0], "ranks": [{"spans": [{"category": "lunch", "start_s": 0,
@@ -47,6 +63,48 @@ def test_rows_give_the_error_against_the_measurement() -> None:
 def test_bad_reports_are_one_line_errors(doc, message) -> None:
     with pytest.raises(InputError, match=message):
         measured(doc, "run.json")
+
+
+def example_run() -> dict:
+    return json.loads((EXAMPLES / "cpu-two-regions-run.json").read_text())
+
+
+def test_the_example_run_is_of_its_plan() -> None:
+    check_report(example_run(), load_plan(EXAMPLES / "cpu-two-regions-plan.json"), "run.json")
+
+
+def test_a_run_of_another_plan_is_refused() -> None:
+    # Same config, schedule, sync and ranks: only the fingerprint tells the two plans apart.
+    other = load_plan(EXAMPLES / "cpu-two-regions-random-plan.json")
+    with pytest.raises(InputError, match="run.json: the run report is of another plan"):
+        check_report(example_run(), other, "run.json")
+    older = {k: v for k, v in example_run().items() if k != "plan_fingerprint"}
+    with pytest.raises(InputError, match="no plan_fingerprint: it is from an older executor"):
+        check_report(older, other, "run.json")
+
+
+def _edit_ranks(edit):
+    def apply(report: dict) -> dict:
+        report["ranks"] = edit(report["ranks"])
+        return report
+    return apply
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_edit_ranks(lambda ranks: ranks[:3]), "lacks rank 3 of the plan's 4"),
+    (_edit_ranks(lambda ranks: ranks[:3] + [dict(ranks[3], rank=0)]), "rank 0 appears more than once"),
+    (_edit_ranks(lambda ranks: ranks[:3] + [dict(ranks[3], rank=4)]), "rank 4 is not a device of the plan"),
+    (_edit_ranks(lambda ranks: ranks[:3] + [dict(ranks[3], rank=True)]), "rank True is not a device"),
+    (_edit_ranks(lambda ranks: ranks[:3] + [dict(ranks[3], stage=0)]), "rank 3 ran stage 0 replica 0; the plan "
+                                                                       "puts it in stage 1 replica 0"),
+    (lambda report: dict(report, config="P4T1D1"), "the run's config is 'P4T1D1', the plan's 'P2T1D2'"),
+    (lambda report: dict(report, schedule="1f1b"), "the run's schedule is '1f1b'"),
+    (lambda report: dict(report, sync="allreduce"), "the run's sync is 'allreduce'"),
+])
+def test_a_report_that_does_not_match_its_plan_is_refused(edit, message) -> None:
+    plan = load_plan(EXAMPLES / "cpu-two-regions-plan.json")
+    with pytest.raises(InputError, match=message):
+        check_report(edit(copy.deepcopy(example_run())), plan, "run.json")
 
 
 def cpu_cluster(devices: int):
