@@ -112,6 +112,7 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("sim", ["predict", "--case", "spot", "--batch", "-8"], (), ("--batch",)),
     ("sim", ["predict", "--case", "spot", "--plan-time-limit", "-1"], (), ("--plan-time-limit",)),
     ("sim", ["predict", "--case", "spot", "--plan-time-limit", "nan"], (), ("--plan-time-limit",)),
+    ("sim", ["predict", "--case", "spot", "--plan-time-limit", "inf"], (), ("--plan-time-limit",)),
     ("sim", ["predict", "--case", "spot", "--plot", "{missing}/chart.png"], (), ("does not exist",)),
     ("sim", ["predict", "--case", "spot", "--plot", "chart.txt"], (), ("chart.txt",)),
     ("sim", ["predict", "--case", "spot", "--trace", "{missing}/trace.json"], (), ("does not exist",)),
@@ -146,6 +147,7 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("sim", ["plan", "--case", "spot", "--dp-bytes", "-1", "--objective", "comm"], (), ("--dp-bytes",)),
     ("sim", ["plan", "--case", "spot", "--dp-bytes", "inf", "--objective", "comm"], (), ("--dp-bytes",)),
     ("sim", ["plan", "--case", "spot", "--pp-bytes", "1e308", "--objective", "comm"], (), ("--pp-bytes",)),
+    ("sim", ["plan", "--case", "spot", "--dp-bytes", "1e9"], (), ("--dp-bytes", "comm")),
     ("sim", ["plan", "--case", "spot", "--time-limit", "-5"], (), ("--time-limit",)),
     ("sim", ["plan", "--case", "spot", "--gap", "2"], (), ("--gap",)),
     ("sim", ["plan", "--case", "spot", "--method", "random", "--samples", "0"], (), ("--samples",)),
@@ -186,6 +188,7 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
     ("executor", ["run", "plan.json", "--out", "{missing}/r.json"], ("plan.json",), ("does not exist",)),
     ("executor", ["run", "plan.json", "--trace", "folder.json"], ("plan.json", "folder.json"), ("folder.json",)),
     ("executor", ["run", "plan.json", "--backend", "nccl"], ("plan.json",), ("nccl",)),
+    ("executor", ["run", str(EXAMPLES / "world-random-plan.json")], (), ("64 ranks", "core")),
 ]
 
 
@@ -227,6 +230,28 @@ def test_broken_input_is_exit_2_one_line_and_nothing_written(capsys, tmp_path, m
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert _listing(tmp_path) == before, "the command wrote or removed files"
+
+
+@pytest.mark.parametrize(("pointer", "words"), [
+    ('{"iteration": 0, "ran', ("not a checkpoint pointer",)),
+    (None, ("is missing",)),  # a pointer of this plan whose files are gone
+    ('{"iteration": 0, "ranks": 4, "plan": "0123"}', ("another plan",)),
+])
+def test_a_resume_from_a_broken_checkpoint_is_refused_before_any_rank_starts(capsys, tmp_path, monkeypatch, pointer,
+                                                                           words) -> None:
+    from executor.cli import main
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    fingerprint = plan_from_json(doc(EXAMPLES / "cpu-pipeline-plan.json"), where="plan").fingerprint()
+    (folder / "latest.json").write_text(pointer or json.dumps({"iteration": 0, "ranks": 4, "plan": fingerprint}))
+    before = _listing(tmp_path)
+    code = main(["run", str(EXAMPLES / "cpu-pipeline-plan.json"), "--checkpoint-dir", str(folder), "--resume",
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(word in err for word in words), err
+    assert _listing(tmp_path) == before
 
 
 # -- fuzzing the readers --------------------------------------------------------------------
