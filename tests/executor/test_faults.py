@@ -30,13 +30,20 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal delivers it: a test suite started in the background (`.ci/run &`)
+    ignores SIGINT, and a child inherits that, so Ctrl-C would never reach the launcher."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def launch(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     pids = tmp_path / "pids"
     pids.mkdir()
     env = dict(os.environ, TASKLET_EXECUTOR_PIDS=str(pids))
     process = subprocess.Popen([sys.executable, "-m", "executor.cli", "run", str(PLAN), "--iterations", "50",
                                 "--warmup", "0", "--timeout", str(TIMEOUT_S), *extra],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_as_in_a_terminal)
     return process, pids
 
 
