@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.plan import load_plan
+    from simulator.flags import check_outputs
 
     if args.iterations < 1 or args.warmup < 0 or args.every < 1:
         raise InputError("--iterations and --every must be at least 1, --warmup 0 or more")
@@ -65,16 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(f"--timeout {args.timeout}: give seconds more than 0 and at most {MAX_TIMEOUT_S:.0f} (a day)")
     if args.resume and not args.checkpoint_dir:
         raise InputError("--resume needs --checkpoint-dir")
-    if args.checkpoint_dir:
-        _make_folder(args.checkpoint_dir, "--checkpoint-dir")
+    check_outputs({"--out": args.out, "--trace": args.trace, "--plot": args.plot}, pngs=("--plot",))
     plan = load_plan(args.plan)
-    for path, flag in ((args.out, "--out"), (args.trace, "--trace")):
-        if path:
-            _check_file(path, flag)
-    if args.plot:
-        from simulator.charts import check_png_path
-
-        check_png_path(args.plot)
+    if args.checkpoint_dir:  # made only once the plan reads and every other output can be written
+        _make_folder(args.checkpoint_dir, "--checkpoint-dir")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -132,13 +127,6 @@ def _make_folder(path: Path, flag: str) -> None:
         path.mkdir(exist_ok=True)
     except OSError as err:
         raise InputError(f"{flag} {path}: cannot make the folder ({err.strerror})") from None
-
-
-def _check_file(path: Path, flag: str) -> None:
-    """An output file's path, checked before the work: its folder exists and it is no folder."""
-    check_folder(path)
-    if path.is_dir():
-        raise InputError(f"{flag} {path}: is a folder, not a file to write")
 
 
 def _write_trace(report: dict, plan, path: Path) -> None:
