@@ -1,7 +1,7 @@
 """Benchmark: simulate a synthetic GPipe program (8 stages x 8 replicas x 512 micro-batches).
 
 Run as ``python benchmarks/bench_engine.py [--stages S --replicas R --micro-batches M]``.
-Prints the best-of-N wall time of ``simulator.engine.simulate`` and modelled operations per second.
+Prints the best-of-N wall time of ``simulator.engine.simulate.simulate`` and modelled operations per second.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 # Run as a script from anywhere: the repository root holds the simulator package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.engine import simulate  # noqa: E402
-from simulator.program import Category, Op, Program, Stream, Transfer  # noqa: E402
-from simulator.routes import Network, Route  # noqa: E402
+from profiler.network.routes import Network, Route  # noqa: E402
+from profiler.trace import Category
+from simulator.engine.simulate import simulate  # noqa: E402
+from simulator.lowering.program import Op, Program, Stream, Transfer  # noqa: E402
 
 # Synthetic but plausible magnitudes: 10 ms forward, twice that backward, 16 MiB activations over
 # a 10 GB/s NIC with 10 us latency (order of a 100 Gbit/s RDMA fabric).

@@ -18,12 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profiler.model import TrainingSpec, gpt3_xl  # noqa: E402
+from profiler.network.topology import Topology  # noqa: E402
 from profiler.scenarios import GEO_WITHIN_REGION, WORLD_LINKS, geo, world  # noqa: E402
 from scheduler.layouts import random_layout  # noqa: E402
-from simulator.blocking import schedule_ends  # noqa: E402
-from simulator.job import Job  # noqa: E402
-from simulator.predict import predict, predict_table  # noqa: E402
-from simulator.topology import Topology  # noqa: E402
+from simulator.cost.job import Job  # noqa: E402
+from simulator.estimator.blocking import schedule_ends  # noqa: E402
+from simulator.predict import predict  # noqa: E402
+from simulator.study.table import predict_table  # noqa: E402
 
 
 def best_of(runs: int, fn) -> tuple[float, object]:

@@ -37,7 +37,7 @@ def stack() -> None:
     from profiler.gpt import GPTLayerShard
     from profiler.measure import measure_compute
     from profiler.model import TrainingSpec, gpt_small
-    from simulator.compute import device_compute
+    from simulator.cost.compute import device_compute
 
     model = gpt_small(4)
     shape = {key: getattr(model, key) for key in ("d_model", "heads", "ffn", "seq_len", "vocab")}

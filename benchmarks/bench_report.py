@@ -19,7 +19,7 @@ def report() -> None:
     for jobs in (os.cpu_count() or 1, 1):
         with tempfile.TemporaryDirectory() as scratch:
             begin = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "simulator.cli", "report", "--all", "-o", str(Path(scratch) / "r"),
+            subprocess.run([sys.executable, "-m", "simulator.cli.main", "report", "--all", "-o", str(Path(scratch) / "r"),
                             "--jobs", str(jobs), "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             print(f"sim report --all --jobs {jobs}: {time.perf_counter() - begin:.1f} s", flush=True)
 

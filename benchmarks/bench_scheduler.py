@@ -32,7 +32,8 @@ from scheduler.comm_cost import comm_tables  # noqa: E402
 from scheduler.ilp import comm_ilp  # noqa: E402
 from scheduler.methods import SearchSettings, plan_search  # noqa: E402
 from scheduler.search import Problem, derived_bytes  # noqa: E402
-from simulator.predict import evaluator, predict_table, scheduler_settings, time_bound_inputs  # noqa: E402
+from simulator.planning import evaluator, time_bound_inputs  # noqa: E402
+from simulator.study.table import predict_table, scheduler_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {"universities": 16.09, "regional": 34.80, "world": 49.22}  # FACTS.md §5

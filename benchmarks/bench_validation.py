@@ -4,11 +4,11 @@ benchmarks/bench_validation.py [section ...]`` with sections ``sharing``, ``loop
 
 - sharing: 1 to 4 one-thread processes each timing a gpt-small layer's forward and backward at
   once: each one's speed against one alone, and the share of the cores they got together, beside
-  process sharing's min(1, cores x CPU_BUSY_SHARE / n). This is where simulator.sharing's model and
+  process sharing's min(1, cores x CPU_BUSY_SHARE / n). This is where simulator.cost.sharing's model and
   CPU_BUSY_SHARE come from.
 - loopback: what a transfer through the loopback (gloo, 32 MB, one-thread processes) costs the
   cores: one alone; two at once, whence the cores one keeps busy at full speed
-  (simulator.sharing.LOOPBACK_COPY_CORES); and one beside two ranks computing, each side's speed
+  (simulator.cost.sharing.LOOPBACK_COPY_CORES); and one beside two ranks computing, each side's speed
   against what the model says. Then what the executor's syncs cost between two ranks alone, for
   the 42.5 MB gradient of a gpt-small stage: gloo's reduce + broadcast (the ps sync), its
   all-reduce (ring) and a send each way (what the simulator's push and pull move).
@@ -69,7 +69,7 @@ def _layer_worker(start, results, repeats: int) -> None:
 
 
 def sharing() -> None:
-    from simulator.sharing import CPU_BUSY_SHARE
+    from simulator.cost.sharing import CPU_BUSY_SHARE
 
     context = mp.get_context("spawn")
     cores = os.cpu_count() or 1
@@ -186,7 +186,7 @@ def _loopback_case(pairs: list, computing: list) -> dict[str, float]:
 
 
 def loopback() -> None:
-    from simulator.sharing import LOOPBACK_COPY_CORES, fair_speeds
+    from simulator.cost.sharing import LOOPBACK_COPY_CORES, fair_speeds
 
     cores = os.cpu_count() or 1
     alone = _loopback_case([(0, 1)], [])["transfer"]
@@ -216,12 +216,12 @@ def loopback() -> None:
 
 
 def plans() -> None:
-    from profiler.files import read_json
     from profiler.profile import load_profile
+    from profiler.run_report import load_run_report
     from scheduler.plan import load_plan
-    from simulator.job import Job
+    from simulator.cost.job import Job
+    from simulator.outputs.validate import compare, measured, run_units
     from simulator.predict import predict
-    from simulator.validate import compare, measured, run_units
 
     rows, iterations = [], {}
     keep = os.environ.get("TASKLET_KEEP_RUNS")  # a folder to keep each plan's profiles and run report in
@@ -247,16 +247,16 @@ def plans() -> None:
                            check=True, cwd=ROOT)
             wall = time.perf_counter() - begin
             after = profile("after.json")
-            report = read_json(run, "run report")
+            report = load_run_report(run)
             units = run_units(report, plan.cluster, str(run))
             predicted = [predict(Job(cluster=plan.cluster, model=plan.model, training=plan.training, profiles=(p,),
                                      units=units), plan.placement, engine="simpy")[0] for p in (before, after)]
             mean = sum(p.iteration_s for p in predicted) / 2
-            row = compare(mean, predicted[0].breakdown, measured(report, str(run)))[0]
+            row = compare(mean, predicted[0].breakdown, measured(report))[0]
             iterations[path] = (row.predicted_s, row.measured_s)
             rows.append(f"| {label} | `{path}` | {plan.placement.config} {plan.placement.schedule.value}/"
                         f"{plan.placement.sync.value} | {predicted[0].iteration_s:.3f} / {predicted[1].iteration_s:.3f}"
-                        f" | {row.measured_s:.3f} | {min(report['iteration_s']):.3f}–{max(report['iteration_s']):.3f}"
+                        f" | {row.measured_s:.3f} | {min(report.iteration_s):.3f}–{max(report.iteration_s):.3f}"
                         f" | {row.error:+.1%} | {wall:.0f} s |")
             print(rows[-1], file=sys.stderr, flush=True)
     print("| plan | file | configuration | predicted s/it (profile before / after) | measured s/it | its iterations | "

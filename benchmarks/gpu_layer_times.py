@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from profiler.gpt import GPTLayerShard  # noqa: E402
 from profiler.gpus import GPU_KINDS  # noqa: E402
 from profiler.model import ModelSpec, TrainingSpec, gpt3_xl  # noqa: E402
-from simulator.compute import layer_times  # noqa: E402
+from simulator.cost.compute import layer_times  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

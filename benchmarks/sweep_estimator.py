@@ -11,11 +11,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from profiler.model import TrainingSpec, gpt3_xl  # noqa: E402
+from profiler.network.topology import Topology  # noqa: E402
 from profiler.scenarios import SCENARIOS  # noqa: E402
-from simulator.job import Job  # noqa: E402
+from simulator.cost.job import Job  # noqa: E402
 from simulator.predict import predict  # noqa: E402
-from simulator.systems import megatron_placements, study_random_placements  # noqa: E402
-from simulator.topology import Topology  # noqa: E402
+from simulator.study.systems import megatron_placements, study_random_placements  # noqa: E402
 
 
 def sweep(case: str) -> list[tuple[str, float]]:

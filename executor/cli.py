@@ -10,15 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
 from profiler.files import check_folder, write_atomic
+from profiler.flags import check_outputs
+from profiler.run_report import SCHEMA as RUN_SCHEMA
+from profiler.run_report import RunReport
+from profiler.trace import write_cluster_trace
+from scheduler.plan import load_plan
 
 EXAMPLES = ("examples:\n  executor run examples/cpu-pipeline-plan.json --iterations 3 --out run.json\n"
             "  executor run examples/cpu-two-regions-plan.json --emulate-network --plot run.png")
-REPORT_SCHEMA = "run-report/1"
 # The longest --timeout: a day. A rank that waits longer is not waiting on a peer but lost, and
 # gloo holds the timeout as int64 milliseconds behind a timedelta (OverflowError past ~1e14 s).
 MAX_TIMEOUT_S = 86400.0
@@ -50,16 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", type=Path, help="write the last iteration as a Chrome trace, in the simulator's "
                                                 "format (one process per device, a thread per stage replica)")
     run.add_argument("--plot", type=Path, metavar="FILE.png",
-                     help="draw the last iteration's timeline (the simulator's Gantt renderer; `sim validate --plot` "
-                          "draws it beside the prediction)")
+                     help="moved: `sim show PLAN RUN --plot FILE.png` draws a run (`sim validate --plot` beside its "
+                          "prediction); this still draws it, through `sim show`")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scheduler.plan import load_plan
-    from simulator.flags import check_outputs
-
     if args.iterations < 1 or args.warmup < 0 or args.every < 1:
         raise InputError("--iterations and --every must be at least 1, --warmup 0 or more")
     if not 0 < args.timeout <= MAX_TIMEOUT_S:  # NaN too
@@ -93,29 +96,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:  # rank 0 gathers the timings only at the end: there are none to write
             raise KeyboardInterrupt("every rank stopped; no report written" + (
                 f" (checkpoints in {args.checkpoint_dir} stay)" if args.checkpoint_dir else "")) from None
-    report = {"schema": REPORT_SCHEMA, "plan": str(args.plan), "plan_fingerprint": plan.fingerprint(),
-              "config": plan.placement.config,
-              "schedule": plan.placement.schedule.value, "sync": plan.placement.sync.value,
-              "emulated_network": args.emulate_network,
-              "warmup": args.warmup, **result}
-    for rank in report["ranks"]:
+    for rank in result["ranks"]:
         rank.pop("weights")
         rank["spans"] = [{"label": label, "category": category, "start_s": start, "end_s": end}
                          for label, category, start, end in rank["spans"]]
+    report = RunReport.from_json({"schema": RUN_SCHEMA, "plan": str(args.plan), "plan_fingerprint": plan.fingerprint(),
+                                  "config": plan.placement.config, "schedule": plan.placement.schedule.value,
+                                  "sync": plan.placement.sync.value, "emulated_network": args.emulate_network,
+                                  "warmup": args.warmup, **result}, "the run")
     if args.out:
-        write_atomic(args.out, json.dumps(report, indent=2) + "\n")
-    if args.trace:
-        _write_trace(report, plan, args.trace)
+        write_atomic(args.out, json.dumps(report.to_json(), indent=2) + "\n")
+    if args.trace:  # the format of `sim predict --trace`, so predicted and measured open side by side
+        write_cluster_trace(args.trace, report.trace_spans(plan.placement.tp), plan.cluster, ", measured")
     if args.plot:
-        from simulator import charts, timeline
-
-        title = f"{args.plan}: {plan.placement.config}, measured (last iteration)"
-        with charts.default_style():
-            charts.save_png(timeline.figure(timeline.measured(report, plan.cluster, plan.placement, title)), args.plot)
-    seconds = report["iteration_s"]
-    print(f"{plan.placement.config} {report['schedule']}/{report['sync']}: {sum(seconds) / len(seconds):.3f} s per "
-          f"iteration (mean of {len(seconds)}), loss {report['loss'][-1]:.4f}")
+        _show(args, report)
+    print(f"{plan.placement.config} {report.schedule}/{report.sync}: {report.mean_iteration_s:.3f} s per "
+          f"iteration (mean of {len(report.iteration_s)}), loss {report.loss[-1]:.4f}")
     return 0
+
+
+def _show(args: argparse.Namespace, report: RunReport) -> None:
+    """--plot, which moved to `sim show`: say so, and run it on this run's report."""
+    print(f"executor run --plot: drawing a run moved to `sim show {args.plan} RUN.json --plot {args.plot}`; "
+          "drawing it with that now", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as folder:
+        path = args.out or Path(folder) / "run.json"
+        if not args.out:
+            write_atomic(path, json.dumps(report.to_json()) + "\n")
+        done = subprocess.run([sys.executable, "-m", "simulator.cli.main", "show", str(args.plan), str(path), "--plot",
+                               str(args.plot)], stdout=subprocess.DEVNULL)
+    if done.returncode:
+        raise NoSolution(f"--plot: `sim show` could not draw the run (exit {done.returncode})")
 
 
 def _make_folder(path: Path, flag: str) -> None:
@@ -127,20 +138,6 @@ def _make_folder(path: Path, flag: str) -> None:
         path.mkdir(exist_ok=True)
     except OSError as err:
         raise InputError(f"{flag} {path}: cannot make the folder ({err.strerror})") from None
-
-
-def _write_trace(report: dict, plan, path: Path) -> None:
-    """The same trace format as `sim predict --trace`, so predicted and measured open side by side."""
-    from simulator.program import Category, Span
-    from simulator.trace import write_cluster_trace
-
-    tp = plan.placement.tp
-    spans = [Span(stream=f"s{rank['stage']}r{rank['replica']}" + (f"t{rank['tp_rank']}" if tp > 1 else ""),
-                  devices=(rank["rank"],), main=True, op_id=i,
-                  label=span["label"], category=Category(span["category"]), start_s=span["start_s"],
-                  end_s=span["end_s"])
-             for rank in report["ranks"] for i, span in enumerate(rank["spans"])]
-    write_cluster_trace(path, spans, plan.cluster, ", measured")
 
 
 def main(argv: list[str] | None = None) -> int:

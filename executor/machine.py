@@ -5,9 +5,8 @@ swap it to a standstill before the first timeout).
 Cores: gloo ranks on the CPU share the cores; each gets ``cores // ranks`` threads (at least one).
 A few ranks per core still run (the tests put 4 on 2), only slower; beyond ``RANKS_PER_CORE`` they
 mostly wait their turn, and the timings say nothing about the plan. GPUs: NCCL wants one per rank
-(profiler.spawn.check_backend). Memory: each rank's peak as the simulator's memory model has it
-(simulator.memory.stage_memory, plus its per-process reserve), summed, against the memory
-available now.
+(profiler.spawn.check_backend). Memory: each rank's peak as this executor holds its stage (see
+``rank_memory_bytes``), summed, against the memory available now.
 """
 
 from __future__ import annotations
@@ -16,12 +15,18 @@ import os
 from pathlib import Path
 
 from profiler.errors import InputError
+from profiler.model import OPTIMIZER_STATE_BYTES
+from scheduler.placement import Placement, Schedule
 from scheduler.plan import Plan
-from simulator.job import Job
-from simulator.memory import RESERVED_BYTES, stage_memory
+from scheduler.runtimes import accumulation_rounds
 
 RANKS_PER_CORE = 4  # oversubscription allowed to gloo CPU ranks (the rule above)
 GIB = 2**30
+# A rank's process before its stage: the interpreter, torch's libraries and a gloo process group
+# (measured 2026-12-03: peak resident 0.21 GiB after `import torch` 2.13 (CPU) and a gloo
+# init_process_group, ru_maxrss), rounded up.
+PROCESS_BYTES = 0.25 * 2**30
+FP32_BYTES = 4  # the executor keeps weights, their gradients and the activations it saves in fp32 (executor.model)
 
 
 def check_machine(plan: Plan, backend: str, ranks_here: int) -> None:
@@ -36,18 +41,49 @@ def check_machine(plan: Plan, backend: str, ranks_here: int) -> None:
     have = available_memory_bytes()
     if have is not None and need > have:
         raise InputError(f"plan {plan.placement.config}: its {ranks_here} ranks need about {need / GIB:.1f} GiB "
-                         f"(the simulator's memory model), this machine has {have / GIB:.1f} GiB available")
+                         f"(as the executor holds them), this machine has {have / GIB:.1f} GiB available")
 
 
 def ranks_memory_bytes(plan: Plan, ranks_here: int) -> float:
     """The peak memory of ``ranks_here`` ranks (the plan's largest, if it runs more elsewhere)."""
     placement = plan.placement
-    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training)
-    per_rank = []
-    for s in range(placement.pp):
-        weights, activations = stage_memory(job, placement, s)
-        per_rank += [weights + activations + RESERVED_BYTES] * (placement.dp * placement.tp)
+    per_rank = [rank_memory_bytes(plan, s) for s in range(placement.pp) for _ in range(placement.dp * placement.tp)]
     return sum(sorted(per_rank, reverse=True)[:ranks_here])
+
+
+def rank_memory_bytes(plan: Plan, stage: int) -> float:
+    """What one rank of ``stage`` holds at its peak, as executor.model and executor.run keep it:
+    its shard's weights and gradients in fp32 and the optimizer's state; the layer inputs it
+    checkpoints for every micro-batch in flight (all of a round under GPipe, the warm-up depth
+    under 1F1B); one layer's activations while it recomputes it: Korthikanti et al. 2022
+    ("Reducing Activation Recomputation in Large Transformer Models", eq. 1) count
+    s·b·h·(34 + 5·a·s/h) bytes in 16-bit, 17 + 2.5·a·s/h boundary-sized tensors; and the process."""
+    placement, model, training = plan.placement, plan.model, plan.training
+    start, end = placement.stage_layers[stage]
+    weights = stage_params(plan, stage) * (2 * FP32_BYTES + OPTIMIZER_STATE_BYTES[training.optimizer])
+    boundary = model.activation_bytes(training.micro_batch, "fp32")
+    working = boundary * (17 + 2.5 * model.heads * model.seq_len / (model.d_model * placement.tp))
+    return weights + _in_flight(plan, placement, stage) * (end - start) * boundary + working + PROCESS_BYTES
+
+
+def stage_params(plan: Plan, stage: int) -> float:
+    """Parameters one rank of ``stage`` holds: its layers' shards, the embedding on the first
+    stage, the head on the last (profiler.model counts them as executor.model builds them)."""
+    placement, model = plan.placement, plan.model
+    start, end = placement.stage_layers[stage]
+    params = (end - start) * model.layer_params_per_shard(placement.tp)
+    if stage == 0:
+        params += model.embedding_params_per_shard(placement.tp)
+    if stage == placement.pp - 1:
+        params += model.head_params_per_shard(placement.tp)
+    return params
+
+
+def _in_flight(plan: Plan, placement: Placement, stage: int) -> int:
+    micro_batches = plan.training.global_batch // placement.dp // plan.training.micro_batch
+    if placement.schedule is Schedule.GPIPE:
+        return max(b - a for a, b in accumulation_rounds(placement.runtime, micro_batches, plan.training.rounds))
+    return min(placement.pp - stage, micro_batches)
 
 
 def cores_here() -> int:

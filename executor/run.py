@@ -30,8 +30,8 @@ from executor.schedule import Recorder, Role, barrier, run_iteration, shaped_rin
 from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
-from scheduler.plan import Plan
-from simulator.runtime import TRAITS, accumulation_rounds
+from scheduler.plan import Plan, plan_from_json
+from scheduler.runtimes import TRAITS, accumulation_rounds
 
 LEARNING_RATE = 1e-3
 
@@ -102,8 +102,6 @@ def run_under_torchrun(plan: Plan, settings: Settings, verbose: bool = False) ->
 
 
 def _rank_main(plan_doc: dict, settings: Settings, verbose: bool) -> dict[str, Any] | None:
-    from scheduler.plan import plan_from_json
-
     _note_pid(dist.get_rank())
     ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))  # torchrun sets it per host
     torch.set_num_threads(max(1, cores_here() // ranks_here))

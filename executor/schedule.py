@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from executor.model import Stage
 from executor.shaper import Shaper
-from simulator.collectives import NCCL_CHUNK_BYTES, NCCL_STEPS
+from scheduler.runtimes import NCCL_CHUNK_BYTES, NCCL_STEPS
 
 
 @dataclass(slots=True, kw_only=True)
@@ -341,7 +341,7 @@ def sync_embedding(stage: Stage, role: Role, record: Recorder, shaper: Shaper | 
 def _reduce_broadcast(flat: torch.Tensor, role: Role, shaper: Shaper) -> None:
     """The parameter server's sync as NCCL runs it, over the emulated links: a reduce to the
     server, then a broadcast from it, each a chain around the replicas in order,
-    pipelined in NCCL's chunks (simulator.collectives): a member adds each chunk it receives to its
+    pipelined in NCCL's chunks (simulator.lowering.collectives): a member adds each chunk it receives to its
     own and passes it on; the broadcast passes the server's sum along. Each transfer one group."""
     k, root = len(role.peers), role.peers.index(role.server)
     peers = role.peers

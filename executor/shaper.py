@@ -1,7 +1,7 @@
 """The plan's network on one machine (`executor run --emulate-network`): an application-level
 network emulator, since this kernel has no netem.
 
-A transfer crosses the resources the simulator's network gives its route (simulator.topology:
+A transfer crosses the resources the simulator's network gives its route (profiler.network.topology:
 the sending host's NIC, its egress class towards the destination region and the receiving host's
 NIC, each at TCP's goodput; GPU ports inside a host), and one flow is capped by TCP's window over
 a long link. The transfers in flight share every resource max-min fairly, as TCP flows through
@@ -32,8 +32,8 @@ import torch
 import torch.distributed as dist
 
 from profiler.cluster import Cluster
-from simulator.routes import max_min_rates
-from simulator.topology import Topology
+from profiler.network.routes import max_min_rates
+from profiler.network.topology import Topology
 
 RECORD = struct.Struct("<ddii")  # posted_s, bytes, src, dst
 SLICE_S = 0.005  # the longest a receiver sleeps before it replays the log again

@@ -22,7 +22,6 @@ from torch import nn
 from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
 from profiler.model import ModelSpec
 
-
 # The all-reduce over a rank's tensor-parallel group (in place; op "sum" or "max"): torch's, or
 # under --emulate-network the executor's point-to-point ring over the emulated links (``shape_with``).
 _all_reduce: Callable[[torch.Tensor, object, str], None] = lambda x, group, op: dist.all_reduce(  # noqa: E731

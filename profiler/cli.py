@@ -17,6 +17,7 @@ from pathlib import Path
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
 from profiler.files import check_folder, write_atomic
 from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
+from profiler.links import DEFAULT_SIZES, read_regions
 from profiler.model import MODELS, PRECISIONS
 
 EXAMPLES = {
@@ -133,8 +134,6 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    from profiler.links import DEFAULT_SIZES, read_regions
-
     sizes = sorted(set(args.sizes or DEFAULT_SIZES))
     if min(sizes) < 1 or len(sizes) < 2 or args.repeats < 1:
         raise InputError("--sizes must be positive, at least two different ones, and --repeats at least 1")

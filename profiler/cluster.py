@@ -9,7 +9,7 @@ Two forms of network description, both in SI units:
 - by device pair: ``latency_s`` and ``bandwidth_bytes_per_s`` as N×N lists in device order, for
   clusters that come from measurement (``profiler network``). These override the region links.
 
-Compute that devices share (simulator.sharing): a host's ``cpu_cores`` are shared by its CPU
+Compute that devices share (simulator.cost.sharing): a host's ``cpu_cores`` are shared by its CPU
 devices (ranks computing on the CPU), or by those of every host naming the same ``machine`` (hosts
 emulated on one machine); devices of one host with the same ``gpu_index`` are ranks sharing that
 GPU. Without these fields every device computes on its own.

@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import platform
+import re
 import statistics
 import time
 from typing import Callable

@@ -27,8 +27,8 @@ import os
 import re
 import sys
 import tempfile
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -401,7 +401,7 @@ def _servers(built: CompositionModel, g: int, D: int) -> dict:
 
 def _streaming_ceiling_s(inputs) -> float:
     """No transfer of GPipe's streaming phases takes longer than this in any round of the
-    estimator's mean field (simulator.streaming.streaming_times): a flow always gets at least
+    estimator's mean field (simulator.estimator.streaming.streaming_times): a flow always gets at least
     capacity / users of every resource it crosses, and no resource has more users in a phase
     than the GPUs of the host it belongs to (a device sends one transfer a phase and receives one)."""
     hosts = np.asarray(inputs.hosts)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from profiler.errors import InputError
+from scheduler.evolutionary import evolutionary_search
 from scheduler.placement import Placement
 from scheduler.search import Problem, SearchResult, TimeBoundInputs, placement_of, random_search
 
@@ -55,8 +56,6 @@ def plan_search(problem: Problem, settings: SearchSettings, evaluate: Callable[[
         return random_search(problem, settings.objective, evaluate, settings.samples, settings.seed,
                              lambda done, best: done % step or say(f"{done}/{settings.samples} samples, best {best:.3f}"))
     if settings.method == "evolutionary":
-        from scheduler.evolutionary import evolutionary_search
-
         step = max(1, settings.offspring // 20)
         return evolutionary_search(problem, settings.objective, evaluate, seed=settings.seed,
                                    population=settings.population, offspring=settings.offspring,

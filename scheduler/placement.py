@@ -26,7 +26,7 @@ class Sync(StrEnum):
 
 
 class Runtime(StrEnum):
-    """Whose runtime executes the plan: its overlap and precision habits differ (see simulator.lower)."""
+    """Whose runtime executes the plan: its overlap and precision habits differ (see simulator.lowering.lower)."""
 
     MEGATRON = "megatron"
     DECENTRALIZED = "decentralized"  # the study's runtime

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
+from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
-from profiler.cluster import Cluster
 from scheduler.comm_cost import CommTables, comm_objective, comm_tables, pipelines_of
 from scheduler.layouts import blocks_layout
 from scheduler.placement import STUDY_GRAD_BYTES_PER_PARAM, Placement

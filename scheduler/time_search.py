@@ -14,7 +14,7 @@ The estimator is no linear program, so the search works in steps:
    whole round brings nothing or the evaluations run out;
 4. with ``uneven``, layers moved across stage boundaries while that is faster (faster GPUs take
    more layers; the stages with the embedding and the head may take fewer). The bound's
-   inputs must then hold for any split (simulator.predict.time_bound_inputs(uneven=True)).
+   inputs must then hold for any split (simulator.planning.time_bound_inputs(uneven=True)).
 Every candidate's stage groups go in pipeline order; then each stage's parameter server is
 chosen by the estimator, one stage at a time (the plan records it: Placement.ps_servers).
 
@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from itertools import accumulate
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Callable
 
-from scheduler.comm_cost import chain_pipelines, pipelines_of
 from scheduler.classes import device_classes
+from scheduler.comm_cost import chain_pipelines, pipelines_of
 from scheduler.ilp import time_bound
 from scheduler.layouts import blocks_layout
 from scheduler.placement import Placement

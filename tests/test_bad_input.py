@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.profile import Profile
+from profiler.run_report import RunReport
 from scheduler.plan import plan_from_json
-from simulator import validate
+from simulator.outputs import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -194,7 +195,7 @@ ROWS: list[tuple[str, list[str], tuple[str, ...], tuple[str, ...]]] = [
 
 def _main(command: str) -> Callable[[list[str]], int]:
     if command == "sim":
-        from simulator.cli import main
+        from simulator.cli.main import main
     elif command == "profiler":
         from profiler.cli import main
     else:
@@ -265,9 +266,10 @@ _PLAN_OF_RUN = plan_from_json(doc(PLAN), where="plan")
 
 
 def _read_run(document: Any) -> None:
-    validate.measured(document, "run")
-    validate.run_units(document, _PLAN_OF_RUN.cluster, "run")
-    validate.profile_warnings((), document)
+    report = RunReport.from_json(document, "run")
+    validate.measured(report)
+    validate.run_units(report, _PLAN_OF_RUN.cluster, "run")
+    validate.profile_warnings((), report)
 
 
 def _paths(document: Any, prefix: tuple = ()) -> list[tuple]:

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-MODULES = ["scheduler", "scheduler.placement", "scheduler.layouts", "simulator", "simulator.cli",
-           "simulator.predict", "simulator.estimator", "simulator.topology", "simulator.systems",
-           "simulator.memory", "simulator.render", "profiler.cluster", "profiler.scenarios", "profiler.model",
-           "profiler.profile", "profiler.links", "profiler.cli", "executor.cli", "simulator.validate"]
+MODULES = ["scheduler", "scheduler.placement", "scheduler.layouts", "simulator", "simulator.cli.main",
+           "simulator.predict", "simulator.estimator.estimate", "profiler.network.topology", "simulator.study.systems",
+           "simulator.cost.memory", "simulator.outputs.render", "profiler.cluster", "profiler.scenarios", "profiler.model",
+           "profiler.profile", "profiler.links", "profiler.cli", "executor.cli", "simulator.outputs.validate"]
 
 
 def run(code: str, tmp_path) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def test_all_together_no_torch(tmp_path) -> None:
 
 
 def test_analytic_path_needs_no_simpy(tmp_path) -> None:
-    code = ("import sys; from simulator.cli import main; "
+    code = ("import sys; from simulator.cli.main import main; "
             "rc = main(['predict', '--case', 'spot', '--layers', '24', '--batch', '1024', '--json', '--quiet']); "
             "assert rc == 0; bad = {'simpy', 'torch'} & set(sys.modules); assert not bad, bad")
     result = run(code, tmp_path)

@@ -69,10 +69,9 @@ def test_a_tensor_parallel_degree_the_model_does_not_divide_into_is_refused(caps
 
 @pytest.mark.distributed
 def test_sim_validate_puts_a_run_beside_its_prediction(capsys, tmp_path) -> None:
-    from profiler.cli import main as profiler
-    from simulator.cli import main as sim
-
     from executor.machine import cores_here as _cores
+    from profiler.cli import main as profiler
+    from simulator.cli.main import main as sim
 
     run, profile = tmp_path / "run.json", tmp_path / "cpu.json"
     threads = max(1, _cores() // 4)  # what each of the 4 ranks gets

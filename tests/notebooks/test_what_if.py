@@ -47,7 +47,7 @@ def test_the_notebook_runs_and_draws(summary) -> None:
 @pytest.mark.slow
 def test_its_values_are_the_packages(summary) -> None:
     from profiler.scenarios import world
-    from simulator import whatif
+    from simulator.study import whatif
 
     expected = {k: p.iteration_s for k, p in whatif.systems(world()).items()}
     assert summary["baseline"] == expected
@@ -75,19 +75,19 @@ def test_its_values_move_the_way_the_physics_says(summary) -> None:
 
 @pytest.mark.slow
 def test_its_timeline_is_sim_validates_prediction_of_the_example_run(summary) -> None:
-    from profiler.files import read_json
     from profiler.profile import load_profile
+    from profiler.run_report import load_run_report
     from scheduler.plan import load_plan
-    from simulator.job import Job
+    from simulator.cost.job import Job
+    from simulator.outputs.validate import measured, run_units
     from simulator.predict import predict
-    from simulator.validate import measured, run_units
 
     plan = load_plan(ROOT / "examples" / "cpu-two-regions-plan.json")
-    report = read_json(ROOT / "examples" / "cpu-two-regions-run.json", "run report")
+    report = load_run_report(ROOT / "examples" / "cpu-two-regions-run.json")
     job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
               profiles=(load_profile(ROOT / "profiles" / "cpu-gpt-small-fp32.json"),),
               units=run_units(report, plan.cluster, "run"))
     prediction, _ = predict(job, plan.placement, engine="simpy")
     assert summary["timeline"]["predicted_s"] == pytest.approx(prediction.iteration_s, rel=1e-12)
-    assert summary["timeline"]["measured_s"] == measured(report, "run")[0]
+    assert summary["timeline"]["measured_s"] == measured(report)[0]
     assert summary["timeline"]["rows"] == 4

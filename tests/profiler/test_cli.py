@@ -9,7 +9,7 @@ import pytest
 
 from profiler.cli import main
 from profiler.cluster import load_cluster
-from simulator.cli import main as sim
+from simulator.cli.main import main as sim
 
 pytest.importorskip("torch")
 
@@ -120,7 +120,7 @@ def test_a_profile_slower_than_the_datasheet_slows_the_table_and_the_footer_says
     from profiler.gpus import gpu_kind
     from profiler.model import TrainingSpec, gpt3_xl
     from profiler.profile import Measured, Profile, Timing
-    from simulator.compute import device_compute
+    from simulator.cost.compute import device_compute
 
     model, training = gpt3_xl(24), TrainingSpec(global_batch=1024)
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from profiler.gpt import GPTLayerShard  # noqa: E402
 from profiler.measure import measure_compute  # noqa: E402
 from profiler.model import ModelSpec, TrainingSpec  # noqa: E402
-from simulator.compute import device_compute  # noqa: E402
+from simulator.cost.compute import device_compute  # noqa: E402
 
 SHAPE = {"d_model": 256, "heads": 4, "ffn": 1024, "seq_len": 128, "vocab": 2048}
 MODEL = ModelSpec(name="tiny-4l", layers=4, **SHAPE)
@@ -70,10 +70,10 @@ def test_a_profile_changes_the_prediction_as_its_numbers_say(profile) -> None:
     from dataclasses import replace
 
     from profiler.cluster import Cluster, Device, Host, Interconnect
+    from profiler.network.topology import Topology
     from profiler.profile import Timing
     from scheduler.layouts import blocks_layout
-    from simulator.job import Job, worker_cost
-    from simulator.topology import Topology
+    from simulator.cost.job import Job, worker_cost
 
     host = Host(name="local", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
                 interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9)

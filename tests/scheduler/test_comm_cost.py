@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 
 from profiler.scenarios import universities
-from scheduler.comm_cost import (CommTables, comm_objective, comm_tables, data_cost, matching_cost,
-                                 open_path_cost, pipeline_cost)
+from scheduler.comm_cost import (
+    CommTables,
+    comm_objective,
+    comm_tables,
+    data_cost,
+    matching_cost,
+    open_path_cost,
+    pipeline_cost,
+)
 
 
 def tables(latency: list[list[float]], bandwidth: list[list[float]]) -> CommTables:
     return CommTables(latency_s=np.array(latency, dtype=float), bandwidth_bytes_per_s=np.array(bandwidth, dtype=float))
-
-
-def random_tables(n: int, seed: int) -> CommTables:
-    rng = random.Random(seed)
-    lat = [[0.0 if i == j else rng.uniform(0.001, 0.2) for j in range(n)] for i in range(n)]
-    bw = [[1.0 if i == j else rng.uniform(1e8, 1e9) for j in range(n)] for i in range(n)]
-    lat = [[lat[min(i, j)][max(i, j)] for j in range(n)] for i in range(n)]  # symmetric
-    bw = [[bw[min(i, j)][max(i, j)] for j in range(n)] for i in range(n)]
-    return tables(lat, bw)
 
 
 def test_hand_computed_four_devices():
@@ -41,7 +39,7 @@ def test_hand_computed_four_devices():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_bottleneck_matching_equals_brute_force(seed):
+def test_bottleneck_matching_equals_brute_force(random_tables, seed):
     t = random_tables(8, seed)
     a, b = [0, 2, 4, 6], [1, 3, 5, 7]
     cost = lambda i, j: t.latency_s[i, j] + 1e8 / t.bandwidth_bytes_per_s[i, j]
@@ -63,7 +61,7 @@ def test_open_path_equals_brute_force(seed):
     assert sum(w[path[k], path[k + 1]] for k in range(n - 1)) == pytest.approx(cost)
 
 
-def test_pipeline_cost_of_two_groups_is_their_matching():
+def test_pipeline_cost_of_two_groups_is_their_matching(random_tables):
     t = random_tables(8, 7)
     groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert pipeline_cost(groups, t, 1e8)[0] == pytest.approx(matching_cost(groups[0], groups[1], t, 1e8))

@@ -3,9 +3,8 @@ no heuristic below a proven optimum, and the study's published optima reached an
 
 from __future__ import annotations
 
-from itertools import combinations, permutations
+from itertools import permutations
 
-import numpy as np
 import pytest
 
 from profiler.errors import InputError
@@ -16,31 +15,9 @@ from scheduler.ilp import comm_ilp
 from scheduler.search import Problem, random_search
 
 
-def balanced_partitions(devices: list[int], size: int):
-    """Every partition of ``devices`` into groups of ``size`` (unordered groups)."""
-    if not devices:
-        yield []
-        return
-    first, rest = devices[0], devices[1:]
-    for mates in combinations(rest, size - 1):
-        left = [d for d in rest if d not in mates]
-        for tail in balanced_partitions(left, size):
-            yield [[first, *mates], *tail]
-
-
-def brute_force(problem: Problem) -> float:
+def brute_force(balanced_partitions, problem: Problem) -> float:
     return min(comm_objective(groups, problem.tables, problem.dp_bytes, problem.pp_bytes)
                for groups in balanced_partitions(list(range(problem.device_count)), problem.dp))
-
-
-def random_tables(n: int, seed: int) -> CommTables:
-    rng = np.random.default_rng(seed)
-    latency = rng.uniform(1e-3, 0.1, (n, n))
-    bandwidth = rng.uniform(1e8, 1e9, (n, n))
-    latency, bandwidth = (latency + latency.T) / 2, (bandwidth + bandwidth.T) / 2
-    np.fill_diagonal(latency, 0.0)
-    np.fill_diagonal(bandwidth, np.inf)
-    return CommTables(latency_s=latency, bandwidth_bytes_per_s=bandwidth)
 
 
 def small(tables: CommTables, pp: int, dp: int) -> Problem:
@@ -54,7 +31,7 @@ def test_classes_of_the_cases_are_their_hosts_or_regions():
                      "regional": (16,) * 4, "world": (8,) * 8}
 
 
-def test_classes_of_distinct_devices_are_singletons_and_twins_cost_alike():
+def test_classes_of_distinct_devices_are_singletons_and_twins_cost_alike(random_tables):
     assert device_classes(random_tables(6, 0)).sizes == (1,) * 6
     two_regions = comm_tables(geo("t", {"a": 3, "b": 2}, (1, 5), {("a", "b"): (30, 1)}))
     classes = device_classes(two_regions)
@@ -64,27 +41,27 @@ def test_classes_of_distinct_devices_are_singletons_and_twins_cost_alike():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("pp,dp", [(2, 4), (4, 2), (2, 3)])
-def test_ilp_equals_brute_force_on_distinct_devices(seed, pp, dp):
+def test_ilp_equals_brute_force_on_distinct_devices(random_tables, balanced_partitions, seed, pp, dp):
     problem = small(random_tables(pp * dp, seed), pp, dp)
     result = comm_ilp(problem, time_limit_s=60, gap=0.0)
-    best = brute_force(problem)
+    best = brute_force(balanced_partitions, problem)
     assert result.value == pytest.approx(best, rel=1e-9)
     assert result.optimal and result.bound <= best + 1e-9
     assert result.bound == pytest.approx(best, rel=1e-6)
 
 
-def test_ilp_equals_brute_force_with_twins_and_cbc_agrees():
+def test_ilp_equals_brute_force_with_twins_and_cbc_agrees(balanced_partitions):
     tables = comm_tables(geo("t", {"a": 4, "b": 2, "c": 2}, (2, 4),
                              {("a", "b"): (20, 1), ("a", "c"): (60, 0.5), ("b", "c"): (15, 2)}))
     problem = small(tables, 2, 4)
-    best = brute_force(problem)
+    best = brute_force(balanced_partitions, problem)
     for solver in ("highs", "cbc"):
         result = comm_ilp(problem, solver=solver, time_limit_s=60, gap=0.0)
         assert result.value == pytest.approx(best, rel=1e-9), solver
         assert result.bound <= best + 1e-9
 
 
-def test_no_heuristic_beats_the_proven_optimum():
+def test_no_heuristic_beats_the_proven_optimum(random_tables):
     problem = small(random_tables(8, 7), 2, 4)
     optimum = comm_ilp(problem, time_limit_s=60, gap=0.0)
     for seed in range(3):
@@ -108,7 +85,7 @@ def test_the_regional_optimum_with_the_study_matrices():
     assert result.value <= 34.80 and result.gap <= 0.01 and result.bound <= result.value
 
 
-def test_bad_solver_settings_are_input_errors():
+def test_bad_solver_settings_are_input_errors(random_tables):
     problem = small(random_tables(4, 0), 2, 2)
     with pytest.raises(InputError, match="--solver"):
         comm_ilp(problem, solver="gurobi")
@@ -116,7 +93,7 @@ def test_bad_solver_settings_are_input_errors():
         comm_ilp(problem, time_limit_s=0)
 
 
-def test_every_group_ordering_is_covered_by_the_path_positions():
+def test_every_group_ordering_is_covered_by_the_path_positions(random_tables):
     """The model's positions are the stage order: with 3 groups the ILP's cost equals the best
     over all orders, which comm_objective's open path computes."""
     problem = small(random_tables(6, 3), 3, 2)

@@ -16,7 +16,7 @@ from scheduler.ilp import time_bound
 from scheduler.methods import SearchSettings, plan_search
 from scheduler.search import Problem, problem_for, random_search
 from scheduler.time_search import stage_placement
-from simulator.predict import evaluator, time_bound_inputs
+from simulator.planning import evaluator, time_bound_inputs
 
 TRAINING = TrainingSpec(global_batch=8)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.blocking import run_schedule, schedule_ends
+from simulator.estimator.blocking import run_schedule, schedule_ends
 
 
 def transfers(stages: int, seconds: float, latency: float = 0.0) -> dict[tuple[str, int], tuple[float, float]]:

@@ -19,8 +19,7 @@ import pytest
 
 from profiler.cluster import load_cluster
 from profiler.scenarios import SCENARIOS, universities, world
-import simulator.cli
-from simulator.cli import main
+from simulator.cli.main import main
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "predict_spot_24_1024.json"
 PREDICT_SPOT = ["predict", "--case", "spot", "--layers", "24", "--batch", "1024", "--json", "--quiet"]
@@ -305,7 +304,7 @@ def test_links_not_a_list(capsys, tmp_path) -> None:
 
 
 def test_no_traceback_from_a_real_process(tmp_path) -> None:
-    result = subprocess.run([sys.executable, "-m", "simulator.cli", "predict", "--case", "mars"],
+    result = subprocess.run([sys.executable, "-m", "simulator.cli.main", "predict", "--case", "mars"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -343,7 +342,7 @@ def test_predict_plan_json_matches_the_library(capsys, tmp_path) -> None:
     from pathlib import Path
 
     from scheduler.plan import load_plan
-    from simulator.job import Job
+    from simulator.cost.job import Job
     from simulator.predict import predict
 
     example = Path(__file__).resolve().parents[2] / "examples" / "world-random-plan.json"
@@ -435,13 +434,13 @@ def test_plot_bad_inputs(capsys, argv, words) -> None:
 
 
 def test_validate_refuses_a_report_of_other_ranks_before_simulating(capsys, tmp_path, monkeypatch) -> None:
-    import simulator.predict
+    import simulator.cli.runs
 
     report = json.loads((EXAMPLES / "cpu-two-regions-run.json").read_text())
     report["ranks"][0]["rank"] = 7
     path = tmp_path / "run.json"
     path.write_text(json.dumps(report))
-    monkeypatch.setattr(simulator.predict, "predict", lambda *a, **k: pytest.fail("simulated"))
+    monkeypatch.setattr(simulator.cli.runs, "predict", lambda *a, **k: pytest.fail("simulated"))
     assert_bad_input(capsys, "validate", EXAMPLES / "cpu-two-regions-plan.json", path, "--plot",
                      tmp_path / "v.png", words=("rank 7 is not a device",))
 
@@ -561,26 +560,27 @@ def test_the_largest_cost_bytes_still_solve(capsys) -> None:
     (["--objective", "comm", "--lp", "{tmp}/same", "-o", "{tmp}/same"], ("-o and --lp both name",)),
 ])
 def test_plan_outputs_are_refused_before_the_solve(capsys, tmp_path, monkeypatch, flags, words) -> None:
-    import simulator.planning
+    import simulator.cli.plan
 
-    monkeypatch.setattr(simulator.planning, "plan_job", lambda *a, **k: pytest.fail("solved first"))
-    monkeypatch.setattr(simulator.cli, "_cluster", lambda *a, **k: pytest.fail("loaded the cluster first"))
+    monkeypatch.setattr(simulator.cli.plan, "plan_job", lambda *a, **k: pytest.fail("solved first"))
+    monkeypatch.setattr(simulator.cli.plan, "cluster_of", lambda *a, **k: pytest.fail("loaded the cluster first"))
     assert_bad_input(capsys, "plan", "--case", "world", "--quiet", *[f.format(tmp=tmp_path) for f in flags],
                      words=words)
 
 
 def test_plan_refuses_a_read_only_output_before_the_solve(capsys, tmp_path, monkeypatch) -> None:
-    import simulator.flags
+    import profiler.flags
+    import simulator.cli.plan
 
     lp = tmp_path / "model.lp"
     lp.write_text("kept\n")
     lp.chmod(0o444)
     # root may write anything: ask os.access as an ordinary user would be answered
-    monkeypatch.setattr(simulator.flags.os, "access", lambda path, mode: Path(path) != lp)
-    monkeypatch.setattr(simulator.cli, "_cluster", lambda *a, **k: pytest.fail("loaded the cluster first"))
+    monkeypatch.setattr(profiler.flags.os, "access", lambda path, mode: Path(path) != lp)
+    monkeypatch.setattr(simulator.cli.plan, "cluster_of", lambda *a, **k: pytest.fail("loaded the cluster first"))
     assert_bad_input(capsys, "plan", "--case", "world", "--objective", "comm", "--quiet", "--lp", lp,
                      words=("--lp", "read-only"))
-    monkeypatch.setattr(simulator.flags.os, "access", lambda path, mode: Path(path) != tmp_path)
+    monkeypatch.setattr(profiler.flags.os, "access", lambda path, mode: Path(path) != tmp_path)
     assert_bad_input(capsys, "plan", "--case", "world", "--quiet", "-o", tmp_path / "plan.json",
                      words=("-o", "cannot write into folder"))
     assert lp.read_text() == "kept\n"
@@ -631,7 +631,7 @@ def test_an_interrupted_cbc_solve_leaves_no_solver_and_no_files(tmp_path) -> Non
     tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(tmp))
     # spot's comm MILP keeps CBC busy for several seconds.
-    child = subprocess.Popen([sys.executable, "-m", "simulator.cli", "plan", "--case", "spot", "--objective", "comm",
+    child = subprocess.Popen([sys.executable, "-m", "simulator.cli.main", "plan", "--case", "spot", "--objective", "comm",
                               "--solver", "cbc", "--quiet", "--time-limit", "60"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -6,9 +6,21 @@ import pytest
 
 from profiler.gpus import gpu_kind
 from profiler.model import TrainingSpec, gpt3_xl
-from simulator.compute import (GEMM_EFFICIENCY, MEGATRON_LAYER, OFFLOAD_HOST_OP_BYTES_PER_PARAM, PCIE3_X16_BYTES_PER_S,
-                               STUDY_LAYER, Gemm, adaptive_clusters, adaptive_head_times, device_compute,
-                               embedding_times, head_times, layer_efficiency, layer_times, offloaded_step_s)
+from scheduler.runtimes import MEGATRON_LAYER, STUDY_LAYER
+from simulator.cost.compute import (
+    GEMM_EFFICIENCY,
+    OFFLOAD_HOST_OP_BYTES_PER_PARAM,
+    PCIE3_X16_BYTES_PER_S,
+    Gemm,
+    adaptive_clusters,
+    adaptive_head_times,
+    device_compute,
+    embedding_times,
+    head_times,
+    layer_efficiency,
+    layer_times,
+    offloaded_step_s,
+)
 
 V100 = gpu_kind("V100-SXM2-16GB")
 MODEL = gpt3_xl()

@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from simulator.engine import EngineResult, simulate
-from simulator.program import Category, Op, Program, Stream, Transfer
-from simulator.routes import Network, Route
+from profiler.network.routes import Network, Route
+from profiler.trace import Category
+from simulator.engine.simulate import EngineResult, simulate
+from simulator.lowering.program import Op, Program, Stream, Transfer
 
 F = Category.FORWARD
 B = Category.BACKWARD

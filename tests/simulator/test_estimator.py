@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from profiler.model import TrainingSpec, gpt3_xl
+from profiler.network.topology import Topology
 from profiler.scenarios import SCENARIOS
 from scheduler.layouts import megatron_layout, random_layout
-from simulator.job import Job
-from simulator.predict import predict, predict_table
-from simulator.topology import Topology
+from simulator.cost.job import Job
+from simulator.predict import predict
+from simulator.study.table import predict_table
 
 TOLERANCE = 0.03
 DIAGONAL = [(24, 1024), (32, 2048), (40, 4096)]  # each of the table's layer counts and batches once

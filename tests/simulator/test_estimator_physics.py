@@ -13,14 +13,14 @@ import pytest
 from profiler.cluster import Cluster
 from profiler.gpus import gpu_kind
 from profiler.model import TrainingSpec, gpt3_xl
+from profiler.network.topology import Topology
 from profiler.scenarios import SCENARIOS
 from scheduler.layouts import random_layout
 from scheduler.placement import Placement
-from simulator.compute import layer_times
-from simulator.job import Job
+from simulator.cost.compute import layer_times
+from simulator.cost.job import Job
 from simulator.predict import predict
-from simulator.systems import megatron_placements, study_random_placements
-from simulator.topology import Topology
+from simulator.study.systems import megatron_placements, study_random_placements
 
 LAYERS, BATCH = 24, 1024
 MODEL = gpt3_xl(LAYERS)

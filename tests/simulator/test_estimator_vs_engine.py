@@ -9,10 +9,10 @@ import pytest
 
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import SCENARIOS
-from simulator.job import Job
+from simulator.cost.job import Job
 from simulator.predict import predict
 from simulator.prediction import BREAKDOWN_KEYS
-from simulator.systems import megatron_placements, study_random_placements
+from simulator.study.systems import megatron_placements, study_random_placements
 
 PLACEMENTS = dict(megatron_placements(64, 24)) | {"random0": study_random_placements(64, 24)[0]}
 

@@ -1,4 +1,4 @@
-"""The development set (simulator.fidelity): the data as published, each series' mechanism on
+"""The development set (simulator.study.fidelity): the data as published, each series' mechanism on
 its own, the engine against the estimator on every figure, and `sim fidelity`."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from collections import Counter
 
 import pytest
 
+from profiler.network.tcp import GOODPUT_FRACTION, slow_start_s
+from profiler.network.topology import Topology, route_rates
 from scheduler.placement import Sync
-from simulator import fidelity
-from simulator.cli import main
-from simulator.collectives import NCCL_CHUNK_BYTES
-from simulator.job import stage_costs
+from scheduler.runtimes import NCCL_CHUNK_BYTES
+from simulator.cli.main import main
+from simulator.cost.job import stage_costs
 from simulator.predict import predict
-from simulator.tcp import GOODPUT_FRACTION, TRANSPORTS, slow_start_s
-from simulator.topology import Topology, route_rates
+from simulator.study import fidelity
 
 GBIT = 1e9 / 8
 

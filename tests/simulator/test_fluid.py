@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from simulator.fluid import Phase, fluid_finish_s, fluid_phases_s
-from simulator.routes import Route
+from profiler.network.routes import Route
+from simulator.estimator.fluid import Phase, fluid_finish_s, fluid_phases_s
 
 
 def route(*resources: int, cap: float = math.inf, latency: float = 0.0) -> Route:

@@ -7,8 +7,8 @@ import pytest
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import SCENARIOS
 from scheduler.layouts import megatron_layout, random_layout
-from simulator.job import Job
-from simulator.memory import RESERVED_BYTES, in_flight, layer_activation_bytes, memory_report
+from simulator.cost.job import Job
+from simulator.cost.memory import RESERVED_BYTES, in_flight, layer_activation_bytes, memory_report
 from simulator.predict import peak_memory, predict
 
 CLUSTER = SCENARIOS["ondemand"].build()

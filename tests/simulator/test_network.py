@@ -8,9 +8,8 @@ import random
 import pytest
 import simpy
 
-from simulator.network import FlowNetwork
-from simulator.routes import max_min_rates
-from simulator.routes import Network, Route
+from profiler.network.routes import Network, Route, max_min_rates
+from simulator.engine.flows import FlowNetwork
 
 INF = math.inf
 

@@ -11,10 +11,10 @@ import pytest
 
 from profiler.model import gpt3_xl
 from profiler.scenarios import scenario
-from simulator import charts, report
-from simulator.cli import main
-from simulator.predict import predict_table, scheduler_settings
+from simulator.cli.main import main
+from simulator.outputs import charts, report
 from simulator.prediction import PredictionTable, SystemResult, TableRow
+from simulator.study.table import predict_table, scheduler_settings
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import pytest
 from profiler.cluster import Cluster, Device, Host, Interconnect
 from profiler.errors import InputError
 from profiler.model import ModelSpec, TrainingSpec
+from profiler.network.topology import Topology
 from scheduler.layouts import blocks_layout, megatron_layout
 from scheduler.placement import Placement, Schedule
-from simulator.engine import simulate
-from simulator.estimator import estimate
-from simulator.job import Job, WorkerCost
-from simulator.lower import lower
-from simulator.topology import Topology
+from simulator.cost.job import Job, WorkerCost
+from simulator.engine.simulate import simulate
+from simulator.estimator.estimate import estimate
+from simulator.lowering.lower import lower
 
 FORWARD_S, BACKWARD_S = 1.0, 2.0
 MODEL = ModelSpec(name="tiny", layers=12, d_model=64, heads=4, ffn=256, seq_len=16, vocab=128)

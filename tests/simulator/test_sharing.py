@@ -7,46 +7,32 @@ import dataclasses
 
 import pytest
 
-from profiler.cluster import Cluster, Device, Host, Interconnect, Link
+from profiler.cluster import Cluster, Device, Link
 from profiler.errors import InputError
 from profiler.model import TrainingSpec, gpt_small
-from profiler.profile import Measured, Profile, Timing
+from profiler.network.routes import Network, Route
+from profiler.trace import Category
 from scheduler.layouts import blocks_layout, megatron_layout
 from scheduler.placement import Sync
-from simulator.engine import simulate
-from simulator.job import Job
+from simulator.cost.job import Job
+from simulator.cost.sharing import (
+    CPU_BUSY_SHARE,
+    LOOPBACK_COPY_CORES,
+    Task,
+    Unit,
+    cpu_unit,
+    fair_speeds,
+    run_tasks,
+    shared_units,
+)
+from simulator.engine.simulate import simulate
+from simulator.lowering.program import Op, Program, Stream, Transfer
 from simulator.predict import predict
-from simulator.program import Category, Op, Program, Stream, Transfer
-from simulator.routes import Network, Route
-from simulator.sharing import CPU_BUSY_SHARE, LOOPBACK_COPY_CORES, Task, Unit, cpu_unit, fair_speeds, run_tasks, shared_units
 
 NO_NETWORK = Network(resource_names=(), capacities_bytes_per_s=(), routes={})
 
 
-def cpu_cluster(devices: int = 4, cores: int | None = 2) -> Cluster:
-    host = Host(name="local", region="here", interconnect=Interconnect.PCIE, interconnect_bandwidth_bytes_per_s=1e10,
-                interconnect_latency_s=1e-5, uplink_bandwidth_bytes_per_s=1e9, cpu_cores=cores)
-    return Cluster(name="cpu", hosts=(host,), devices=tuple(Device(id=i, gpu="CPU", host="local") for i in range(devices)))
-
-
-def cpu_profile(threads: int = 1) -> Profile:
-    """gpt-small on a CPU: forward 20 ms a layer, backward 33 ms, recompute 21 ms (about what
-    `profiler compute --threads 1` measures on this project's machine)."""
-    def part(tp: int, micro_batch: int, forward_s: float, backward_s: float, recompute_s: float | None) -> Measured:
-        t = lambda s: Timing(median_s=s * micro_batch, spread_s=0.0)  # noqa: E731
-        return Measured(tp=tp, micro_batch=micro_batch, forward=t(forward_s), backward=t(backward_s),
-                        recompute=None if recompute_s is None else t(recompute_s), peak_memory_bytes=10**6)
-    model = gpt_small()
-    shape = {key: getattr(model, key) for key in ("d_model", "heads", "ffn", "seq_len", "vocab")}
-    return Profile(device_kind="CPU", device_name="test cpu", memory_bytes=24e9, torch_version="2.13.0",
-                   threads=threads, dtype="fp32", host="here", date="2026-11-27T00:00:00+00:00", warmup=1, repeats=3,
-                   shape=shape, layers=(part(1, 1, 0.020, 0.033, 0.021), part(2, 1, 0.011, 0.018, 0.011)),
-                   embedding=(part(1, 1, 0.001, 0.004, None), part(2, 1, 0.001, 0.002, None)),
-                   head=(part(1, 1, 0.016, 0.030, None), part(2, 1, 0.009, 0.016, None)),
-                   optimizer_s_per_param_byte=8e-11)
-
-
-def test_cluster_fields_round_trip_and_bad_values_are_refused() -> None:
+def test_cluster_fields_round_trip_and_bad_values_are_refused(cpu_cluster) -> None:
     cluster = cpu_cluster()
     gpu = dataclasses.replace(cluster, devices=tuple(Device(id=i, gpu="H100-80GB", host="local", gpu_index=i // 2)
                                                      for i in range(4)))
@@ -68,7 +54,7 @@ def test_cluster_fields_round_trip_and_bad_values_are_refused() -> None:
         Cluster.from_json(doc)
 
 
-def test_units_count_ranks_at_full_speed() -> None:
+def test_units_count_ranks_at_full_speed(cpu_cluster, cpu_profile) -> None:
     # One-thread ranks: 2 busy cores are 2 x CPU_BUSY_SHARE ranks at full speed; a loopback
     # transfer's side (at the host's interconnect rate) takes half of LOOPBACK_COPY_CORES.
     # Two-thread ranks: half of both.
@@ -188,7 +174,7 @@ PLACEMENTS = {
 
 @pytest.mark.parametrize("name", PLACEMENTS)
 @pytest.mark.parametrize("batch", [4, 8])
-def test_the_estimator_times_shared_compute_as_the_engine_does(name, batch) -> None:
+def test_the_estimator_times_shared_compute_as_the_engine_does(cpu_cluster, cpu_profile, name, batch) -> None:
     training = TrainingSpec(global_batch=batch, micro_batch=1, precision="fp32", optimizer="sgd")
     shared = Job(cluster=cpu_cluster(), model=gpt_small(), training=training, profiles=(cpu_profile(),))
     alone = dataclasses.replace(shared, cluster=cpu_cluster(cores=None))
@@ -211,7 +197,7 @@ def test_the_estimator_times_shared_compute_as_the_engine_does(name, batch) -> N
     # Two ranks on two cores: they never wait for a core, but their transfers copy on them.
     ("P2 gpipe on 2 of the 4 cores' devices", blocks_layout([0, 1], 4, 2, 1), (0, 1, 2, 3)),
 ])
-def test_the_estimator_follows_the_engine_where_some_ranks_share(name, placement, unit) -> None:
+def test_the_estimator_follows_the_engine_where_some_ranks_share(cpu_cluster, cpu_profile, name, placement, unit) -> None:
     training = TrainingSpec(global_batch=6 * placement.dp, micro_batch=1, precision="fp32", optimizer="sgd")
     cores = 2.0 if len(unit) == 4 else 1.0
     units = (Unit(name="cores", capacity=cores, devices=unit, copy_bytes_per_s=1e8, copy_ranks=LOOPBACK_COPY_CORES / 2),)

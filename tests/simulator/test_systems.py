@@ -6,10 +6,10 @@ import pytest
 
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import SCENARIOS
-from simulator.job import Job
-from simulator.memory import memory_report
-from simulator.predict import predict_table
-from simulator.systems import megatron_configs, megatron_placements, study_random_placements
+from simulator.cost.job import Job
+from simulator.cost.memory import memory_report
+from simulator.study.systems import megatron_configs, megatron_placements, study_random_placements
+from simulator.study.table import predict_table
 
 DEGREES = (1, 2, 4, 8)
 

@@ -10,11 +10,12 @@ import pytest
 
 from profiler.errors import InputError
 from profiler.files import read_json
+from profiler.run_report import RunReport, load_run_report
 from profiler.scenarios import geo
+from profiler.trace import Category, Span
 from scheduler.layouts import blocks_layout, megatron_layout
 from scheduler.plan import load_plan
-from simulator import charts, timeline
-from simulator.program import Category, Span
+from simulator.outputs import charts, timeline
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "examples" / "cpu-two-regions-run.json"
@@ -76,9 +77,9 @@ def test_a_small_predicted_timeline_exactly() -> None:
 def test_a_tensor_parallel_stream_draws_on_each_of_its_devices() -> None:
     from profiler.model import TrainingSpec, gpt3_xl
     from profiler.scenarios import ondemand
-    from simulator.job import Job
+    from simulator.cost.job import Job
     from simulator.predict import predict
-    from simulator.systems import megatron_placements
+    from simulator.study.systems import megatron_placements
 
     cluster = geo("one", {"here": 4}, (1, 5), {})
     placement = megatron_layout(4, 2, 2, 2)  # P2T2D1: stage 0 on devices 0, 1; stage 1 on 2, 3
@@ -98,30 +99,31 @@ def test_a_tensor_parallel_stream_draws_on_each_of_its_devices() -> None:
 
 
 def test_a_measured_run_under_gpipe_waits_as_idle_with_strips() -> None:
-    plan, report = load_plan(PLAN), read_json(RUN, "run report")
+    plan, report = load_plan(PLAN), load_run_report(RUN)
     t = timeline.measured(report, plan.cluster, plan.placement, "measured")
     assert sorted(r.device for r in t.rows) == [0, 1, 2, 3]
-    forward = sum(s["end_s"] - s["start_s"] for r in report["ranks"] for s in r["spans"] if s["category"] == "forward")
+    forward = sum(s.end_s - s.start_s for r in report.ranks for s in r.spans if s.category == "forward")
     assert t.busy_s("forward") == pytest.approx(forward)
     waits = [b for b in t.bars if b.kind == "receive"]
     assert waits and all(b.side for b in waits)  # the executor's GPipe waits: strips, as the simulator draws them
-    assert t.end_s == max(s["end_s"] for r in report["ranks"] for s in r["spans"])
+    assert t.end_s == max(s.end_s for r in report.ranks for s in r.spans)
 
 
 @pytest.mark.parametrize("change,words", [
-    (lambda r: r.pop("ranks"), "not a run report with spans"),
+    (lambda r: r.pop("ranks"), "malformed run report"),
     (lambda r: r["ranks"][0].update(rank=9), "rank 9 is not a device"),
-    (lambda r: r["ranks"][0]["spans"][0].update(category="nap"), "not a run report with spans"),
+    (lambda r: r["ranks"][0]["spans"][0].update(category="nap"), "unknown span category 'nap'"),
     (lambda r: [rank.update(spans=[]) for rank in r["ranks"]], "no spans to draw")])
 def test_bad_reports_are_refused_in_one_line(change, words) -> None:
     plan, report = load_plan(PLAN), read_json(RUN, "run report")
     change(report)
     with pytest.raises(InputError, match=words):
-        timeline.measured(report, plan.cluster, plan.placement, "measured", where="run.json")
+        timeline.measured(RunReport.from_json(report, "run.json"), plan.cluster, plan.placement, "measured",
+                          where="run.json")
 
 
 def test_figures_side_by_side_and_overlaid_and_the_same_bytes_twice(tmp_path) -> None:
-    plan, report = load_plan(PLAN), read_json(RUN, "run report")
+    plan, report = load_plan(PLAN), load_run_report(RUN)
     t = timeline.measured(report, plan.cluster, plan.placement, "measured")
     side = timeline.figure(t, t)
     assert len(side.axes) == 2

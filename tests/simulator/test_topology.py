@@ -8,11 +8,10 @@ from dataclasses import replace
 import pytest
 
 from profiler.cluster import Cluster, Device, Host, Interconnect, Link
+from profiler.network.routes import Route, max_min_rates
+from profiler.network.tcp import GLOO, GOODPUT_FRACTION, INITIAL_WINDOW_BYTES, NCCL, RECEIVE_WINDOW_BYTES, slow_start_s
+from profiler.network.topology import Topology, ring_allreduce_s, route_rates
 from profiler.scenarios import SCENARIOS
-from simulator.routes import Route
-from simulator.routes import max_min_rates
-from simulator.tcp import GLOO, GOODPUT_FRACTION, INITIAL_WINDOW_BYTES, NCCL, RECEIVE_WINDOW_BYTES, slow_start_s
-from simulator.topology import Topology, ring_allreduce_s, route_rates
 
 GBIT = 1e9 / 8
 INF = math.inf

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from simulator.program import Span
-from simulator.program import Category
-from simulator.trace import chrome_trace, write_chrome_trace
+from profiler.trace import Category, Span, chrome_trace, write_chrome_trace
 
 
 def span(stream: str, device: int, main: bool, op_id: int, start_s: float, end_s: float) -> Span:
@@ -82,9 +80,9 @@ def test_failed_write_leaves_the_old_file(tmp_path):
 
 
 def test_trace_of_a_simulation_has_an_event_per_op():
-    from simulator.engine import simulate
-    from simulator.program import Op, Program, Stream, Transfer
-    from simulator.routes import Network, Route
+    from profiler.network.routes import Network, Route
+    from simulator.engine.simulate import simulate
+    from simulator.lowering.program import Op, Program, Stream, Transfer
 
     program = Program(
         streams=(

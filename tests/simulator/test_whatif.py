@@ -8,8 +8,8 @@ import pytest
 from profiler.errors import InputError
 from profiler.model import gpt3_xl
 from profiler.scenarios import universities, world
-from simulator import whatif
-from simulator.predict import predict_table
+from simulator.study import whatif
+from simulator.study.table import predict_table
 
 
 def test_scale_links_scales_only_the_links_between_regions() -> None:
@@ -62,7 +62,7 @@ def test_a_sweep_is_the_systems_on_each_variant() -> None:
 
 
 def test_the_sweep_chart_draws_a_line_per_system_at_the_swept_values() -> None:
-    from simulator import charts
+    from simulator.outputs import charts
 
     points = [whatif.Point(x=x, system=system, iteration_s=s / x)
               for x in (0.5, 1, 2, 4) for system, s in (("megatron_optimal", 10.0), ("ours_scheduled", 5.0))]

@@ -1,0 +1,119 @@
+"""`sim predict`: the study's table of systems for a cluster, or one plan's prediction."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from profiler.cluster import Cluster
+from profiler.errors import InputError
+from profiler.flags import check_outputs, seconds
+from profiler.model import gpt3_xl
+from profiler.trace import write_cluster_trace
+from scheduler.plan import load_plan
+from simulator.cli.common import (
+    add_cluster_flags,
+    add_command,
+    check_settings,
+    cluster_of,
+    compute_sources,
+    load_profiles,
+)
+from simulator.cost.job import Job
+from simulator.outputs import charts, timeline
+from simulator.outputs.render import render_prediction, render_table
+from simulator.predict import check_fits, predict
+from simulator.study.table import predict_table, scheduler_settings, trace_first_row
+
+EXAMPLES_PREDICT = ("examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
+                    "  sim predict --case universities --plot universities.png\n"
+                    "  sim predict --cluster my-cluster.json --trace trace.json\n"
+                    "  sim predict --plan examples/world-random-plan.json --plot timeline.png --trace trace.json")
+
+
+def add_predict(sub) -> None:
+    predict = add_command(sub, "predict", "the study's table of systems for a cluster", EXAMPLES_PREDICT)
+    add_cluster_flags(predict).add_argument("--plan", type=Path,
+                                            help="a plan file (plan/1): predict that one placement")
+    predict.add_argument("--layers", type=int, nargs="+", help="layer counts (default 24 32 40)")
+    predict.add_argument("--batch", type=int, nargs="+", help="global batch sizes in sequences (default 1024 2048 4096)")
+    predict.add_argument("--engine", choices=("analytic", "simpy"),
+                         help="analytic estimator (the tables' default, held within 3%% of SimPy by the tests) or "
+                              "the SimPy simulation (a plan's default)")
+    predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
+                              "(for ours_random: seed 0)")
+    predict.add_argument("--plan-time-limit", type=seconds(zero="leaves the column out"), default=5.0,
+                         help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 5; "
+                              "0 leaves the column out)")
+    predict.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
+                         help="profiles (profile/1, from `profiler compute`): each replaces the datasheet model of "
+                              "the device kind it measured")
+    predict.add_argument("--plot", type=Path, metavar="FILE.png",
+                         help="also draw the prediction: the systems' bars per setting (--case, --cluster) or the "
+                              "plan's timeline (--plan, SimPy)")
+    predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.plan is not None:
+        return _predict_plan(args)
+    args.layers = args.layers or [24, 32, 40]
+    args.batch = args.batch or [1024, 2048, 4096]
+    args.engine = args.engine or "analytic"
+    check_settings(args)
+    check_outputs({"--trace": args.trace, "--plot": args.plot}, pngs=("--plot",))
+    cluster, name = cluster_of(args)
+    progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
+    profiles = load_profiles(args.profile, cluster)
+    search = scheduler_settings(cluster, time_limit_s=args.plan_time_limit) if args.plan_time_limit else None
+    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, search=search,
+                          profiles=profiles, progress=progress)
+    if args.trace:
+        _write_trace(cluster, table, args.trace, profiles)
+    if args.plot:
+        with charts.default_style():
+            fig, axes = charts.new_figure(9, 4.2)
+            charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of GPT3-XL "
+                                                    f"({args.engine})")
+            charts.save_png(fig, args.plot)
+    if args.json:
+        print(json.dumps(table.to_json(), indent=2))
+    else:
+        print(render_table(table, f"case {name}, GPT3-XL"))
+        print(f"\n{compute_sources(cluster, profiles, args.profile)}")
+    return 0
+
+
+def _predict_plan(args: argparse.Namespace) -> int:
+    if args.layers or args.batch:
+        raise InputError("--layers and --batch do not apply to --plan: the plan fixes them")
+    engine = args.engine or "simpy"
+    for flag, value in (("--trace", args.trace), ("--plot", args.plot)):
+        if value and engine != "simpy":
+            raise InputError(f"{flag} needs the SimPy engine (a plan's default)")
+    check_outputs({"--trace": args.trace, "--plot": args.plot}, pngs=("--plot",))
+    plan = load_plan(args.plan)
+    job = Job(cluster=plan.cluster, model=plan.model, training=plan.training,
+              profiles=load_profiles(args.profile, plan.cluster))
+    prediction, spans = predict(job, plan.placement, engine=engine, record_spans=bool(args.trace or args.plot))
+    if prediction is None:
+        check_fits(job, plan.placement, where=str(args.plan))  # raises, naming the device
+    if args.trace:
+        write_cluster_trace(args.trace, spans, plan.cluster)
+    if args.plot:
+        title = f"{args.plan}: {plan.placement.config}, predicted {prediction.iteration_s:.3f} s (SimPy)"
+        with charts.default_style():
+            charts.save_png(timeline.figure(timeline.predicted(spans, plan.cluster, plan.placement, title)),
+                            args.plot)
+    if args.json:
+        print(json.dumps(prediction.to_json(), indent=2))
+    else:
+        print(render_prediction(prediction, plan, str(args.plan)))
+    return 0
+
+
+def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
+    write_cluster_trace(path, trace_first_row(cluster, table, gpt3_xl, profiles), cluster)

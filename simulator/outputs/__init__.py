@@ -1,0 +1,1 @@
+"""What the simulator writes and draws: tables, charts, timelines, reports, validations."""

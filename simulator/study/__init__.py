@@ -1,0 +1,1 @@
+"""The study's systems as placements, its table of them, its development set and what-if sweeps."""
