@@ -1,7 +1,7 @@
 """The scheduler's targets (issue 3), measured. Run as ``python benchmarks/bench_scheduler.py
 [section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``mixed``, ``ga`` (default: all).
 
-- study: the study's cost model (FACTS.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
+- study: the study's cost model (docs/facts.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
   on universities, regional and world, by the ilp method, with the study's matrices (5 ms inside
   a region) and with the emulation's (10 ms): cost, proven bound, gap, seconds;
 - gaps: the time objective with `sim plan`'s default 60 s on the five built-in cases (24 layers,
@@ -36,7 +36,7 @@ from simulator.planning import evaluator, time_bound_inputs  # noqa: E402
 from simulator.study.table import predict_table, scheduler_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = {"universities": 16.09, "regional": 34.80, "world": 49.22}  # FACTS.md §5
+PUBLISHED = {"universities": 16.09, "regional": 34.80, "world": 49.22}  # docs/facts.md §5
 
 
 def study() -> None:

@@ -5,7 +5,7 @@ Two forms of network description, both in SI units:
   interconnect; ``links`` give latency and bandwidth within a region and between two regions.
   A link's bandwidth is the rate of *one sending host's* egress class towards the destination
   region, shared by that host's flows to it: this is how the study emulated its wide-area
-  networks (tc on each sender's egress, one class per (delay, rate) pair, FACTS.md §3).
+  networks (tc on each sender's egress, one class per (delay, rate) pair, docs/facts.md §3).
 - by device pair: ``latency_s`` and ``bandwidth_bytes_per_s`` as N×N lists in device order, for
   clusters that come from measurement (``profiler network``). These override the region links.
 

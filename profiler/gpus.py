@@ -44,12 +44,12 @@ class GpuKind:
 
 
 _KINDS = (
-    # FACTS.md §2 (NVIDIA V100 datasheet): 125 TFLOP/s fp16 tensor, 15.7 fp32, 16 GB HBM2, 900 GB/s.
+    # docs/facts.md §2 (NVIDIA V100 datasheet): 125 TFLOP/s fp16 tensor, 15.7 fp32, 16 GB HBM2, 900 GB/s.
     # Of the 16 GiB, nvidia-smi reports 16,160 MiB usable.
     GpuKind(name="V100-SXM2-16GB", peak_fp16_flops_per_s=125 * TFLOPS, peak_bf16_flops_per_s=0.0,
             peak_fp32_flops_per_s=15.7 * TFLOPS, memory_bytes=16160 * 2**20,
             memory_bandwidth_bytes_per_s=900 * GB, sm_count=80,
-            source="FACTS.md §2 / NVIDIA V100 datasheet"),
+            source="docs/facts.md §2 / NVIDIA V100 datasheet"),
     # NVIDIA A100 datasheet (SXM): 312 TFLOP/s fp16/bf16 dense, 19.5 fp32, 1,555 / 2,039 GB/s.
     GpuKind(name="A100-40GB", peak_fp16_flops_per_s=312 * TFLOPS, peak_bf16_flops_per_s=312 * TFLOPS,
             peak_fp32_flops_per_s=19.5 * TFLOPS, memory_bytes=40 * GIB,

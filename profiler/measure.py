@@ -178,7 +178,7 @@ def _head(shape, device, dtype, tp, micro_batch, warmup, repeats) -> Measured:
 
 
 def _optimizer(device: torch.device, dtype: torch.dtype, warmup: int, repeats: int) -> float:
-    """Seconds per byte of parameters for plain SGD's step (FACTS.md §1: the study's optimizer)."""
+    """Seconds per byte of parameters for plain SGD's step (docs/facts.md §1: the study's optimizer)."""
     elements = OPTIMIZER_ELEMENTS[device.type]
     weight = torch.nn.Parameter(torch.zeros(elements, device=device, dtype=dtype))
     weight.grad = torch.ones_like(weight)

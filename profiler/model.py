@@ -9,7 +9,7 @@ from profiler.errors import InputError
 
 PRECISIONS = {"fp16": 2, "bf16": 2, "fp32": 4}  # bytes per element of weights and activations
 # Optimizer state in bytes per parameter on top of the fp32 master copy: plain SGD keeps none
-# (FACTS.md §1), momentum one fp32 buffer, Adam two.
+# (docs/facts.md §1), momentum one fp32 buffer, Adam two.
 OPTIMIZER_STATE_BYTES = {"sgd": 0, "sgd_momentum": 4, "adam": 8}
 
 
@@ -65,12 +65,12 @@ class ModelSpec:
         return self.layers * self.params_per_layer + self.embedding_params + self.head_params
 
     def layer_forward_flops(self, micro_batch: int) -> float:
-        """Matrix-multiply FLOPs of one layer's forward pass (FACTS.md §1: b·s·(24h² + 4sh) at f = 4h)."""
+        """Matrix-multiply FLOPs of one layer's forward pass (docs/facts.md §1: b·s·(24h² + 4sh) at f = 4h)."""
         b, s, h, f = micro_batch, self.seq_len, self.d_model, self.ffn
         return 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
 
     def iteration_flops(self, global_batch: int) -> float:
-        """One iteration's FLOPs as FACTS.md §1 counts them: the layers' forward, backward (2×) and
+        """One iteration's FLOPs as docs/facts.md §1 counts them: the layers' forward, backward (2×) and
         recompute (1×), 4× the forward per sequence (23.64 PFLOP for 24 layers, batch 1024)."""
         return 4.0 * self.layer_forward_flops(1) * self.layers * global_batch
 
@@ -78,7 +78,7 @@ class ModelSpec:
         return 2.0 * micro_batch * self.seq_len * self.d_model * self.vocab
 
     def activation_bytes(self, micro_batch: int, precision: str) -> int:
-        """One micro-batch's activation crossing a stage boundary (FACTS.md §1: 8 MiB for GPT3-XL)."""
+        """One micro-batch's activation crossing a stage boundary (docs/facts.md §1: 8 MiB for GPT3-XL)."""
         return micro_batch * self.seq_len * self.d_model * PRECISIONS[precision]
 
     def to_json(self) -> dict[str, Any]:
@@ -135,8 +135,8 @@ class TrainingSpec:
 
 
 def gpt3_xl(layers: int = 24) -> ModelSpec:
-    """GPT3-XL as the study trained it (FACTS.md §1). Vocabulary: BERT's cased WordPiece (28,996)
-    padded to a multiple of 128 = 29,056 (FACTS.md §1 gives ≈ 29k)."""
+    """GPT3-XL as the study trained it (docs/facts.md §1). Vocabulary: BERT's cased WordPiece (28,996)
+    padded to a multiple of 128 = 29,056 (docs/facts.md §1 gives ≈ 29k)."""
     return ModelSpec(name=f"gpt3-xl-{layers}l", layers=layers, d_model=2048, heads=16, ffn=8192,
                      seq_len=2048, vocab=29056)
 

@@ -1,4 +1,4 @@
-"""The study's five scenarios (FACTS.md §3) as a registry of small functions.
+"""The study's five scenarios (docs/facts.md §3) as a registry of small functions.
 
 Units are converted here, once: the facts are written in Gbit/s and ms.
 """
@@ -15,7 +15,7 @@ GBIT_PER_S = 1e9 / 8  # bytes per second in one Gbit/s
 MS = 1e-3
 V100 = "V100-SXM2-16GB"
 
-# FACTS.md §2: NVLink 2.0 hybrid cube-mesh, 6 links × 25 GB/s per direction per GPU.
+# docs/facts.md §2: NVLink 2.0 hybrid cube-mesh, 6 links × 25 GB/s per direction per GPU.
 NVLINK_LINK_BYTES_PER_S = 25e9
 NVLINK_V100_BYTES_PER_S = 6 * NVLINK_LINK_BYTES_PER_S
 # Point to point, a pair of GPUs has the links between them: in the 8-GPU hybrid cube-mesh a GPU
@@ -24,7 +24,7 @@ NVLINK_V100_BYTES_PER_S = 6 * NVLINK_LINK_BYTES_PER_S
 PAIR_LINKS = {8: 1, 4: 2, 1: 6}
 # NCCL's point-to-point latency over NVLink is a few microseconds (nccl-tests small messages).
 NVLINK_LATENCY_S = 5e-6
-# FACTS.md §3 says "sub-millisecond" between data-center instances; we take 0.1 ms one way.
+# docs/facts.md §3 says "sub-millisecond" between data-center instances; we take 0.1 ms one way.
 DATACENTER_LATENCY_S = 0.1 * MS
 # AWS EC2 "instance network bandwidth": one TCP flow between instances outside a cluster placement
 # group carries at most 5 Gbit/s (the study's gloo transfers, one connection: 64 MiB in 107 ms).
@@ -56,14 +56,14 @@ def _assemble(name: str, hosts: list[tuple[Host, int]], links: list[Link]) -> Cl
 
 
 def ondemand() -> Cluster:
-    # FACTS.md §2/§3: 8 × p3.16xlarge, 8 V100 each over NVLink, 25 Gbit/s between instances.
+    # docs/facts.md §2/§3: 8 × p3.16xlarge, 8 V100 each over NVLink, 25 Gbit/s between instances.
     hosts = _hosts("p3.16xl-", "datacenter", 8, 8, 25)
     return _assemble("ondemand", hosts, [Link(a="datacenter", b="datacenter", latency_s=DATACENTER_LATENCY_S,
                                               bandwidth_bytes_per_s=25 * GBIT_PER_S)])
 
 
 def spot() -> Cluster:
-    # FACTS.md §3: 8 × p3.8xlarge (4 V100, NVLink) + 32 × p3.2xlarge, 10 Gbit/s between instances.
+    # docs/facts.md §3: 8 × p3.8xlarge (4 V100, NVLink) + 32 × p3.2xlarge, 10 Gbit/s between instances.
     hosts = _hosts("p3.8xl-", "datacenter", 8, 4, 10) + _hosts("p3.2xl-", "datacenter", 32, 1, 10)
     return _assemble("spot", hosts, [Link(a="datacenter", b="datacenter", latency_s=DATACENTER_LATENCY_S,
                                           bandwidth_bytes_per_s=10 * GBIT_PER_S)])
@@ -71,7 +71,7 @@ def spot() -> Cluster:
 
 def geo(name: str, regions: dict[str, int], within: tuple[float, float],
         between: dict[tuple[str, str], tuple[float, float]]) -> Cluster:
-    """Single-GPU p3.2xlarge hosts ("up to 10 Gbit/s", FACTS.md §2) in regions; links as
+    """Single-GPU p3.2xlarge hosts ("up to 10 Gbit/s", docs/facts.md §2) in regions; links as
     (delay ms, Gbit/s) within every region and between each pair."""
     hosts = []
     for region, count in regions.items():
@@ -84,16 +84,16 @@ def geo(name: str, regions: dict[str, int], within: tuple[float, float],
 
 
 def universities() -> Cluster:
-    # FACTS.md §3 case 3: 32 GPUs in Ohio + 32 in Virginia; 1 ms / 5 Gbit/s within, 11 ms / 1.12 between.
+    # docs/facts.md §3 case 3: 32 GPUs in Ohio + 32 in Virginia; 1 ms / 5 Gbit/s within, 11 ms / 1.12 between.
     return geo("universities", {"ohio": 32, "virginia": 32}, (1, 5), {("ohio", "virginia"): (11, 1.12)})
 
 
-# FACTS.md §3: case 4 links, delay ms / Gbit/s.
+# docs/facts.md §3: case 4 links, delay ms / Gbit/s.
 REGIONAL_LINKS = {
     ("virginia", "oregon"): (67, 1.15), ("virginia", "california"): (59, 1.05), ("virginia", "ohio"): (11, 1.12),
     ("oregon", "california"): (12, 1.25), ("oregon", "ohio"): (49, 1.10), ("california", "ohio"): (52, 1.02),
 }
-# FACTS.md §3: case 5 links, delay ms / Gbit/s (symmetric), plus the further measured pairs.
+# docs/facts.md §3: case 5 links, delay ms / Gbit/s (symmetric), plus the further measured pairs.
 WORLD_LINKS = {
     ("oregon", "virginia"): (67, 0.79), ("oregon", "ohio"): (49, 1.10), ("oregon", "tokyo"): (96, 0.523),
     ("oregon", "seoul"): (124, 0.46), ("oregon", "london"): (136, 0.42), ("oregon", "frankfurt"): (143, 0.404),
@@ -112,7 +112,7 @@ EXTRA_WAN_LINKS = {
     ("tokyo", "singapore"): (73, 1.01), ("seoul", "singapore"): (74, 1.14), ("singapore", "sydney"): (92, 0.816),
     ("singapore", "london"): (169, 0.500), ("sydney", "frankfurt"): (265, 0.328),
 }
-# FACTS.md §3: "5 ms, 2 Gbit/s (10 ms in the tc emulation)". The measured runs used the emulation;
+# docs/facts.md §3: "5 ms, 2 Gbit/s (10 ms in the tc emulation)". The measured runs used the emulation;
 # the study's scheduler costed its matrices with the nominal 5 ms (its published optima need it:
 # see scheduler_matrices).
 GEO_WITHIN_REGION = (10, 2)
@@ -131,7 +131,7 @@ def world(within: tuple[float, float] = GEO_WITHIN_REGION) -> Cluster:
 
 def scheduler_matrices(name: str) -> Cluster:
     """A case as the study's scheduler saw it: regional and world with the nominal 5 ms within a
-    region (FACTS.md §3) instead of the emulation's 10 ms. Its published optima (§5: 34.80 and
+    region (docs/facts.md §3) instead of the emulation's 10 ms. Its published optima (§5: 34.80 and
     49.22 s) are reachable only with these; with 10 ms the best placements cost 34.87 and 49.27."""
     item = scenario(name)
     if item.name == "regional":

@@ -1,4 +1,4 @@
-"""The study's communication cost model (FACTS.md §5), as pure functions over cost tables.
+"""The study's communication cost model (docs/facts.md §5), as pure functions over cost tables.
 
 Devices are split into D_PP groups of D_DP (each group = one stage's replicas).
 - DataPCost: max over groups and their devices d of Σ over peers d' of 2·(α[d,d'] + c_dp / (D_DP·β[d,d'])).
@@ -153,7 +153,7 @@ def pipeline_cost(groups: list[list[int]], tables: CommTables, pp_bytes: float) 
 
 
 def comm_objective(groups: list[list[int]], tables: CommTables, dp_bytes: float, pp_bytes: float) -> float:
-    """The study's objective: DataPCost + 2·PipelinePCost (FACTS.md §5)."""
+    """The study's objective: DataPCost + 2·PipelinePCost (docs/facts.md §5)."""
     return data_cost(groups, tables, dp_bytes) + 2 * pipeline_cost(groups, tables, pp_bytes)[0]
 
 

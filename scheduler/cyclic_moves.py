@@ -1,4 +1,4 @@
-"""The cyclic-move local search of the study's evolutionary scheduler (FACTS.md §5), on numbers only.
+"""The cyclic-move local search of the study's evolutionary scheduler (docs/facts.md §5), on numbers only.
 
 A partition holds D_PP groups of D_DP devices, group k a bitmask of device ids. A move is a cycle
 of 2 or 3 distinct groups g1→g2(→g3)→g1 that moves one unlocked device out of each group into the

@@ -1,4 +1,4 @@
-"""The study's evolutionary search (FACTS.md §5): a steady-state genetic algorithm over balanced
+"""The study's evolutionary search (docs/facts.md §5): a steady-state genetic algorithm over balanced
 partitions of the devices into D_PP groups of D_DP (group k = the replicas of stage k), each
 offspring improved by the cyclic-move local search of scheduler.cyclic_moves. Numbers only.
 
@@ -29,7 +29,7 @@ from scheduler.cyclic_moves import GAINS, comm_value, improve, members, move_tab
 from scheduler.placement import Placement
 from scheduler.search import Problem, SearchResult, placement_of
 
-CROSSOVER_POINTS = 5  # FACTS.md §5
+CROSSOVER_POINTS = 5  # docs/facts.md §5
 
 
 def crossover(first: list[int], second: list[int], rng: random.Random) -> list[int]:

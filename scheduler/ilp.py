@@ -5,7 +5,7 @@ how many devices of each class every stage group holds, and which class pairs ca
 pipeline boundary. Positions along the pipeline are the stages in order, so the stage order
 (the study's open path) is part of the solution rather than a search of its own.
 
-The study's objective (FACTS.md §5), for groups g = 0..P-1 in pipeline order:
+The study's objective (docs/facts.md §5), for groups g = 0..P-1 in pipeline order:
 - DataPCost T ≥ Σ_q a[r,q]·n[g,q] - a[r,r] for every class r present in group g (a device's
   sum over its peers; a[r,q] = 2·(α + c_dp/(D·β)) between classes);
 - boundary g's bottleneck matching: a transport of group g's counts onto group g+1's, and the

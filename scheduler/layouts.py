@@ -9,7 +9,7 @@ from scheduler.placement import Placement, Runtime, Schedule, Sync, even_layers
 
 
 def megatron_layout(device_count: int, layers: int, pp: int, tp: int) -> Placement:
-    """Megatron-LM's default rank order over the device list (FACTS.md §4): tensor-parallel
+    """Megatron-LM's default rank order over the device list (docs/facts.md §4): tensor-parallel
     ranks consecutive, then data-parallel, pipeline outermost: rank = pp·(T·D) + dp·T + tp."""
     if pp * tp == 0 or device_count % (pp * tp):
         raise InputError(f"{device_count} devices do not divide into pipeline {pp} × tensor {tp}")
@@ -21,7 +21,7 @@ def megatron_layout(device_count: int, layers: int, pp: int, tp: int) -> Placeme
 
 
 def blocks_layout(order: list[int] | tuple[int, ...], layers: int, pp: int, dp: int) -> Placement:
-    """The study's encoding (FACTS.md §5): a device permutation cut into consecutive blocks of
+    """The study's encoding (docs/facts.md §5): a device permutation cut into consecutive blocks of
     D_DP devices, block k = the replicas of stage k; replica r of every stage forms pipeline r."""
     if len(order) != pp * dp:
         raise InputError(f"{len(order)} devices do not make pipeline {pp} × data {dp}")

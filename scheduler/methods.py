@@ -29,7 +29,7 @@ class SearchSettings:
     gap: float = 1e-3  # relative gap at which an exact solve may stop
     seed: int = 0
     samples: int = 200  # random
-    population: int = 100  # evolutionary (FACTS.md §5)
+    population: int = 100  # evolutionary (docs/facts.md §5)
     offspring: int = 4900
     max_evaluations: int = 400  # ilp with the time objective: the local search's budget
     uneven: bool = False  # ilp with the time objective: stages may hold different layer counts

@@ -2,7 +2,7 @@
 
 A placement is plain numbers. ``devices[stage][replica]`` is the tuple of device ids of that
 stage replica's tensor-parallel group; ``stage_layers[stage]`` is its ``[start, end)`` layer range.
-The first stage also holds the embedding, the last the output head (FACTS.md §4).
+The first stage also holds the embedding, the last the output head (docs/facts.md §4).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Runtime(StrEnum):
     DECENTRALIZED = "decentralized"  # the study's runtime
 
 
-# FACTS.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
+# docs/facts.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
 # 1.3e9 / 8 parameters on a device). The scheduler's c_dp and the simulator's traits both read it.
 STUDY_GRAD_BYTES_PER_PARAM = 4
 
@@ -135,7 +135,7 @@ def _servers(value: Any) -> tuple[int, ...]:
 
 
 def even_layers(layers: int, pp: int) -> tuple[tuple[int, int], ...]:
-    """Split layers evenly over pp stages (FACTS.md §4: 3/4/5 per stage for 24/32/40 over 8)."""
+    """Split layers evenly over pp stages (docs/facts.md §4: 3/4/5 per stage for 24/32/40 over 8)."""
     if layers % pp:
         raise InputError(f"{layers} layers do not divide into {pp} pipeline stages")
     per = layers // pp

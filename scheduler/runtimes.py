@@ -14,7 +14,7 @@ FORWARD_KERNELS = 20  # kernels of one Megatron layer forward: 6 GEMMs + fused e
 BACKWARD_KERNELS = 40  # roughly twice the forward's
 
 # The study's runtime runs each pipeline's share of the batch in rounds of 64 micro-batches
-# (its run scripts: --batch-size 64 --gradient-accumulate-step g; FACTS.md §4).
+# (its run scripts: --batch-size 64 --gradient-accumulate-step g; docs/facts.md §4).
 STUDY_ROUND_MICRO_BATCHES = 64
 # Its output head (modules/task_modules.py: Seq2SeqClassification) is torch's
 # AdaptiveLogSoftmaxWithLoss over the vocabulary with cutoffs [1000, 2000, 5000] (div_value 4):
@@ -65,7 +65,7 @@ class RuntimeTraits:
 
 
 TRAITS = {
-    # Megatron-LM as the study ran it (FACTS.md §4): blocking batched isend/irecv between stages
+    # Megatron-LM as the study ran it (docs/facts.md §4): blocking batched isend/irecv between stages
     # (no overlap), fp16 gradients all-reduced after the backward pass, one checkpoint (the
     # layer's input) per layer (its default --checkpoint-num-layers 1), word embedding tied to the
     # output head; its fp16 optimizer sets main_param.grad = model_param.grad.float() before the
@@ -73,7 +73,7 @@ TRAITS = {
     Runtime.MEGATRON: RuntimeTraits(overlap_p2p=False, checkpoint_tensors_per_layer=1, stage_buffers_per_micro_batch=0,
                                     tied_embedding=True, fp32_grad_copy_at_step=True, round_micro_batches=None,
                                     offload_by_default=False, head_cutoffs=None, layer=MEGATRON_LAYER),
-    # The study's runtime (DS3Lab/DT-FM, FACTS.md §4): separate compute / send / receive streams;
+    # The study's runtime (DS3Lab/DT-FM, docs/facts.md §4): separate compute / send / receive streams;
     # the model cast to fp16, so its gradients are fp16 too; each layer checkpoints its attention
     # and its MLP (modules/gpt_modules.py), keeping per micro-batch both blocks' inputs and both
     # layer norms' inputs; a stage keeps every micro-batch of a round's received activation's

@@ -1,7 +1,7 @@
 """Searches over placements of the study's runtime: devices into pipeline stages × replicas.
 
 A candidate is a device permutation cut into consecutive blocks of D_DP devices, block k being
-the replicas of stage k (the study's encoding, FACTS.md §5). Two objectives:
+the replicas of stage k (the study's encoding, docs/facts.md §5). Two objectives:
 - ``comm``: the study's cost model (scheduler.comm_cost); the plan's pipelines follow the
   cheapest stage order and bottleneck matchings that the cost assumes;
 - ``time``: seconds per iteration from an ``evaluate(placement)`` callable the caller passes
@@ -87,7 +87,7 @@ def placement_of(problem: Problem, groups: list[list[int]]) -> Placement:
 
 def random_search(problem: Problem, objective: str, evaluate: Callable[[Placement], float] | None,
                   samples: int, seed: int, progress: Callable[[int, float], None] | None = None) -> SearchResult:
-    """Best of ``samples`` random permutations (FACTS.md §5's "random" baseline); ties keep the
+    """Best of ``samples`` random permutations (docs/facts.md §5's "random" baseline); ties keep the
     earlier sample, so a seed gives one answer."""
     if samples < 1:
         raise InputError(f"--samples must be at least 1, got {samples}")

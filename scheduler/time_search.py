@@ -185,7 +185,7 @@ def _purest_first(ordered: list[list[int]], tables, size_bytes: float) -> list[l
 
 def _spread(classes: tuple[tuple[int, ...], ...], pp: int) -> list[list[int]] | None:
     """Every stage group takes the same share of every class, so each pipeline can stay inside
-    one class (the structure of the study's optima, FACTS.md §5); None if a class does not split."""
+    one class (the structure of the study's optima, docs/facts.md §5); None if a class does not split."""
     if any(len(members) % pp for members in classes):
         return None
     return [[d for members in classes for d in members[g::pp]] for g in range(pp)]

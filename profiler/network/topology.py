@@ -4,7 +4,7 @@ What a transfer between two devices crosses:
 - same host: the sender GPU's interconnect port out and the receiver's port in (NVLink/PCIe);
 - different hosts, region form: the sending host's NIC egress, its egress class towards the
   destination region (the study's tc emulation shaped each sender's egress per (delay, rate)
-  pair, FACTS.md §3), and the receiving host's NIC ingress. Nominal network rates are scaled by
+  pair, docs/facts.md §3), and the receiving host's NIC ingress. Nominal network rates are scaled by
   the goodput TCP really achieves, and one transfer is capped by its transport's connections
   (profiler.network.tcp: each at most its window over the round trip and the host's limit on one
   connection);

@@ -66,5 +66,5 @@ def compute_sources(cluster: Cluster, profiles: tuple, paths: list[Path]) -> str
             profile, path = measured[kind]
             parts.append(f"{kind} measured ({path}: {profile.device_name}, {profile.dtype}, {profile.date})")
         else:
-            parts.append(f"{kind} from its datasheet (GEMM efficiency calibrated to FACTS.md §2)")
+            parts.append(f"{kind} from its datasheet (GEMM efficiency calibrated to docs/facts.md §2)")
     return "compute: " + "; ".join(parts) + "; network: the cluster's figures"

@@ -41,7 +41,7 @@ def add_plan(sub) -> None:
     plan.add_argument("--batch", type=int, default=1024, help="global batch in sequences (default 1024)")
     plan.add_argument("--method", choices=METHODS, default="ilp",
                       help="ilp: exact MILP (PuLP) with a proven lower bound (default); evolutionary: the study's "
-                           "genetic algorithm (FACTS.md §5); random: best of --samples random assignments")
+                           "genetic algorithm (docs/facts.md §5); random: best of --samples random assignments")
     plan.add_argument("--objective", choices=OBJECTIVES, default="time",
                       help="time: predicted seconds per iteration (analytic estimator); comm: the study's "
                            "cost model, DataPCost + 2·PipelinePCost")
@@ -56,7 +56,7 @@ def add_plan(sub) -> None:
                                                           f"{MAX_COST_BYTES:g} (default: derived from the model)")
     plan.add_argument("--study-matrices", action="store_true",
                       help="cost regional/world with the nominal 5 ms within a region, as the study's scheduler "
-                           "did (FACTS.md §3), instead of the emulation's 10 ms")
+                           "did (docs/facts.md §3), instead of the emulation's 10 ms")
     plan.add_argument("--solver", choices=SOLVERS, default="highs", help="MILP solver for ilp (default highs; "
                                                                           "cbc is the fallback)")
     plan.add_argument("--time-limit", type=seconds(), default=60.0,

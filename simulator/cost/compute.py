@@ -5,7 +5,7 @@ quantisation (NVIDIA "Matrix Multiplication Background" user's guide: a GEMM run
 output tiles spread over the SMs in waves, so small or odd shapes leave SMs idle), plus the
 memory-bound element-wise kernels (softmax, layer norm, GELU, dropout, residual) and a launch
 cost per kernel. One efficiency factor each for forward and backward scales the GEMM peak
-(``GEMM_EFFICIENCY``): solved so that one GPT3-XL layer on a V100 takes FACTS.md §2's measured
+(``GEMM_EFFICIENCY``): solved so that one GPT3-XL layer on a V100 takes docs/facts.md §2's measured
 5.3 ms forward and 9.3 ms backward, and carried over to the datasheet GPU kinds. Tensor-parallel
 shards then run slower than 1/t of a full layer because their GEMMs are smaller and launches stay.
 
@@ -27,14 +27,14 @@ from scheduler.runtimes import MEGATRON_LAYER, LayerKernels
 
 TILE = 128  # output tile edge of cuBLAS's large half-precision kernels (NVIDIA GEMM guide)
 KERNEL_LAUNCH_S = 5e-6  # CUDA kernel launch + tail, a commonly measured few µs per kernel
-# FACTS.md §2: V100, GPT3-XL layer, one 2048-token sequence, fp16: forward 5.3 ms, backward 9.3 ms.
+# docs/facts.md §2: V100, GPT3-XL layer, one 2048-token sequence, fp16: forward 5.3 ms, backward 9.3 ms.
 V100_LAYER_FORWARD_S = 5.3e-3
 V100_LAYER_BACKWARD_S = 9.3e-3
 # SGD step on the fp32 master copy: read the fp16 gradient (2 B) and the master (4 B), write the
 # master (4 B) and the fp16 weight (2 B); optimizer state is read and written once more.
 OPTIMIZER_BYTES_PER_PARAM = 12
 # GEMM efficiency (forward, backward) of the tile-quantised peak that makes one GPT3-XL layer on a
-# V100 take FACTS.md §2's 5.3 ms forward and 9.3 ms backward (``layer_efficiency`` solves them; a
+# V100 take docs/facts.md §2's 5.3 ms forward and 9.3 ms backward (``layer_efficiency`` solves them; a
 # test holds these to it).
 GEMM_EFFICIENCY = (0.49594, 0.62911)
 
@@ -159,7 +159,7 @@ def _solve_efficiency(target_s: float, time_at: "callable") -> float:
 
 
 def layer_efficiency() -> tuple[float, float]:
-    """GEMM efficiency (forward, backward) that makes one GPT3-XL layer on a V100 take FACTS.md §2's
+    """GEMM efficiency (forward, backward) that makes one GPT3-XL layer on a V100 take docs/facts.md §2's
     per-layer figures (the source of ``GEMM_EFFICIENCY``): Megatron's layer, which that run timed."""
     gpu, model, element = gpu_kind("V100-SXM2-16GB"), gpt3_xl(), PRECISIONS["fp16"]
     peak = gpu.peak_flops_per_s("fp16")
@@ -257,7 +257,7 @@ class DeviceCompute:
     optimizer_overhead_s: float
 
     def optimizer_s(self, params: float) -> float:
-        """The optimizer's step (FACTS.md §1: plain SGD) over this device's parameters: memory-bound."""
+        """The optimizer's step (docs/facts.md §1: plain SGD) over this device's parameters: memory-bound."""
         return params * self.optimizer_s_per_param + self.optimizer_overhead_s
 
 

@@ -16,7 +16,7 @@ from simulator.cost.compute import adaptive_clusters, device_compute, offloaded_
 from simulator.cost.sharing import Unit, shared_units
 
 # Megatron's tensor parallelism all-reduces the layer's activation twice in forward and twice in
-# backward (FACTS.md §4), and twice more in the recompute; the embedding's vocab-parallel lookup once.
+# backward (docs/facts.md §4), and twice more in the recompute; the embedding's vocab-parallel lookup once.
 TP_ALLREDUCES_FORWARD = 2
 TP_ALLREDUCES_BACKWARD = 2
 
@@ -105,7 +105,7 @@ def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTrai
 def tp_comm_s(job: Job, topology: Topology, placement: Placement, stage: int,
               group: tuple[int, ...]) -> tuple[float, float]:
     """Blocking tensor-parallel all-reduces of one micro-batch, (forward, backward incl. recompute):
-    per layer 2 in forward, 2 in backward, 2 in the recompute (FACTS.md §4); the vocab-parallel
+    per layer 2 in forward, 2 in backward, 2 in the recompute (docs/facts.md §4); the vocab-parallel
     embedding's one in forward; at the head, the cross entropy's three of b·s fp32 values (max,
     target logit, sum of exponentials) in forward and the head input gradient's in backward."""
     model, training = job.model, job.training
@@ -156,7 +156,7 @@ def stage_costs(job: Job, topology: Topology, placement: Placement,
 
 
 # The schedule each runtime runs: Megatron's 1F1B with blocking exchanges, the study's GPipe with
-# overlapped transfers (FACTS.md §4). Other pairings are not runtimes anybody ships.
+# overlapped transfers (docs/facts.md §4). Other pairings are not runtimes anybody ships.
 RUNTIME_SCHEDULE = {Runtime.MEGATRON: Schedule.ONE_F_ONE_B, Runtime.DECENTRALIZED: Schedule.GPIPE}
 
 

@@ -12,7 +12,7 @@ from scheduler.runtimes import TRAITS
 from simulator.cost.compute import profile_for
 from simulator.cost.job import Job, stage_params
 
-MASTER_BYTES_PER_PARAM = 4  # fp32 master weights of mixed precision (FACTS.md §1)
+MASTER_BYTES_PER_PARAM = 4  # fp32 master weights of mixed precision (docs/facts.md §1)
 # CUDA context, cuBLAS workspace and allocator slack of a PyTorch process: nvidia-smi shows
 # roughly 0.3-0.5 GiB before the first tensor on a V100; we reserve the upper figure.
 RESERVED_BYTES = 0.5 * 2**30

@@ -4,7 +4,7 @@ Megatron (blocking p2p, 1F1B): one stream per worker; each batched isend/irecv i
 stream waits on; after the schedule the ring all-reduce of the gradients, the tied embedding's,
 and the optimizer step, all on that stream.
 
-The study's runtime (pipeline_parallel/dist_gpipe_pipeline_async.py, FACTS.md §4): per worker a
+The study's runtime (pipeline_parallel/dist_gpipe_pipeline_async.py, docs/facts.md §4): per worker a
 compute stream, a send and a receive stream, and a data-parallel stream. The micro-batches run in
 gradient-accumulation rounds; each round is every forward, a barrier across all ranks (gloo's, on
 the compute stream's host thread), every backward. A round's receives are all posted when it

@@ -40,7 +40,7 @@ from simulator.study.systems import STUDY_MEGATRON_CONFIGS
 from simulator.study.table import check_setting, predict_table, scheduler_settings
 
 SYSTEMS = charts.SYSTEM_ORDER
-DEFAULT_LAYERS = (24, 32, 40)  # FACTS.md §1
+DEFAULT_LAYERS = (24, 32, 40)  # docs/facts.md §1
 DEFAULT_BATCHES = (1024, 2048, 4096)
 
 
@@ -127,7 +127,7 @@ class _Inline:
 
 
 def pflops(layers: int, batch: int, seconds: float | None) -> float | None:
-    """PFLOP/s: FACTS.md §1's FLOPs of an iteration over the predicted seconds."""
+    """PFLOP/s: docs/facts.md §1's FLOPs of an iteration over the predicted seconds."""
     return None if seconds is None else gpt3_xl(layers).iteration_flops(batch) / seconds / 1e15
 
 
@@ -157,8 +157,8 @@ def _number(value: float | None) -> str:
 
 def markdown(reports: list[CaseReport]) -> str:
     lines = ["# Tasklet report: predicted seconds per iteration of GPT3-XL", "",
-             "GPT3-XL as the study trained it (FACTS.md §1: fp16, micro-batch 1, activation recompute, SGD), "
-             "seconds per iteration from the analytic estimator; PFLOP/s is FACTS.md §1's FLOPs of the "
+             "GPT3-XL as the study trained it (docs/facts.md §1: fp16, micro-batch 1, activation recompute, SGD), "
+             "seconds per iteration from the analytic estimator; PFLOP/s is docs/facts.md §1's FLOPs of the "
              "layers (4× the forward: forward, recompute, backward) over those seconds. **Bold**: the best of "
              "a row; OOM: does not fit in memory; -: the system does not apply to the setting (the batch does "
              "not split over its replicas, or the study's 8 stages do not divide the layers or the GPUs). "
@@ -171,7 +171,7 @@ def markdown(reports: list[CaseReport]) -> str:
     if any(charts.speedups(r.table) for r in reports):
         lines += ["## Speed-up of Ours w/ scheduler over Megatron-Optimal", "", "![speed-up](speedup.png)", "",
                   "Megatron-Optimal is the fastest of every configuration that fits; the study's own was the "
-                  "fastest of the four it ran (P8T1, P1T8, P4T2, P2T4; FACTS.md §4), and it found the scheduled "
+                  "fastest of the four it ran (P8T1, P1T8, P4T2, P2T4; docs/facts.md §4), and it found the scheduled "
                   "runtime ahead of it in all five scenarios. \"Ahead in\": the settings with a speed-up "
                   "above 1.", "", _speedup_table(reports), ""]
     for report in reports:

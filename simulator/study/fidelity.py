@@ -42,7 +42,7 @@ from simulator.predict import predict
 DATA = Path(__file__).parent / "data" / "study-runs.json"
 RUNS_SCHEMA = "study-runs/1"
 FIDELITY_SCHEMA = "fidelity/1"
-NIC_GBIT = 10  # a p3.2xlarge's NIC: "up to 10 Gbit/s" (FACTS.md §2); what no tc rate sets
+NIC_GBIT = 10  # a p3.2xlarge's NIC: "up to 10 Gbit/s" (docs/facts.md §2); what no tc rate sets
 MIB = 2**20
 STAGES = 8
 

@@ -1,4 +1,4 @@
-"""The systems the study compared (FACTS.md §4), as placements on a cluster."""
+"""The systems the study compared (docs/facts.md §4), as placements on a cluster."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from profiler.errors import InputError
 from scheduler.layouts import megatron_layout, random_layout
 from scheduler.placement import Placement
 
-MAX_TENSOR_PARALLEL = 8  # FACTS.md §4: T ≤ 8, one NVLink island
-STUDY_PIPELINE = 8  # the study's runtime: pipeline 8 × data 8 (FACTS.md §4)
-RANDOM_SEEDS = (0, 1, 2)  # "without scheduler": the mean over 3 random seeds (FACTS.md §4)
-# The Megatron configurations the study ran (FACTS.md §4), as (P, T): its "Megatron-Optimal" is the
+MAX_TENSOR_PARALLEL = 8  # docs/facts.md §4: T ≤ 8, one NVLink island
+STUDY_PIPELINE = 8  # the study's runtime: pipeline 8 × data 8 (docs/facts.md §4)
+RANDOM_SEEDS = (0, 1, 2)  # "without scheduler": the mean over 3 random seeds (docs/facts.md §4)
+# The Megatron configurations the study ran (docs/facts.md §4), as (P, T): its "Megatron-Optimal" is the
 # fastest of these four, where ours is the fastest of every configuration that fits.
 STUDY_MEGATRON_CONFIGS = ((8, 1), (1, 8), (4, 2), (2, 4))
 

@@ -28,7 +28,7 @@ from simulator.study.systems import (
 
 
 def megatron_pp_config(device_count: int) -> str | None:
-    """FACTS.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
+    """docs/facts.md §4: Megatron-PP = P8T1 on the default layout (P8T1D8 on 64 devices)."""
     return f"P8T1D{device_count // 8}" if device_count % 8 == 0 else None
 
 

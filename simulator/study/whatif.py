@@ -3,7 +3,7 @@ logic behind notebooks/what_if.ipynb, which only calls these and plots.
 
 - ``scale_links``: the links between regions (or within them) ``bandwidth``× as fast and
   ``latency``× as long;
-- ``spread``: the same devices in the first k cities of the world-wide case (FACTS.md §3);
+- ``spread``: the same devices in the first k cities of the world-wide case (docs/facts.md §3);
 - ``upgrade``: the devices of some regions replaced by another GPU kind (datasheet model);
 - ``systems`` / ``sweep``: Megatron-Optimal, Ours w/o scheduler (mean of the three seeds) and
   Ours w/ scheduler for each variant. The scheduler here is the deterministic search
@@ -57,7 +57,7 @@ def scale_links(cluster: Cluster, *, bandwidth: float = 1.0, latency: float = 1.
 
 def spread(regions: int, devices: int = 64) -> Cluster:
     """``devices`` single-V100 instances split evenly over the first ``regions`` cities of the
-    world-wide case, with its links (FACTS.md §3)."""
+    world-wide case, with its links (docs/facts.md §3)."""
     if not 1 <= regions <= len(WORLD_CITIES) or devices % regions:
         raise InputError(f"spread: {devices} devices do not split evenly over {regions} of "
                          f"{len(WORLD_CITIES)} cities")

@@ -1,4 +1,4 @@
-"""GPT3-XL sizes, FLOPs and bytes against FACTS.md §1; TrainingSpec's input checks."""
+"""GPT3-XL sizes, FLOPs and bytes against docs/facts.md §1; TrainingSpec's input checks."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_forward_flops_scale_with_micro_batch() -> None:
 
 
 def test_whole_iteration_flops() -> None:
-    """FACTS.md §1: 4× forward per layer per sequence, 24 layers, batch 1024 = 23.64 PFLOP."""
+    """docs/facts.md §1: 4× forward per layer per sequence, 24 layers, batch 1024 = 23.64 PFLOP."""
     total = 4 * gpt3_xl(24).layer_forward_flops(1) * 24 * 1024
     assert total == pytest.approx(23.64e15, rel=1e-3)
     assert gpt3_xl(24).iteration_flops(1024) == total

@@ -1,4 +1,4 @@
-"""The five scenarios against FACTS.md §3, every figure converted by hand from Gbit/s and ms."""
+"""The five scenarios against docs/facts.md §3, every figure converted by hand from Gbit/s and ms."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_datacenter_uplinks_and_nvlink() -> None:
     ondemand, spot = SCENARIOS["ondemand"].build(), SCENARIOS["spot"].build()
     assert {h.uplink_bandwidth_bytes_per_s for h in ondemand.hosts} == {25 * GBIT}
     assert {h.uplink_bandwidth_bytes_per_s for h in spot.hosts} == {10 * GBIT}
-    # FACTS.md §2: NVLink 2.0, 6 links × 25 GB/s per direction per GPU
+    # docs/facts.md §2: NVLink 2.0, 6 links × 25 GB/s per direction per GPU
     assert {h.interconnect_bandwidth_bytes_per_s for h in ondemand.hosts} == {150e9}
     assert link("ondemand", "datacenter", "datacenter").bandwidth_bytes_per_s == pytest.approx(25 * GBIT)
     assert link("ondemand", "datacenter", "datacenter").latency_s < 1 * MS  # "sub-millisecond"

@@ -1,4 +1,4 @@
-"""The study's communication cost model (FACTS.md §5): hand values, brute force, published figures."""
+"""The study's communication cost model (docs/facts.md §5): hand values, brute force, published figures."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_pipeline_cost_of_two_groups_is_their_matching(random_tables):
 
 
 def test_structured_universities_plan_reaches_the_published_cost():
-    """FACTS.md §5: the study's search reached 16.09 s on case 3 with D_DP = D_PP = 8,
+    """docs/facts.md §5: the study's search reached 16.09 s on case 3 with D_DP = D_PP = 8,
     c_dp = 0.65e9 B, c_pp = 0.471e9 B; its optimum keeps each pipeline inside one region and
     spreads each data-parallel group over both. That structure costs (hand-derived)
     pipeline 7·(1 ms + 0.471e9 / 5 Gbit/s) = 5.2822 s, data 3·2·(1 ms + 0.65e9 / (8·5 Gbit/s))

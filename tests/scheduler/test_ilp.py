@@ -69,7 +69,7 @@ def test_no_heuristic_beats_the_proven_optimum(random_tables):
 
 
 def test_the_study_optimum_of_universities_is_reached_and_certified():
-    # FACTS.md §5: published 16.09 s with D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B.
+    # docs/facts.md §5: published 16.09 s with D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B.
     problem = Problem(device_count=64, layers=24, pp=8, dp=8, tables=comm_tables(universities()),
                       dp_bytes=0.65e9, pp_bytes=0.471e9)
     result = comm_ilp(problem, time_limit_s=60, gap=1e-6)

@@ -21,7 +21,7 @@ def all_devices(placement: Placement) -> list[int]:
 
 @pytest.mark.parametrize(("pp", "tp"), [(1, 1), (1, 8), (2, 4), (4, 2), (8, 1), (8, 8), (2, 1)])
 def test_megatron_rank_formula(pp: int, tp: int) -> None:
-    """rank = pp·(T·D) + dp·T + tp (FACTS.md §4)."""
+    """rank = pp·(T·D) + dp·T + tp (docs/facts.md §4)."""
     placement = megatron_layout(64, 24, pp, tp)
     dp = 64 // (pp * tp)
     assert (placement.pp, placement.tp, placement.dp) == (pp, tp, dp)

@@ -485,7 +485,7 @@ def test_plan_ilp_comm_reaches_the_study_optimum_with_a_bound(capsys, tmp_path) 
                        "--pp-bytes", "0.471e9", "-o", str(path), "--lp", str(tmp_path / "model.lp"))
     assert rc == 0, err
     prov = load_plan(path).provenance
-    assert prov.method == "ilp" and prov.objective_value <= 16.09  # FACTS.md §5, case 3
+    assert prov.method == "ilp" and prov.objective_value <= 16.09  # docs/facts.md §5, case 3
     assert prov.lower_bound <= prov.objective_value <= prov.lower_bound * 1.001
     assert "gap 0.0%" in out and "[sim plan] study cost (MILP)" in err
     assert "data_cost_g0_c0" in (tmp_path / "model.lp").read_text()  # named constraints

@@ -1,4 +1,4 @@
-"""The compute model against FACTS.md §2's measured V100 layer, and its shape across GPUs and shards."""
+"""The compute model against docs/facts.md §2's measured V100 layer, and its shape across GPUs and shards."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ STUDY = TrainingSpec(global_batch=1024)
 
 
 def test_sourced_efficiencies_are_what_the_per_layer_facts_solve_to() -> None:
-    """FACTS.md §2 read per layer: 5.3 ms forward, 9.3 ms backward, recompute one more forward."""
+    """docs/facts.md §2 read per layer: 5.3 ms forward, 9.3 ms backward, recompute one more forward."""
     assert GEMM_EFFICIENCY == pytest.approx(layer_efficiency(), rel=1e-4)
     times = layer_times(V100, MODEL, STUDY, 1)
     assert times.forward_s == pytest.approx(5.3e-3, rel=1e-3)

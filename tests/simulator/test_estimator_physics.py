@@ -52,7 +52,7 @@ def baseline() -> dict[str, dict[str, float | None]]:
 
 @pytest.mark.parametrize("case", list(SCENARIOS))
 def test_no_prediction_beats_the_flop_bound(case: str, baseline) -> None:
-    """FACTS.md §1: 4 × forward FLOPs per layer per sequence × layers × batch, over the summed peak."""
+    """docs/facts.md §1: 4 × forward FLOPs per layer per sequence × layers × batch, over the summed peak."""
     cluster = SCENARIOS[case].build()
     total_flops = 4 * MODEL.layer_forward_flops(1) * LAYERS * BATCH
     assert total_flops == pytest.approx(23.64e15, rel=1e-3)

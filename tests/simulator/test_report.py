@@ -35,7 +35,7 @@ def test_rows_are_predict_tables_rows_with_the_deterministic_scheduler(universit
 
 
 def test_pflops_follow_facts() -> None:
-    """FACTS.md §1: 23.64 PFLOP an iteration of 24 layers, batch 1024."""
+    """docs/facts.md §1: 23.64 PFLOP an iteration of 24 layers, batch 1024."""
     assert report.pflops(24, 1024, 10.0) == pytest.approx(2.364, rel=1e-3)
     assert report.pflops(24, 1024, None) is None
 

@@ -1,4 +1,4 @@
-"""The systems compared (FACTS.md §4) and the table that ranks them."""
+"""The systems compared (docs/facts.md §4) and the table that ranks them."""
 
 from __future__ import annotations
 

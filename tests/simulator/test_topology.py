@@ -1,4 +1,4 @@
-"""Max-min rates, ring all-reduce and routes, hand-computed; TCP's constants against FACTS.md §2's transfers."""
+"""Max-min rates, ring all-reduce and routes, hand-computed; TCP's constants against docs/facts.md §2's transfers."""
 
 from __future__ import annotations
 
@@ -206,14 +206,14 @@ def test_network_snapshot_holds_built_routes() -> None:
     assert (0, 1) in network.routes and len(network.resource_names) == len(network.capacities_bytes_per_s)
 
 
-# -- the constants reproduce FACTS.md §2's two-p3.2xlarge measurements -----------------------------------
+# -- the constants reproduce docs/facts.md §2's two-p3.2xlarge measurements -----------------------------------
 def test_goodput_is_jumbo_frames_payload() -> None:
     """8949 bytes of payload in a 9001-byte MTU frame, counted with its 14-byte Ethernet header."""
     assert GOODPUT_FRACTION == pytest.approx(8949 / 9015)
 
 
 def test_rate_capped_transfer_takes_541_ms() -> None:
-    """64 MiB through tc's 1 Gbit/s: FACTS.md §2's 541 ms."""
+    """64 MiB through tc's 1 Gbit/s: docs/facts.md §2's 541 ms."""
     cluster = two_hosts(1e-9, link_gbit=1.0)
     assert transfer_s(cluster, 0, 1, 64 * 2**20) == pytest.approx(0.541, rel=1e-3)
 
@@ -240,7 +240,7 @@ def test_slow_start_by_hand() -> None:
 
 
 def test_delayed_transfers_pay_slow_start_and_gloo_its_window() -> None:
-    """FACTS.md §2 / the p2p series: 64 MiB with 10 ms added delay, NCCL 113 ms; gloo is 2–5× slower."""
+    """docs/facts.md §2 / the p2p series: 64 MiB with 10 ms added delay, NCCL 113 ms; gloo is 2–5× slower."""
     size, latency = 64 * 2**20, 0.010
     for transport, measured in ((NCCL, 0.113), (GLOO, 0.532)):
         topology = Topology(two_hosts(latency, link_gbit=10.0), transport)
