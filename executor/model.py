@@ -37,14 +37,15 @@ def _part(model: ModelSpec, part: int, seed: int, tied: bool = False) -> nn.Modu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
         if part == EMBEDDING:
-            return GPTEmbedding(model.vocab, model.d_model, model.seq_len, dropout=0.0)
+            return GPTEmbedding(model.vocab, model.d_model, model.seq_len, dropout=0.0,
+                                learned=model.position == "learned")
         if part == HEAD:
             head = GPTHead(model.vocab, model.d_model)
             if tied:
                 with torch.no_grad():
                     head.project.weight.copy_(_part(model, EMBEDDING, seed).tokens.weight)
             return head
-        return GPTLayerShard(model.d_model, model.heads, model.ffn, dropout=0.0)
+        return GPTLayerShard.of(model, dropout=0.0)
 
 
 class Stage(nn.Module):

@@ -31,7 +31,7 @@ from executor.shaper import Shaper
 from profiler.errors import InputError
 from profiler.spawn import TIMEOUT, check_backend, rank_device, run_local
 from scheduler.plan import Plan, plan_from_json
-from scheduler.runtimes import TRAITS, accumulation_rounds
+from scheduler.runtimes import TRAITS, accumulation_rounds, ties_embedding
 
 LEARNING_RATE = 1e-3
 
@@ -136,7 +136,7 @@ def roles(plan: Plan) -> dict[int, Role]:
             dp_groups[s, t] = dist.new_group(ranks=[devices[s][r][t] for r in range(D)]) if D > 1 else None
     tp_groups = {(s, r): dist.new_group(ranks=list(devices[s][r])) if T > 1 else None
                  for s in range(P) for r in range(D)}
-    tied = TRAITS[placement.runtime].tied_embedding and P > 1
+    tied = ties_embedding(placement.runtime, plan.model) and P > 1
     embedding_groups = {(r, t): dist.new_group(ranks=[devices[0][r][t], devices[P - 1][r][t]]) if tied else None
                         for r in range(D) for t in range(T)}
     out = {}
@@ -214,7 +214,7 @@ def run_rank(plan: Plan, settings: Settings, progress: Callable[[str], None] | N
     start, end = placement.stage_layers[role.stage]
     device = rank_device(settings.backend)
     stage = Stage(model, start, end, settings.seed, training.activation_recompute, placement.tp, role.tp_rank,
-                  role.tp_group, training.precision, TRAITS[placement.runtime].tied_embedding).to(device)
+                  role.tp_group, training.precision, ties_embedding(placement.runtime, model)).to(device)
     stage.gradient_buffer()  # before the optimizer, which then steps the views
     optimizer = torch.optim.SGD(stage.parameters(), lr=LEARNING_RATE)
     shaper = Shaper(plan.cluster, rank, settings.shaper_log, device) if settings.emulate_network else None

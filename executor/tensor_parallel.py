@@ -78,12 +78,17 @@ def shard_indices(model: ModelSpec, part: str, tp: int, rank: int) -> dict[str, 
     if part == "head":
         rows = model.vocab // tp
         return {"project.weight": (0, torch.arange(rank * rows, (rank + 1) * rows))}
-    heads, head_dim, ffn = model.heads // tp, model.d_model // model.heads, model.ffn // tp
-    mine = torch.arange(rank * heads * head_dim, (rank + 1) * heads * head_dim)  # features of its heads
-    qkv = torch.cat([k * model.d_model + mine for k in range(3)])  # its heads' rows of Q, K and V
+    width, kv, ffn = model.d_model // tp, model.kv_width // tp, model.ffn // tp
+    mine = torch.arange(rank * width, (rank + 1) * width)  # features of its query heads
+    kv_mine = torch.arange(rank * kv, (rank + 1) * kv)  # of its key and value heads
+    qkv = torch.cat([mine, model.d_model + kv_mine, model.d_model + model.kv_width + kv_mine])  # its rows of Q, K, V
     hidden = torch.arange(rank * ffn, (rank + 1) * ffn)
+    if model.activation == "swiglu":  # fc1 holds the gate's rows over the up projection's
+        hidden_in = torch.cat([hidden, model.ffn + hidden])
+    else:
+        hidden_in = hidden
     return {"qkv.weight": (0, qkv), "qkv.bias": (0, qkv), "proj.weight": (1, mine),
-            "fc1.weight": (0, hidden), "fc1.bias": (0, hidden), "fc2.weight": (1, hidden)}
+            "fc1.weight": (0, hidden_in), "fc1.bias": (0, hidden_in), "fc2.weight": (1, hidden)}
 
 
 def _cut(whole: nn.Module, shard: nn.Module, indices: dict[str, tuple[int, torch.Tensor]]) -> None:
@@ -103,7 +108,8 @@ class ParallelEmbedding(nn.Module):
 
     def __init__(self, whole: GPTEmbedding, model: ModelSpec, tp: int, rank: int, group) -> None:
         super().__init__()
-        shard = GPTEmbedding(model.vocab, model.d_model, model.seq_len, tp, dropout=0.0)
+        shard = GPTEmbedding(model.vocab, model.d_model, model.seq_len, tp, dropout=0.0,
+                             learned=model.position == "learned")
         _cut(whole, shard, shard_indices(model, "embedding", tp, rank))
         self.tokens, self.positions = shard.tokens, shard.positions
         self.start, self.join = rank * (model.vocab // tp), leave(group)
@@ -112,7 +118,10 @@ class ParallelEmbedding(nn.Module):
         local = ids - self.start
         outside = (local < 0) | (local >= self.tokens.num_embeddings)
         looked_up = self.tokens(local.masked_fill(outside, 0)).masked_fill(outside.unsqueeze(-1), 0.0)
-        return self.join(looked_up) + self.positions(torch.arange(ids.shape[1], device=ids.device))
+        joined = self.join(looked_up)
+        if self.positions is None:
+            return joined
+        return joined + self.positions(torch.arange(ids.shape[1], device=ids.device))
 
 
 class ParallelHead(nn.Module):
@@ -140,7 +149,7 @@ class ParallelHead(nn.Module):
 
 
 def parallel_layer(whole: GPTLayerShard, model: ModelSpec, tp: int, rank: int, group) -> GPTLayerShard:
-    shard = GPTLayerShard(model.d_model, model.heads, model.ffn, tp, dropout=0.0)
+    shard = GPTLayerShard.of(model, tp, dropout=0.0)
     _cut(whole, shard, shard_indices(model, "layer", tp, rank))
     shard.enter, shard.leave = enter(group), leave(group)
     return shard

@@ -12,13 +12,14 @@ import json
 import os
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from profiler.errors import ArgumentParser, InputError, NoSolution, run_command
 from profiler.files import check_folder, write_atomic
 from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
 from profiler.links import DEFAULT_SIZES, read_regions
-from profiler.model import MODELS, PRECISIONS
+from profiler.model import ACTIVATIONS, POSITIONS, PRECISIONS, PRESETS, ModelSpec, model_named
 
 EXAMPLES = {
     "compute": "examples:\n  profiler compute -o cpu.json                      # gpt-small on this CPU, < 3 min\n"
@@ -40,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     compute = sub.add_parser("compute", help="time a GPT layer shard, the embedding, the head and the optimizer",
                              epilog=EXAMPLES["compute"], formatter_class=argparse.RawDescriptionHelpFormatter)
     compute.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    compute.add_argument("--model", choices=MODELS, help="a model's shape (default: gpt3-xl on CUDA, gpt-small on CPU)")
-    for flag in ("--d-model", "--heads", "--ffn", "--seq", "--vocab"):
-        compute.add_argument(flag, type=int, help="a shape of your own instead of --model (give all but --vocab)")
+    compute.add_argument("--model", metavar="NAME|FILE",
+                         help=f"a model: one of {', '.join(PRESETS)}, or a model file (model/1) (default: gpt3-xl on "
+                              "CUDA, gpt-small on CPU)")
+    for flag in ("--d-model", "--heads", "--ffn", "--seq", "--vocab", "--kv-heads"):
+        compute.add_argument(flag, type=int, help="a shape of your own instead of --model (give all but --vocab and "
+                                                  "--kv-heads)")
+    compute.add_argument("--activation", choices=ACTIVATIONS, help="with a shape of your own: the FFN's (default gelu)")
+    compute.add_argument("--position", choices=POSITIONS, help="with a shape of your own: positions (default learned)")
     compute.add_argument("--micro-batch", type=int, nargs="+", default=[1, 2, 4], help="sequences (default 1 2 4)")
     compute.add_argument("--tp", type=int, nargs="+", default=[1, 2, 4, 8],
                          help="tensor-parallel shards of a layer to time (default 1 2 4 8)")
@@ -69,30 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shape(args: argparse.Namespace, cuda: bool) -> dict[str, int]:
+def _model(args: argparse.Namespace, cuda: bool) -> ModelSpec:
+    """The model to time: --model, or a shape of your own (--d-model --heads --ffn --seq, and
+    optionally --vocab --kv-heads --activation --position)."""
     own = {"d_model": args.d_model, "heads": args.heads, "ffn": args.ffn, "seq_len": args.seq}
+    options = {"kv_heads": args.kv_heads, "activation": args.activation, "position": args.position}
     given = [key for key, value in own.items() if value is not None]
     if given and args.model:
         raise InputError("give --model or a shape (--d-model --heads --ffn --seq), not both")
     if given and len(given) < len(own):
         missing = [f"--{k.replace('_len', '').replace('_', '-')}" for k, v in own.items() if v is None]
         raise InputError(f"a shape of your own needs {', '.join(missing)} too")
-    if given:
-        shape = own | {"vocab": 8192 if args.vocab is None else args.vocab}
-    else:
-        model = MODELS[args.model or ("gpt3-xl" if cuda else "gpt-small")]()
-        shape = {key: getattr(model, key) for key in ("d_model", "heads", "ffn", "seq_len")}
-        shape["vocab"] = model.vocab if args.vocab is None else args.vocab
-    for key, value in shape.items():
-        if value < 1:
+    if not given and any(value is not None for value in options.values()):
+        raise InputError("--kv-heads, --activation and --position shape a model of your own: give --d-model --heads "
+                         "--ffn --seq too, or put them in a model file for --model")
+    for key, value in (own | {"vocab": args.vocab, "kv_heads": args.kv_heads}).items():
+        if value is not None and value < 1:
             raise InputError(f"--{key.replace('_len', '').replace('_', '-')} must be positive, got {value}")
+    if given:
+        model = ModelSpec(name="own", layers=1, vocab=8192 if args.vocab is None else args.vocab, **own,
+                          **{key: value for key, value in options.items() if value is not None})
+    else:
+        model = model_named(args.model or ("gpt3-xl" if cuda else "gpt-small"))
+        if args.vocab is not None:
+            model = replace(model, vocab=args.vocab)
     for tp in args.tp:
-        if tp < 1 or shape["heads"] % tp or shape["ffn"] % tp or shape["vocab"] % tp:
-            raise InputError(f"--tp {tp} does not shard heads {shape['heads']}, ffn {shape['ffn']} and vocab "
-                             f"{shape['vocab']} evenly")
-    if shape["d_model"] % shape["heads"]:
-        raise InputError(f"--d-model {shape['d_model']} is not divisible by --heads {shape['heads']}")
-    return shape
+        if tp < 1 or not model.shards(tp):
+            raise InputError(f"--tp {tp} does not shard heads {model.heads}, kv heads {model.kv_heads or model.heads}, "
+                             f"ffn {model.ffn} and vocab {model.vocab} evenly")
+    return model
 
 
 def cmd_compute(args: argparse.Namespace) -> int:
@@ -110,7 +121,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
     if args.kind is not None and args.kind not in (*GPU_KINDS, *PROFILE_ONLY_KINDS):
         raise InputError(f"--kind {args.kind!r} is no kind a cluster can name (known: "
                          f"{', '.join((*GPU_KINDS, *PROFILE_ONLY_KINDS))})")
-    shape = _shape(args, cuda)
+    shape = _model(args, cuda).shape()
     check_folder(args.output)
     torch = _torch()
     from profiler.measure import measure_compute

@@ -28,6 +28,7 @@ import torch
 from profiler.errors import InputError
 from profiler.gpt import GPTEmbedding, GPTHead, GPTLayerShard
 from profiler.gpus import GPU_KINDS, PROFILE_ONLY_KINDS
+from profiler.model import ModelSpec
 from profiler.profile import Measured, Profile, Timing
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -151,7 +152,7 @@ def _measure(module: torch.nn.Module, make_input: Callable[[], tuple], device: t
 
 
 def _layer(shape, device, dtype, tp, micro_batch, warmup, repeats, dropout) -> Measured:
-    layer = GPTLayerShard(shape["d_model"], shape["heads"], shape["ffn"], tp, dropout).to(device, dtype)
+    layer = GPTLayerShard.of(ModelSpec(name="profile", layers=1, **shape), tp, dropout).to(device, dtype)
 
     def make_input():
         x = torch.randn(micro_batch, shape["seq_len"], shape["d_model"], device=device, dtype=dtype)
@@ -161,7 +162,8 @@ def _layer(shape, device, dtype, tp, micro_batch, warmup, repeats, dropout) -> M
 
 
 def _embedding(shape, device, dtype, tp, micro_batch, warmup, repeats, dropout) -> Measured:
-    embedding = GPTEmbedding(shape["vocab"], shape["d_model"], shape["seq_len"], tp, dropout).to(device, dtype)
+    learned = shape.get("position", "learned") == "learned"
+    embedding = GPTEmbedding(shape["vocab"], shape["d_model"], shape["seq_len"], tp, dropout, learned).to(device, dtype)
     ids = torch.randint(0, shape["vocab"] // tp, (micro_batch, shape["seq_len"]), device=device)
     return _measure(embedding, lambda: (ids,), device, tp, warmup, repeats, recompute=False)
 

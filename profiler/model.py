@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from profiler.errors import InputError
+from profiler.files import read_json
 
 PRECISIONS = {"fp16": 2, "bf16": 2, "fp32": 4}  # bytes per element of weights and activations
 # Optimizer state in bytes per parameter on top of the fp32 master copy: plain SGD keeps none
@@ -13,9 +15,22 @@ PRECISIONS = {"fp16": 2, "bf16": 2, "fp32": 4}  # bytes per element of weights a
 OPTIMIZER_STATE_BYTES = {"sgd": 0, "sgd_momentum": 4, "adam": 8}
 
 
+ACTIVATIONS = ("gelu", "swiglu")  # the FFN: GELU(x·W1)·W2, or (SiLU(x·Wg) ⊙ x·Wu)·W2 (Shazeer 2020)
+POSITIONS = ("learned", "rotary")  # a learned position table (GPT), or rotary embeddings of q and k (RoFormer)
+SHAPE = ("d_model", "heads", "ffn", "seq_len", "vocab")  # what every model gives
+OPTIONS = {"kv_heads": None, "activation": "gelu", "position": "learned", "tied_embedding": None}  # and their defaults
+MODEL_SCHEMA = "model/1"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
-    """A decoder-only GPT with learned position embeddings."""
+    """A decoder-only transformer: GPT's (learned positions, GELU, every head its own keys and
+    values) by default; ``kv_heads`` < heads shares keys and values over groups of query heads
+    (grouped-query attention), ``activation`` "swiglu" makes the FFN three matrices, ``position``
+    "rotary" drops the position table, ``tied_embedding`` True or False says whether the output
+    head is the token embedding (None: as the runtime does; Megatron ties, the study's does not).
+    Biases and two-parameter norms are counted as GPT's; a model without them (Llama's RMSNorm, no
+    biases) differs by a few parameters per million."""
 
     name: str
     layers: int
@@ -24,37 +39,76 @@ class ModelSpec:
     ffn: int
     seq_len: int
     vocab: int
+    kv_heads: int | None = None
+    activation: str = "gelu"
+    position: str = "learned"
+    tied_embedding: bool | None = None
 
     def __post_init__(self) -> None:
-        for key in ("layers", "d_model", "heads", "ffn", "seq_len", "vocab"):
+        for key in ("layers",) + SHAPE:
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"model {self.name!r}: {key} must be a positive integer, got {value!r}")
         if self.d_model % self.heads:
             raise InputError(f"model {self.name!r}: d_model {self.d_model} is not divisible by heads {self.heads}")
+        kv = self.kv_heads
+        if kv is not None and (isinstance(kv, bool) or not isinstance(kv, int) or kv < 1 or self.heads % kv):
+            raise InputError(f"model {self.name!r}: kv_heads must be a positive divisor of heads {self.heads}, "
+                             f"got {kv!r}")
+        for key, allowed in (("activation", ACTIVATIONS), ("position", POSITIONS)):
+            if getattr(self, key) not in allowed:
+                raise InputError(f"model {self.name!r}: {key} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, key)!r}")
+        if self.tied_embedding is not None and not isinstance(self.tied_embedding, bool):
+            raise InputError(f"model {self.name!r}: tied_embedding must be true or false, got {self.tied_embedding!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+    @property
+    def kv_width(self) -> int:
+        """Features of the keys (and of the values): kv_heads · head_dim."""
+        return (self.kv_heads or self.heads) * self.head_dim
+
+    @property
+    def ffn_matrices(self) -> int:
+        return 3 if self.activation == "swiglu" else 2
+
+    def shards(self, tp: int) -> bool:
+        """Whether Megatron's tensor parallelism splits this model tp ways: heads, key-value heads,
+        FFN columns and vocabulary rows evenly."""
+        return all(n % tp == 0 for n in (self.heads, self.kv_heads or self.heads, self.ffn, self.vocab))
+
+    def shape(self) -> dict[str, Any]:
+        """The architecture a profile is measured for: the shape, and each option not at its default."""
+        return {key: getattr(self, key) for key in SHAPE} | {
+            key: getattr(self, key) for key, default in OPTIONS.items()
+            if key != "tied_embedding" and getattr(self, key) != default}
 
     @property
     def params_per_layer(self) -> int:
-        h, f = self.d_model, self.ffn
-        # QKV (3h² + 3h), attention out (h² + h), FFN in (hf + f), FFN out (fh + h), 2 layer norms (4h)
-        return 4 * h * h + 2 * h * f + 9 * h + f
+        return int(self.layer_params_per_shard(1))
 
     def layer_params_per_shard(self, tp: int) -> float:
         """Parameters one of tp tensor-parallel ranks holds of a layer: Megatron splits the weight
         matrices and the column-parallel biases (QKV, FFN in); layer norms and the row-parallel
         biases (attention out, FFN out) stay whole on every rank."""
-        h, f = self.d_model, self.ffn
-        return (4 * h * h + 2 * h * f + 3 * h + f) / tp + 6 * h
+        h, f, kv = self.d_model, self.ffn, self.kv_width
+        ffn_in = (self.ffn_matrices - 1) * f  # FFN input columns: W1, or the gate's and the up projection's
+        split = h * (h + 2 * kv) + (h + 2 * kv) + h * h + h * ffn_in + ffn_in + f * h
+        return split / tp + 6 * h  # 2 layer norms (4h), attention-out and FFN-out biases (2h)
 
     def embedding_params_per_shard(self, tp: int) -> float:
-        return self.vocab * self.d_model / tp + self.seq_len * self.d_model  # position table stays whole
+        positions = self.seq_len * self.d_model if self.position == "learned" else 0
+        return self.vocab * self.d_model / tp + positions  # a position table stays whole
 
     def head_params_per_shard(self, tp: int) -> float:
         return self.vocab * self.d_model / tp + 2 * self.d_model  # final layer norm stays whole
 
     @property
     def embedding_params(self) -> int:
-        return (self.vocab + self.seq_len) * self.d_model  # token + learned position embeddings
+        return int(self.embedding_params_per_shard(1))  # token (+ learned position) embeddings
 
     @property
     def head_params(self) -> int:
@@ -62,12 +116,17 @@ class ModelSpec:
 
     @property
     def total_params(self) -> int:
-        return self.layers * self.params_per_layer + self.embedding_params + self.head_params
+        """Every parameter once: a tied head shares the token embedding's matrix."""
+        head = 2 * self.d_model if self.tied_embedding else self.head_params
+        return self.layers * self.params_per_layer + self.embedding_params + head
 
     def layer_forward_flops(self, micro_batch: int) -> float:
-        """Matrix-multiply FLOPs of one layer's forward pass (docs/facts.md §1: b·s·(24h² + 4sh) at f = 4h)."""
+        """Matrix-multiply FLOPs of one layer's forward pass (docs/facts.md §1: b·s·(24h² + 4sh)
+        for GPT at f = 4h): its projections, 2 FLOPs a weight a token, and the attention's two
+        batched products, 4·b·s²·h."""
         b, s, h, f = micro_batch, self.seq_len, self.d_model, self.ffn
-        return 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
+        weights = h * (h + 2 * self.kv_width) + h * h + self.ffn_matrices * h * f
+        return 2.0 * b * s * weights + 4.0 * b * s * s * h
 
     def iteration_flops(self, global_batch: int) -> float:
         """One iteration's FLOPs as docs/facts.md §1 counts them: the layers' forward, backward (2×) and
@@ -81,13 +140,32 @@ class ModelSpec:
         """One micro-batch's activation crossing a stage boundary (docs/facts.md §1: 8 MiB for GPT3-XL)."""
         return micro_batch * self.seq_len * self.d_model * PRECISIONS[precision]
 
+    def with_layers(self, layers: int) -> "ModelSpec":
+        """The same architecture with ``layers`` layers (a preset's name says the count)."""
+        base = self.name.rsplit("-", 1)[0] if self.name.endswith(f"-{self.layers}l") else self.name
+        return replace(self, name=f"{base}-{layers}l", layers=layers)
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "layers": self.layers, "d_model": self.d_model, "heads": self.heads,
-                "ffn": self.ffn, "seq_len": self.seq_len, "vocab": self.vocab}
+        """Only the options not at their defaults, so a GPT's document (and a plan's fingerprint)
+        reads as it always has."""
+        doc = {"name": self.name, "layers": self.layers} | {key: getattr(self, key) for key in SHAPE}
+        return doc | {key: getattr(self, key) for key, default in OPTIONS.items() if getattr(self, key) != default}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "ModelSpec":
-        return cls(**{key: doc[key] for key in ("name", "layers", "d_model", "heads", "ffn", "seq_len", "vocab")})
+    def from_json(cls, doc: Any, where: str = "model") -> "ModelSpec":
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: a model must be an object, got {type(doc).__name__}")
+        missing = [key for key in ("name", "layers") + SHAPE if key not in doc]
+        if missing:
+            raise InputError(f"{where}: the model lacks {', '.join(missing)}")
+        unknown = sorted(set(doc) - {"schema", "name", "layers", *SHAPE, *OPTIONS})
+        if unknown:
+            raise InputError(f"{where}: unknown model field {', '.join(map(repr, unknown))} (a model gives "
+                             f"{', '.join(('name', 'layers') + SHAPE)} and optionally {', '.join(OPTIONS)})")
+        try:
+            return cls(**{key: doc[key] for key in doc if key != "schema"})
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,4 +226,54 @@ def gpt_small(layers: int = 4) -> ModelSpec:
                      vocab=8192)
 
 
-MODELS = {"gpt3-xl": gpt3_xl, "gpt-small": gpt_small}
+def _gpt3(name: str, layers: int, d_model: int, heads: int) -> ModelSpec:
+    """A GPT-3 size (Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1):
+    2,048 tokens, FFN 4·d, learned positions, the head tied to the token embedding (as GPT-2);
+    GPT-2's 50,257-token BPE padded to 50,304, a multiple of 128, as Megatron-LM pads it."""
+    return ModelSpec(name=name, layers=layers, d_model=d_model, heads=heads, ffn=4 * d_model, seq_len=2048,
+                     vocab=50304, tied_embedding=True)
+
+
+def _llama2(name: str, layers: int, d_model: int, heads: int, kv_heads: int, ffn: int) -> ModelSpec:
+    """A Llama 2 size (Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models",
+    Table 1, and its released config.json: intermediate_size, num_key_value_heads): 4,096 tokens,
+    SwiGLU FFN, rotary positions, a 32,000-token vocabulary, the head not tied."""
+    return ModelSpec(name=name, layers=layers, d_model=d_model, heads=heads, ffn=ffn, seq_len=4096, vocab=32000,
+                     kv_heads=None if kv_heads == heads else kv_heads, activation="swiglu", position="rotary",
+                     tied_embedding=False)
+
+
+# Named models, each at its own layer count (`--layers` changes it). Table 2.1's 1.3B lists 24
+# heads of 128, which do not make its d_model 2048: 16 of 128 do (the study's GPT3-XL too); its
+# 13B lists d_model 5140 for 40 heads of 128, which make 5120.
+PRESETS: dict[str, ModelSpec] = {
+    "gpt3-xl": gpt3_xl(),
+    "gpt-small": gpt_small(),
+    "gpt3-350m": _gpt3("gpt3-350m", 24, 1024, 16),
+    "gpt3-1.3b": _gpt3("gpt3-1.3b", 24, 2048, 16),
+    "gpt3-2.7b": _gpt3("gpt3-2.7b", 32, 2560, 32),
+    "gpt3-6.7b": _gpt3("gpt3-6.7b", 32, 4096, 32),
+    "gpt3-13b": _gpt3("gpt3-13b", 40, 5120, 40),
+    "llama2-7b": _llama2("llama2-7b", 32, 4096, 32, 32, 11008),
+    "llama2-13b": _llama2("llama2-13b", 40, 5120, 40, 40, 13824),
+    "llama2-70b": _llama2("llama2-70b", 80, 8192, 64, 8, 28672),
+}
+
+
+def load_model(path: str | Path) -> ModelSpec:
+    """A model file (``model/1``): name, layers and shape, optionally the options of ModelSpec."""
+    doc = read_json(path, "model")
+    if isinstance(doc, dict) and doc.get("schema", MODEL_SCHEMA) != MODEL_SCHEMA:
+        raise InputError(f"{path}: expected a model ({MODEL_SCHEMA}), got schema {doc.get('schema')!r}")
+    return ModelSpec.from_json(doc, str(path))
+
+
+def model_named(text: str, layers: int | None = None) -> ModelSpec:
+    """``--model NAME|FILE``: a preset's name or a model file, at ``layers`` if given."""
+    if text in PRESETS:
+        model = PRESETS[text]
+    elif text.endswith(".json") or Path(text).exists():
+        model = load_model(text)
+    else:
+        raise InputError(f"--model {text!r}: neither a model ({', '.join(PRESETS)}) nor a model file (model/1)")
+    return model if layers is None or layers == model.layers else model.with_layers(layers)

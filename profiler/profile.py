@@ -18,10 +18,10 @@ from typing import Any
 
 from profiler.errors import InputError
 from profiler.files import read_json
-from profiler.model import PRECISIONS, ModelSpec
+from profiler.model import OPTIONS, PRECISIONS, SHAPE, ModelSpec
 
 SCHEMA = "profile/1"
-SHAPE_KEYS = ("d_model", "heads", "ffn", "seq_len", "vocab")
+SHAPE_KEYS = SHAPE  # every profile's shape gives these, and the model's options not at their defaults
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +92,7 @@ class Profile:
     date: str  # ISO 8601, when it was measured
     warmup: int
     repeats: int
-    shape: dict[str, int]  # d_model, heads, ffn, seq_len, vocab
+    shape: dict[str, Any]  # d_model, heads, ffn, seq_len, vocab; kv_heads, activation, position where not GPT's
     layers: tuple[Measured, ...]
     embedding: tuple[Measured, ...]
     head: tuple[Measured, ...]
@@ -102,8 +102,11 @@ class Profile:
     def __post_init__(self) -> None:
         if self.dtype not in PRECISIONS:
             raise InputError(f"profile dtype must be one of {', '.join(PRECISIONS)}, got {self.dtype!r}")
-        if sorted(self.shape) != sorted(SHAPE_KEYS):
-            raise InputError(f"profile shape must give {', '.join(SHAPE_KEYS)}, got {sorted(self.shape)}")
+        options = set(self.shape) - set(SHAPE_KEYS)
+        if not set(SHAPE_KEYS) <= set(self.shape) or not options <= set(OPTIONS) - {"tied_embedding"}:
+            raise InputError(f"profile shape must give {', '.join(SHAPE_KEYS)} and optionally kv_heads, activation, "
+                             f"position, got {sorted(self.shape)}")
+        ModelSpec(name="profile shape", layers=1, **self.shape)  # its values, checked as a model's
         if not self.layers:
             raise InputError("profile has no layer timings")
         if not self.optimizer_s_per_param_byte > 0 or not self.memory_bytes > 0:
@@ -112,17 +115,18 @@ class Profile:
             raise InputError(f"profile dropout must be in [0, 1), got {self.dropout}")
 
     def matches(self, model: ModelSpec) -> bool:
-        return all(getattr(model, key) == self.shape[key] for key in SHAPE_KEYS)
+        return ModelSpec(name="profile shape", layers=1, **self.shape).shape() == model.shape()
 
     def check_covers(self, model: ModelSpec, precision: str) -> None:
         """An error naming what differs when this profile cannot stand for ``model`` in ``precision``."""
-        wanted = {key: getattr(model, key) for key in SHAPE_KEYS}
+        wanted = model.shape()
         if precision != self.dtype:
             raise InputError(f"profile of {self.device_kind} was measured in {self.dtype}, the job trains in "
                              f"{precision}: measure it with `{self.command(wanted, precision)}`")
         if not self.matches(model):
             raise InputError(f"profile of {self.device_kind} was measured for {_shape(self.shape)}, the job's model "
-                             f"is {_shape(wanted)}: measure it with `{self.command(wanted, precision)}`")
+                             f"is {_shape(wanted)}: measure it with `{self.command(wanted, precision)}`, or give "
+                             "--model a model file (model/1) of the profile's shape")
 
     def layer(self, tp: int, micro_batch: int) -> tuple[float, float, float]:
         """(forward, backward, recompute) seconds of one layer shard, one micro-batch."""
@@ -157,7 +161,7 @@ class Profile:
     def command(self, shape: dict[str, int] | None = None, dtype: str | None = None) -> str:
         """The `profiler compute` command that measures this kind for ``shape`` in ``dtype``."""
         shape, device = shape or self.shape, "cpu" if self.device_kind == "CPU" else "cuda"
-        flags = " ".join(f"--{key.replace('_len', '').replace('_', '-')} {shape[key]}" for key in SHAPE_KEYS)
+        flags = " ".join(f"--{key.replace('_len', '').replace('_', '-')} {value}" for key, value in shape.items())
         extra = f" --dropout {self.dropout:g}" if self.dropout != 0.1 else ""
         return f"profiler compute --device {device} --kind {self.device_kind} {flags} --dtype {dtype or self.dtype}{extra}"
 
@@ -191,7 +195,8 @@ class Profile:
                       threads=_count(doc, "threads", where), dtype=_text(doc, "dtype", where),
                       host=_text(doc, "host", where), date=_text(doc, "date", where),
                       warmup=_count(doc, "warmup", where), repeats=_positive_int(doc, "repeats", where),
-                      shape={key: _positive_int(shape, key, f"{where} shape") for key in SHAPE_KEYS}, **parts,
+                      shape={key: _positive_int(shape, key, f"{where} shape") for key in SHAPE_KEYS}
+                      | {key: shape[key] for key in shape if key not in SHAPE_KEYS}, **parts,
                       optimizer_s_per_param_byte=_number(doc, "optimizer_s_per_param_byte", where),
                       # Profiles from before the field were all measured with the modules' 0.1.
                       dropout=_number(doc, "dropout", where) if "dropout" in doc else 0.1)
@@ -210,8 +215,8 @@ def _medians(m: Measured) -> tuple[float, float, float]:
     return m.forward.median_s, m.backward.median_s, m.recompute.median_s if m.recompute else 0.0
 
 
-def _shape(shape: dict[str, int]) -> str:
-    return ", ".join(f"{key} {shape[key]}" for key in SHAPE_KEYS)
+def _shape(shape: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in shape.items())
 
 
 def _number(doc: Any, key: str, where: str) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from profiler.model import ModelSpec
 from scheduler.placement import Runtime
 
 NCCL_STEPS = 8  # buffer slots of a connection (NCCL src/include/device.h)
@@ -101,3 +102,13 @@ def accumulation_rounds(runtime: Runtime, micro_batches: int, rounds: int | None
                          f"a pipeline has {micro_batches}")
     bounds = [i * micro_batches // count for i in range(count + 1)]
     return tuple(zip(bounds, bounds[1:]))
+
+
+def ties_embedding(runtime: Runtime, model: ModelSpec) -> bool:
+    """Whether the output head is the token embedding: as the model says where it says
+    (tied_embedding), as the runtime does otherwise (Megatron ties, the study's does not); never
+    with an adaptive-softmax head, which is no projection onto the vocabulary."""
+    traits = TRAITS[runtime]
+    if traits.head_cutoffs is not None:
+        return False
+    return traits.tied_embedding if model.tied_embedding is None else model.tied_embedding

@@ -11,7 +11,7 @@ from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.files import write_atomic
 from profiler.flags import MAX_COST_BYTES, check_outputs, cost_bytes, seconds
-from profiler.model import MODELS, PRECISIONS, TrainingSpec
+from profiler.model import PRECISIONS, PRESETS, TrainingSpec, model_named
 from profiler.scenarios import scheduler_matrices
 from scheduler.classes import device_classes
 from scheduler.ilp import SOLVERS, comm_model, write_lp
@@ -32,12 +32,12 @@ def add_plan(sub) -> None:
     plan = add_command(sub, "plan", "search a placement of the study's runtime and write it as a plan file",
                        EXAMPLES_PLAN)
     add_cluster_flags(plan)
-    plan.add_argument("--model", choices=sorted(MODELS), default="gpt3-xl",
-                      help="the model's shape (default gpt3-xl, the study's; gpt-small: the CPU-sized GPT the "
-                           "executor validates with)")
+    plan.add_argument("--model", default="gpt3-xl", metavar="NAME|FILE",
+                      help=f"the model: one of {', '.join(PRESETS)} (default gpt3-xl, the study's; gpt-small: the "
+                           "CPU-sized GPT the executor validates with), or a model file (model/1)")
     plan.add_argument("--precision", choices=sorted(PRECISIONS), default="fp16",
                       help="training precision (default fp16; a CPU profile is fp32)")
-    plan.add_argument("--layers", type=int, default=24, help="layers (default 24)")
+    plan.add_argument("--layers", type=int, help="layers (default: the model's own; gpt3-xl 24)")
     plan.add_argument("--batch", type=int, default=1024, help="global batch in sequences (default 1024)")
     plan.add_argument("--method", choices=METHODS, default="ilp",
                       help="ilp: exact MILP (PuLP) with a proven lower bound (default); evolutionary: the study's "
@@ -94,8 +94,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cluster, name = cluster_of(args)
     if args.study_matrices:
         cluster = scheduler_matrices(args.case)
-    model = MODELS[args.model](args.layers)
-    options = degree_options(cluster.size, args.layers, args.batch, pp, args.dp, micro)
+    model = model_named(args.model, args.layers)
+    options = degree_options(cluster.size, model.layers, args.batch, pp, args.dp, micro)
     settings = SearchSettings(method=args.method, objective=args.objective, solver=args.solver,
                               time_limit_s=args.time_limit, gap=args.gap, seed=args.seed,
                               samples=200 if args.samples is None else args.samples,

@@ -7,10 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from profiler.cluster import Cluster
 from profiler.errors import InputError
 from profiler.flags import check_outputs, seconds
-from profiler.model import gpt3_xl
+from profiler.model import PRECISIONS, PRESETS, model_named
 from profiler.trace import write_cluster_trace
 from scheduler.plan import load_plan
 from simulator.cli.common import (
@@ -37,7 +36,13 @@ def add_predict(sub) -> None:
     predict = add_command(sub, "predict", "the study's table of systems for a cluster", EXAMPLES_PREDICT)
     add_cluster_flags(predict).add_argument("--plan", type=Path,
                                             help="a plan file (plan/1): predict that one placement")
-    predict.add_argument("--layers", type=int, nargs="+", help="layer counts (default 24 32 40)")
+    predict.add_argument("--model", metavar="NAME|FILE",
+                         help=f"the model: one of {', '.join(PRESETS)}, or a model file (model/1) (default gpt3-xl, "
+                              "the study's)")
+    predict.add_argument("--precision", choices=sorted(PRECISIONS), default="fp16",
+                         help="training precision (default fp16; a CPU profile is fp32)")
+    predict.add_argument("--layers", type=int, nargs="+",
+                         help="layer counts (default: gpt3-xl 24 32 40, the study's; another model its own)")
     predict.add_argument("--batch", type=int, nargs="+", help="global batch sizes in sequences (default 1024 2048 4096)")
     predict.add_argument("--engine", choices=("analytic", "simpy"),
                          help="analytic estimator (the tables' default, held within 3%% of SimPy by the tests) or "
@@ -60,7 +65,8 @@ def add_predict(sub) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.plan is not None:
         return _predict_plan(args)
-    args.layers = args.layers or [24, 32, 40]
+    model = model_named(args.model or "gpt3-xl")
+    args.layers = args.layers or ([24, 32, 40] if args.model in (None, "gpt3-xl") else [model.layers])
     args.batch = args.batch or [1024, 2048, 4096]
     args.engine = args.engine or "analytic"
     check_settings(args)
@@ -69,27 +75,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
     profiles = load_profiles(args.profile, cluster)
     search = scheduler_settings(cluster, time_limit_s=args.plan_time_limit) if args.plan_time_limit else None
-    table = predict_table(cluster, name, gpt3_xl, args.layers, args.batch, engine=args.engine, search=search,
-                          profiles=profiles, progress=progress)
+    table = predict_table(cluster, name, model.with_layers, args.layers, args.batch, engine=args.engine, search=search,
+                          profiles=profiles, progress=progress, precision=args.precision)
+    title = "GPT3-XL" if args.model in (None, "gpt3-xl") else model.name
     if args.trace:
-        _write_trace(cluster, table, args.trace, profiles)
+        write_cluster_trace(args.trace, trace_first_row(cluster, table, model.with_layers, profiles, args.precision),
+                            cluster)
     if args.plot:
         with charts.default_style():
             fig, axes = charts.new_figure(9, 4.2)
-            charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of GPT3-XL "
+            charts.systems_chart(axes[0][0], table, f"{name}: predicted seconds per iteration of {title} "
                                                     f"({args.engine})")
             charts.save_png(fig, args.plot)
     if args.json:
         print(json.dumps(table.to_json(), indent=2))
     else:
-        print(render_table(table, f"case {name}, GPT3-XL"))
+        print(render_table(table, f"case {name}, {title}"))
         print(f"\n{compute_sources(cluster, profiles, args.profile)}")
     return 0
 
 
 def _predict_plan(args: argparse.Namespace) -> int:
-    if args.layers or args.batch:
-        raise InputError("--layers and --batch do not apply to --plan: the plan fixes them")
+    if args.layers or args.batch or args.model or args.precision != "fp16":
+        raise InputError("--model, --precision, --layers and --batch do not apply to --plan: the plan fixes them")
     engine = args.engine or "simpy"
     for flag, value in (("--trace", args.trace), ("--plot", args.plot)):
         if value and engine != "simpy":
@@ -114,6 +122,3 @@ def _predict_plan(args: argparse.Namespace) -> int:
         print(render_prediction(prediction, plan, str(args.plan)))
     return 0
 
-
-def _write_trace(cluster: Cluster, table, path: Path, profiles: tuple) -> None:
-    write_cluster_trace(path, trace_first_row(cluster, table, gpt3_xl, profiles), cluster)

@@ -100,35 +100,40 @@ class LayerTimes:
 
 def layer_gemms(model: ModelSpec, micro_batch: int, tp: int, fused: bool = True) -> list[Gemm]:
     """The forward GEMMs of one layer's 1/tp shard (Megatron's column/row split); without
-    ``fused`` the q, k and v projections are three GEMMs."""
+    ``fused`` the q, k and v projections are three GEMMs. Keys and values are ``kv_width`` wide
+    (narrower under grouped-query attention); a SwiGLU FFN has a gate and an up projection."""
     tokens, h, f = micro_batch * model.seq_len, model.d_model, model.ffn
-    heads = model.heads // tp
-    head_dim = h // model.heads
+    heads, kv = model.heads // tp, model.kv_width // tp
     s = model.seq_len
-    qkv = [Gemm(tokens, 3 * h // tp, h)] if fused else [Gemm(tokens, h // tp, h)] * 3
-    return qkv + [Gemm(s, s, head_dim, micro_batch * heads),  # scores Q·Kᵀ per head
-                  Gemm(s, head_dim, s, micro_batch * heads),  # scores · V
+    qkv = ([Gemm(tokens, h // tp + 2 * kv, h)] if fused
+           else [Gemm(tokens, h // tp, h), Gemm(tokens, kv, h), Gemm(tokens, kv, h)])
+    ffn_in = [Gemm(tokens, f // tp, h)] * (model.ffn_matrices - 1)  # column-parallel: W1, or gate and up
+    return qkv + [Gemm(s, s, model.head_dim, micro_batch * heads),  # scores Q·Kᵀ per query head
+                  Gemm(s, model.head_dim, s, micro_batch * heads),  # scores · V
                   Gemm(tokens, h, h // tp),  # attention output, row-parallel
-                  Gemm(tokens, f // tp, h),  # FFN in, column-parallel
+                  *ffn_in,
                   Gemm(tokens, h, f // tp)]  # FFN out, row-parallel
 
 
 def layer_elementwise_bytes(model: ModelSpec, micro_batch: int, tp: int, element: int, fused: bool = True) -> float:
-    """Bytes moved by the memory-bound kernels of one layer shard's forward."""
+    """Bytes moved by the memory-bound kernels of one layer shard's forward; the activation reads
+    its input and writes its output (SwiGLU reads two inputs), rotary positions rewrite q and k."""
     tokens, h, f = micro_batch * model.seq_len, model.d_model, model.ffn
     scores = micro_batch * (model.heads // tp) * model.seq_len ** 2
     norms = 2 * 2 * tokens * h * element  # two layer norms, read + write
+    activation = model.ffn_matrices * tokens * (f // tp) * element  # GELU: 1 read 1 write; SwiGLU: 2 and 1
+    rotary = 0 if model.position == "learned" else 2 * tokens * (h + model.kv_width) // tp * element
     if fused:
         softmax = scores * (2 * element + 1 + 2 * element)  # scale-mask-softmax, dropout mask + apply
-        gelu = 2 * tokens * (f // tp) * element  # fused bias + GELU
         residual = 2 * tokens * h * (3 * element + 1)  # two bias-dropout-add: 2 reads, 1 write, mask
-        return float(softmax + norms + gelu + residual)
+        return float(softmax + norms + activation + rotary + residual)
     passes = 2 * 2 * scores * element  # scale, then softmax: each reads and writes the scores
-    biases = 2 * tokens * (4 * h // tp + f // tp + h) * element  # addmm's bias copied out, read back by the GEMM
-    heads = 2 * tokens * (4 * h // tp) * element  # q, k, v made contiguous, the output transposed back
-    relu = 2 * tokens * (f // tp) * element
+    qkv = h // tp + 2 * model.kv_width // tp
+    ffn_in = (model.ffn_matrices - 1) * (f // tp)
+    biases = 2 * tokens * (qkv + h // tp + ffn_in + h) * element  # addmm's bias copied out, read back by the GEMM
+    heads = 2 * tokens * (qkv + h // tp) * element  # q, k, v made contiguous, the output transposed back
     residual = 2 * 3 * tokens * h * element  # two adds: 2 reads, 1 write
-    return float(passes + norms + biases + heads + relu + residual)
+    return float(passes + norms + biases + heads + activation + rotary + residual)
 
 
 def _gemm_time(gemm: Gemm, gpu: GpuKind, peak: float, efficiency: float, element: int) -> float:

@@ -11,7 +11,7 @@ from profiler.model import ModelSpec, TrainingSpec
 from profiler.network.topology import Topology, ring_allreduce_s
 from profiler.profile import Profile
 from scheduler.placement import Placement, Runtime, Schedule
-from scheduler.runtimes import ADAPTIVE_DIV_VALUE, TRAITS, RuntimeTraits, accumulation_rounds
+from scheduler.runtimes import ADAPTIVE_DIV_VALUE, TRAITS, RuntimeTraits, accumulation_rounds, ties_embedding
 from simulator.cost.compute import adaptive_clusters, device_compute, offloaded_step_s, profile_for
 from simulator.cost.sharing import Unit, shared_units
 
@@ -97,7 +97,7 @@ def stage_params(job: Job, placement: Placement, stage: int, traits: RuntimeTrai
             head, tails = adaptive_clusters(model, cutoffs, ADAPTIVE_DIV_VALUE)
             params += 2 * model.d_model + model.d_model * head + sum(w * (model.d_model + span) for w, span in tails)
         else:
-            shared = traits.tied_embedding and placement.pp == 1
+            shared = ties_embedding(placement.runtime, model) and placement.pp == 1
             params += model.head_params_per_shard(tp) - shared * model.vocab * model.d_model / tp
     return params
 

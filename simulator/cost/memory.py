@@ -34,10 +34,15 @@ class DeviceMemory:
 def layer_activation_bytes(job: Job, tp: int) -> float:
     """All activations one layer keeps for its backward, one micro-batch (Korthikanti et al. 2022,
     "Reducing Activation Recomputation in Large Transformer Models", eq. 2, 16-bit, tensor-parallel
-    without sequence parallelism): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes."""
+    without sequence parallelism): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes for GPT. Its 24/t are the
+    split tensors: q, k, v and the attention output (2 bytes each per feature, keys and values
+    ``kv_width`` wide) and the FFN's (GELU: its input and output, 4f; SwiGLU: gate, up and their
+    product, 6f), written here for any model."""
     m, b = job.model, job.training.micro_batch
     scale = job.training.element_bytes / 2
-    return scale * m.seq_len * b * m.d_model * (10 + 24 / tp + 5 * m.heads * m.seq_len / (m.d_model * tp))
+    ffn = (4 if m.activation == "gelu" else 6) * m.ffn
+    split = 2 * m.d_model + 4 * m.kv_width + 2 * m.d_model + ffn
+    return scale * m.seq_len * b * (10 * m.d_model + split / tp + 5 * m.heads * m.seq_len / tp)
 
 
 def in_flight(job: Job, placement: Placement, stage: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from profiler.network.topology import Topology
 from scheduler.placement import Placement
-from scheduler.runtimes import TRAITS
+from scheduler.runtimes import ties_embedding
 from simulator.cost.job import Job, WorkerCost
 from simulator.estimator.blocking import schedule_ends, transfer_windows
 from simulator.estimator.fluid import fluid_finish_s
@@ -117,7 +117,7 @@ def one_f_one_b_ready(placement: Placement, costs: list[list[WorkerCost]], c: di
 
 
 def embedding_sync_s(job: Job, topology: Topology, placement: Placement) -> float:
-    if not TRAITS[placement.runtime].tied_embedding or placement.pp == 1:
+    if not ties_embedding(placement.runtime, job.model) or placement.pp == 1:
         return 0.0
     size = job.model.vocab * job.model.d_model / placement.tp * job.training.element_bytes
     pairs = [(placement.devices[0][r][t], placement.devices[-1][r][t]) for r in range(placement.dp)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from profiler.network.topology import Topology
 from profiler.trace import Category
 from scheduler.placement import Placement, Schedule, Sync
-from scheduler.runtimes import TRAITS
+from scheduler.runtimes import ties_embedding
 from simulator.cost.job import Job, WorkerCost, check_runtime, stage_costs
 from simulator.lowering import collectives
 from simulator.lowering.collectives import Step
@@ -119,7 +119,7 @@ def _sync_steps(b: _Builder, placement: Placement, job: Job, costs: list[list[Wo
     """Sync steps per (stage, replica, tp rank): the data-parallel gradient sync of every stage
     (gradients in the model's precision: Megatron's fp16, the study's model.half()), then
     Megatron's all-reduce of the tied word-embedding gradient between the first and last stage."""
-    traits, element = TRAITS[placement.runtime], job.training.element_bytes
+    element = job.training.element_bytes
     out: dict[tuple[int, int, int], list[Step]] = {}
     for s in range(placement.pp):
         size = costs[s][0].params * element
@@ -135,7 +135,7 @@ def _sync_steps(b: _Builder, placement: Placement, job: Job, costs: list[list[Wo
                 per_member = collectives.ring_allreduce(b, members, size)
             for r, steps in enumerate(per_member):
                 out[s, r, t] = list(steps)
-    if traits.tied_embedding and placement.pp > 1:
+    if ties_embedding(placement.runtime, job.model) and placement.pp > 1:
         size = job.model.vocab * job.model.d_model / placement.tp * element
         last = placement.pp - 1
         for r in range(placement.dp):

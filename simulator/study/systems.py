@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from profiler.errors import InputError
+from profiler.model import ModelSpec
 from scheduler.layouts import megatron_layout, random_layout
 from scheduler.placement import Placement
 
@@ -14,21 +15,22 @@ RANDOM_SEEDS = (0, 1, 2)  # "without scheduler": the mean over 3 random seeds (d
 STUDY_MEGATRON_CONFIGS = ((8, 1), (1, 8), (4, 2), (2, 4))
 
 
-def megatron_configs(device_count: int, layers: int) -> list[tuple[int, int]]:
-    """Every (P, T) with T ≤ 8, layers divisible by P and P·T dividing the devices."""
+def megatron_configs(device_count: int, layers: int, model: ModelSpec | None = None) -> list[tuple[int, int]]:
+    """Every (P, T) with T ≤ 8, layers divisible by P and P·T dividing the devices, and T
+    splitting ``model``'s heads, key-value heads, FFN and vocabulary where one is given."""
     configs = []
     for pp in range(1, layers + 1):
         if layers % pp:
             continue
         for tp in (1, 2, 4, 8):
-            if tp <= MAX_TENSOR_PARALLEL and device_count % (pp * tp) == 0:
+            if tp <= MAX_TENSOR_PARALLEL and device_count % (pp * tp) == 0 and (model is None or model.shards(tp)):
                 configs.append((pp, tp))
     return configs
 
 
-def megatron_placements(device_count: int, layers: int) -> dict[str, Placement]:
+def megatron_placements(device_count: int, layers: int, model: ModelSpec | None = None) -> dict[str, Placement]:
     out = {}
-    for pp, tp in megatron_configs(device_count, layers):
+    for pp, tp in megatron_configs(device_count, layers, model):
         placement = megatron_layout(device_count, layers, pp, tp)
         out[placement.config] = placement
     return out

@@ -34,8 +34,8 @@ def megatron_pp_config(device_count: int) -> str | None:
 
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
                   batches: list[int], *, engine: str = "analytic", search: SearchSettings | None = None,
-                  profiles: tuple[Profile, ...] = (),
-                  progress: Callable[[str], None] | None = None) -> PredictionTable:
+                  profiles: tuple[Profile, ...] = (), progress: Callable[[str], None] | None = None,
+                  precision: str = "fp16") -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
     its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
@@ -44,26 +44,27 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
     datasheet model of the device kinds they measured."""
     for n_layers in layers:
         for batch in batches:
-            check_setting(cluster.size, n_layers, batch)
+            check_setting(cluster.size, n_layers, batch, model_of(n_layers))
     topology = Topology(cluster)
     rows = []
     for n_layers in layers:
         model = model_of(n_layers)
-        megatron = megatron_placements(cluster.size, n_layers)
+        megatron = megatron_placements(cluster.size, n_layers, model)
         randoms = study_random_placements(cluster.size, n_layers) if study_runtime_fits(cluster.size, n_layers) else []
         for batch in batches:
             if progress:
                 progress(f"{case}: {n_layers} layers, batch {batch}")
-            job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch), profiles=profiles)
+            job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch, precision=precision),
+                      profiles=profiles)
             rows.append(_row(job, topology, megatron, randoms, engine, search, _now_and_then(progress)))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
 
 
-def check_setting(device_count: int, n_layers: int, batch: int) -> None:
+def check_setting(device_count: int, n_layers: int, batch: int, model: ModelSpec | None = None) -> None:
     """InputError unless some system of the table applies to the setting: a Megatron
     configuration or the study's runtime that holds the layers, with a data-parallel degree that
     divides the batch."""
-    megatron = megatron_configs(device_count, n_layers)
+    megatron = megatron_configs(device_count, n_layers, model)
     study = study_runtime_fits(device_count, n_layers)
     if not megatron and not study:
         raise InputError(f"no configuration of {n_layers} layers fits {device_count} devices")
@@ -138,7 +139,7 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
 
 
 def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable[[int], ModelSpec],
-                    profiles: tuple[Profile, ...] = ()) -> tuple:
+                    profiles: tuple[Profile, ...] = (), precision: str = "fp16") -> tuple:
     """Spans of a SimPy run of the first row's fastest system (the random placement of seed 0
     for ``ours_random``, which is a mean over seeds)."""
     row = table.rows[0]
@@ -147,7 +148,7 @@ def trace_first_row(cluster: Cluster, table: PredictionTable, model_of: Callable
         raise InputError("--trace: no system of the first row fits in memory")
     best = candidates[min(candidates, key=lambda k: candidates[k].iteration_s)]
     placement = best.placement or study_random_placements(cluster.size, row.layers)[0]
-    job = Job(cluster=cluster, model=model_of(row.layers), training=TrainingSpec(global_batch=row.batch),
-              profiles=profiles)
+    job = Job(cluster=cluster, model=model_of(row.layers),
+              training=TrainingSpec(global_batch=row.batch, precision=precision), profiles=profiles)
     _, spans = predict(job, placement, engine="simpy", record_spans=True)
     return spans

@@ -3,6 +3,7 @@ the stages it really builds, and the refusals before any rank starts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,14 +11,21 @@ import pytest
 from executor import machine
 from executor.model import Stage
 from profiler.errors import InputError
+from profiler.model import ModelSpec
 from scheduler.plan import load_plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name", ["cpu-pipeline-plan.json", "cpu-pipeline-only-plan.json"])
-def test_the_parameters_counted_are_those_of_the_stages_built(name) -> None:
+LLAMA_LIKE = ModelSpec(name="tiny-llama-4l", layers=4, d_model=64, heads=4, kv_heads=2, ffn=192, seq_len=32,
+                       vocab=512, activation="swiglu", position="rotary", tied_embedding=False)
+
+
+@pytest.mark.parametrize("name,model", [("cpu-pipeline-plan.json", None), ("cpu-pipeline-only-plan.json", None),
+                                        ("cpu-pipeline-plan.json", LLAMA_LIKE)])
+def test_the_parameters_counted_are_those_of_the_stages_built(name, model) -> None:
     plan = load_plan(EXAMPLES / name)
+    plan = replace(plan, model=model) if model else plan
     for s, (start, end) in enumerate(plan.placement.stage_layers):
         stage = Stage(plan.model, start, end, seed=0, recompute=True)
         assert machine.stage_params(plan, s) == sum(p.numel() for p in stage.parameters())

@@ -16,6 +16,10 @@ from scheduler.placement import Schedule, Sync  # noqa: E402
 from scheduler.plan import Plan, Provenance  # noqa: E402
 
 MODEL = ModelSpec(name="tiny-4l", layers=4, d_model=64, heads=4, ffn=256, seq_len=32, vocab=512)
+# Llama's architecture at a CPU's size: keys and values shared by pairs of heads, SwiGLU, rotary
+# positions, an untied head.
+LLAMA_LIKE = ModelSpec(name="tiny-llama-4l", layers=4, d_model=64, heads=4, kv_heads=2, ffn=192, seq_len=32,
+                       vocab=512, activation="swiglu", position="rotary", tied_embedding=False)
 
 
 def cpu_plan(pp: int, dp: int, *, schedule: Schedule = Schedule.GPIPE, sync: Sync = Sync.PS, batch_size: int = 8,
@@ -44,9 +48,10 @@ def assert_same_steps(value: torch.Tensor, expected: torch.Tensor, initial: torc
 
 def whole(plan: Plan) -> Stage:
     """The whole model in one process, its word embedding tied as the plan's runtime ties it."""
-    from scheduler.runtimes import TRAITS
+    from scheduler.runtimes import ties_embedding
 
-    return Stage(MODEL, 0, MODEL.layers, 0, recompute=False, tied=TRAITS[plan.placement.runtime].tied_embedding)
+    return Stage(plan.model, 0, plan.model.layers, 0, recompute=False,
+                 tied=ties_embedding(plan.placement.runtime, plan.model))
 
 
 def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
@@ -54,7 +59,7 @@ def reference(plan: Plan, iterations: int) -> tuple[list[float], dict]:
     optimizer = torch.optim.SGD(full.parameters(), lr=LEARNING_RATE)
     losses = []
     for iteration in range(iterations):
-        ids, targets = batch(MODEL, plan.training.global_batch, iteration, 0)
+        ids, targets = batch(plan.model, plan.training.global_batch, iteration, 0)
         optimizer.zero_grad()
         loss = full(ids, targets)
         loss.backward()
@@ -112,24 +117,24 @@ def assert_equals_one_process(plan: Plan, emulate: bool = False, grouped: bool =
                 local, rest = rest.split(".", 1)
                 key, part = f"layers.{start + int(local)}.{rest}", "layer"
             expected, before = weights[key], initial[key]
-            if tp > 1 and rest in shard_indices(MODEL, part, tp, rank["tp_rank"]):
-                dim, index = shard_indices(MODEL, part, tp, rank["tp_rank"])[rest]
+            if tp > 1 and rest in shard_indices(plan.model, part, tp, rank["tp_rank"]):
+                dim, index = shard_indices(plan.model, part, tp, rank["tp_rank"])[rest]
                 expected, before = expected.index_select(dim, index), before.index_select(dim, index)
             assert_same_steps(torch.from_numpy(value), expected, before, key)
     assert len(result["iteration_s"]) == 2 and all(s > 0 for s in result["iteration_s"])
 
 
-def tp_plan(pp: int, tp: int, dp: int, gpipe: bool) -> Plan:
+def tp_plan(pp: int, tp: int, dp: int, gpipe: bool, model: ModelSpec = MODEL) -> Plan:
     from dataclasses import replace
 
     from scheduler.layouts import megatron_layout
     from scheduler.placement import Runtime
 
     base = cpu_plan(1, pp * tp * dp, recompute=True)
-    placement = megatron_layout(pp * tp * dp, MODEL.layers, pp, tp)
+    placement = megatron_layout(pp * tp * dp, model.layers, pp, tp)
     if gpipe:
         placement = replace(placement, schedule=Schedule.GPIPE, sync=Sync.PS, runtime=Runtime.DECENTRALIZED)
-    return replace(base, placement=placement)
+    return replace(base, placement=placement, model=model)
 
 
 @pytest.mark.distributed
@@ -140,6 +145,13 @@ def tp_plan(pp: int, tp: int, dp: int, gpipe: bool) -> Plan:
 def test_a_tensor_parallel_run_equals_one_process(pp, tp, dp, gpipe, grouped) -> None:
     """Megatron's layout (``gpipe`` False: 1F1B, ring, its tied word embedding) or the study's."""
     assert_equals_one_process(tp_plan(pp, tp, dp, gpipe), grouped=grouped)
+
+
+@pytest.mark.distributed
+def test_a_model_of_llamas_architecture_runs_pipelined_and_tensor_parallel_as_one_process() -> None:
+    """Grouped-query attention sharded by key-value heads, SwiGLU's gate and up projections by
+    columns, rotary positions, an untied head: P2T2D1 equals the whole model in one process."""
+    assert_equals_one_process(tp_plan(2, 2, 1, False, LLAMA_LIKE))
 
 
 @pytest.mark.distributed

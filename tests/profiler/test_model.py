@@ -1,11 +1,14 @@
-"""GPT3-XL sizes, FLOPs and bytes against docs/facts.md §1; TrainingSpec's input checks."""
+"""GPT3-XL sizes, FLOPs and bytes against docs/facts.md §1; the named models against their papers;
+model files; TrainingSpec's input checks."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from profiler.errors import InputError
-from profiler.model import ModelSpec, TrainingSpec, gpt3_xl
+from profiler.model import PRESETS, ModelSpec, TrainingSpec, gpt3_xl, load_model, model_named
 
 H = S = 2048
 
@@ -98,3 +101,53 @@ def test_unknown_precision() -> None:
 def test_unknown_optimizer() -> None:
     with pytest.raises(InputError, match="lamb"):
         TrainingSpec(global_batch=8, optimizer="lamb")
+
+
+# -- models as data -------------------------------------------------------------------------
+# Published sizes: GPT-3's Table 2.1 (Brown et al. 2020), Llama 2's (Touvron et al. 2023).
+@pytest.mark.parametrize("name,published", [("gpt3-350m", 350e6), ("gpt3-1.3b", 1.3e9), ("gpt3-2.7b", 2.7e9),
+                                            ("gpt3-6.7b", 6.7e9), ("gpt3-13b", 13.0e9), ("llama2-7b", 6.74e9),
+                                            ("llama2-13b", 13.0e9), ("llama2-70b", 69.0e9)])
+def test_the_presets_have_their_published_sizes(name: str, published: float) -> None:
+    assert PRESETS[name].total_params == pytest.approx(published, rel=0.025)
+
+
+def test_grouped_query_attention_and_swiglu_count_their_matrices() -> None:
+    h, f = 8192, 28672
+    model = PRESETS["llama2-70b"]  # 64 heads of 128, 8 key-value heads: keys and values 1024 wide
+    assert model.kv_width == 1024 and model.ffn_matrices == 3
+    weights = h * (h + 2 * 1024) + h * h + 3 * h * f
+    assert model.params_per_layer == weights + (h + 2 * 1024) + 2 * f + 6 * h  # biases, norms
+    assert model.layer_forward_flops(1) == 2.0 * 4096 * weights + 4.0 * 4096 * 4096 * h
+    assert model.embedding_params == 32000 * h  # rotary: no position table
+
+
+def test_a_gpt_document_reads_as_before_and_a_model_file_round_trips(tmp_path) -> None:
+    assert set(gpt3_xl().to_json()) == {"name", "layers", "d_model", "heads", "ffn", "seq_len", "vocab"}
+    llama = PRESETS["llama2-70b"]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"schema": "model/1"} | llama.to_json()))
+    assert load_model(path) == llama and model_named(str(path)) == llama
+    assert model_named("llama2-7b", 8).layers == 8 and model_named("gpt3-xl", 32) == gpt3_xl(32)
+
+
+@pytest.mark.parametrize("change,words", [
+    (dict(kv_heads=3), "kv_heads must be a positive divisor of heads 4"),
+    (dict(activation="relu"), "activation must be one of gelu, swiglu"),
+    (dict(position="alibi"), "position must be one of learned, rotary"),
+    (dict(tied_embedding="yes"), "tied_embedding must be true or false"),
+    (dict(layers=True), "layers must be a positive integer"),
+    (dict(depth=3), "unknown model field 'depth'"),
+])
+def test_a_bad_model_file_is_one_line_naming_the_field(tmp_path, change, words) -> None:
+    doc = {"schema": "model/1", "name": "m", "layers": 2, "d_model": 64, "heads": 4, "ffn": 256, "seq_len": 32,
+           "vocab": 512} | change
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=words):
+        load_model(path)
+
+
+def test_an_unknown_model_name_lists_the_presets() -> None:
+    with pytest.raises(InputError, match="neither a model .*llama2-7b.* nor a model file"):
+        model_named("gpt5")
