@@ -680,3 +680,17 @@ def test_plan_chooses_degrees_and_micro_batch(capsys, tmp_path) -> None:
     assert plan.placement.pp in (1, 2, 4, 8) and plan.training.micro_batch in (1, 2, 4)
     prov = plan.provenance
     assert prov.lower_bound <= prov.objective_value == pytest.approx(prov.predicted_iteration_s)
+
+
+def test_show_draws_and_traces_a_run_and_prints_its_parts(capsys, tmp_path) -> None:
+    plan, run = EXAMPLES / "cpu-two-regions-plan.json", EXAMPLES / "cpu-two-regions-run.json"
+    png, trace = tmp_path / "run.png", tmp_path / "trace.json"
+    rc, out, _ = sim(capsys, "show", plan, run, "--plot", png, "--trace", trace)
+    report = json.loads(run.read_text())
+    mean = sum(report["iteration_s"]) / len(report["iteration_s"])
+    assert rc == 0 and f"{mean:.4f} s per iteration (mean of 4)" in out and "dp_sync" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = [e for e in json.loads(trace.read_text())["traceEvents"] if e.get("ph") == "X"]
+    assert len(events) == sum(len(rank["spans"]) for rank in report["ranks"])
+    assert_bad_input(capsys, "show", EXAMPLES / "cpu-two-regions-random-plan.json", run,
+                     words=("the run report is of another plan",))
