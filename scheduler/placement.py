@@ -32,8 +32,9 @@ class Runtime(StrEnum):
     DECENTRALIZED = "decentralized"  # the study's runtime
 
 
-# docs/facts.md §5: the study's runtime keeps 4 bytes of gradient per parameter (c_dp = 0.65e9 B for
-# 1.3e9 / 8 parameters on a device). The scheduler's c_dp and the simulator's traits both read it.
+# docs/facts.md §5: the study's scheduler's cost model counts 4 bytes of gradient per parameter
+# (c_dp = 0.65e9 B for 1.3e9 / 8 parameters on a device); only the comm objective's c_dp reads it.
+# The runtime itself syncs fp16 gradients, 2 B a parameter (docs/facts.md §4), as the simulator does.
 STUDY_GRAD_BYTES_PER_PARAM = 4
 
 

@@ -67,8 +67,14 @@ class Job:
     def head_cutoffs(self, placement: Placement) -> tuple[int, ...] | None:
         """The runtime's adaptive-softmax head, or None for a projection onto the whole vocabulary:
         also where a profile measures the devices, which times the profiler's (and the executor's)
-        GPT, whose head is that projection."""
-        return None if self.measured else TRAITS[placement.runtime].head_cutoffs
+        GPT, whose head is that projection. Cutoffs at or past the vocabulary are dropped (torch's
+        AdaptiveLogSoftmaxWithLoss wants them below it); a vocabulary below the first is one
+        projection."""
+        cutoffs = None if self.measured else TRAITS[placement.runtime].head_cutoffs
+        if cutoffs is None:
+            return None
+        kept = tuple(c for c in cutoffs if c < self.model.vocab)
+        return kept or None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -110,3 +110,16 @@ def test_study_runtime_left_out_when_layers_do_not_divide_over_8() -> None:
     row = predict_table(SCENARIOS["spot"].build(), "spot", gpt3_xl, [12], [1024]).rows[0]
     assert set(row.systems) == {"megatron_optimal"}
     assert {name[:2] for name in row.megatron_configs} == {"P1", "P2", "P4"}
+
+
+@pytest.mark.parametrize("vocab,cutoffs", [(29056, (1000, 2000, 5000)), (3000, (1000, 2000)), (512, None)])
+def test_the_study_runtimes_adaptive_head_keeps_only_cutoffs_below_the_vocabulary(vocab, cutoffs) -> None:
+    from dataclasses import replace
+
+    cluster = SCENARIOS["ondemand"].build()
+    model = replace(gpt3_xl(24), vocab=vocab)
+    job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=1024))
+    placement = study_random_placements(cluster.size, 24)[0]
+    assert job.head_cutoffs(placement) == cutoffs
+    table = predict_table(cluster, "ondemand", lambda n: replace(gpt3_xl(n), vocab=vocab), [24], [1024])
+    assert table.rows[0].systems["ours_random"].iteration_s > 0
