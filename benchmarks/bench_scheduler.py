@@ -13,7 +13,11 @@
   seconds, gap, peak memory of the process;
 - mixed: 32 V100 + 16 A100 + 16 RTX 4090 in three regions (examples/mixed-gpus-cluster.json):
   the best even split against the uneven one;
-- ga: the study's evolutionary search (full size: 100 + 4,900) on the comm objective.
+- ga: the study's evolutionary search (full size: 100 + 4,900) on the comm objective;
+- split: whose is the gap on spot, the search's or the bound's: `sim predict`'s 5 s and 400
+  local-search evaluations against 60 s and 5,000, on spot (24 layers, batch 1024, P8D8) and on a
+  16-device spot of 2 p3.8xlarge and 8 p3.2xlarge (8 layers, batch 256, P4D4): a longer search
+  that finds no faster plan leaves the gap to the bound.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler.cluster import load_cluster  # noqa: E402
+from profiler.cluster import Cluster, load_cluster  # noqa: E402
 from profiler.model import TrainingSpec, gpt3_xl  # noqa: E402
 from profiler.scenarios import GEO_WITHIN_REGION, SCENARIOS, WORLD_LINKS, geo, scheduler_matrices  # noqa: E402
 from scheduler.comm_cost import comm_tables  # noqa: E402
@@ -89,14 +93,16 @@ def world_like(per_city: int):
     return geo(f"world-{8 * per_city}", {c: per_city for c in cities}, GEO_WITHIN_REGION, WORLD_LINKS)
 
 
-def plan_time(cluster, layers: int, batch: int, limit_s: float, uneven: bool = False, pp: int = 8):
+def plan_time(cluster, layers: int, batch: int, limit_s: float, uneven: bool = False, pp: int = 8,
+              evaluations: int = 400):
     model, training = gpt3_xl(layers), TrainingSpec(global_batch=batch)
     dp = cluster.size // pp
     dp_bytes, pp_bytes = derived_bytes(model, training, pp, dp)
     problem = Problem(device_count=cluster.size, layers=layers, pp=pp, dp=dp, tables=comm_tables(cluster),
                       dp_bytes=dp_bytes, pp_bytes=pp_bytes)
     start = time.perf_counter()
-    result = plan_search(problem, SearchSettings(time_limit_s=limit_s, uneven=uneven), evaluator(cluster, model, training),
+    settings = SearchSettings(time_limit_s=limit_s, uneven=uneven, max_evaluations=evaluations)
+    result = plan_search(problem, settings, evaluator(cluster, model, training),
                          lambda u: time_bound_inputs(cluster, model, training, pp, dp, u))
     return result, time.perf_counter() - start
 
@@ -134,7 +140,28 @@ def ga() -> None:
         print(f"{name:<13} {result.value:7.3f} in {time.perf_counter() - start:6.1f} s (published {published})")
 
 
-SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga}
+def small_spot():
+    """Spot's first 2 p3.8xlarge and 8 p3.2xlarge, 16 devices."""
+    doc = SCENARIOS["spot"].build().to_json()
+    keep = [h["name"] for h in doc["hosts"] if h["name"] in ("p3.8xl-0", "p3.8xl-1")
+            or h["name"] in {f"p3.2xl-{i}" for i in range(8)}]
+    devices = [d for d in doc["devices"] if d["host"] in keep]
+    doc |= {"name": "spot-16", "hosts": [h for h in doc["hosts"] if h["name"] in keep],
+            "devices": [dict(d, id=i) for i, d in enumerate(devices)]}
+    return Cluster.from_json(doc)
+
+
+def split() -> None:
+    print("## the gap's share: sim predict's search (5 s, 400 evaluations) against 60 s and 5,000")
+    for name, cluster, layers, batch, pp in (("spot", SCENARIOS["spot"].build(), 24, 1024, 8),
+                                             ("spot-16", small_spot(), 8, 256, 4)):
+        for limit_s, evaluations in ((5.0, 400), (60.0, 5000)):
+            result, seconds = plan_time(cluster, layers, batch, limit_s, pp=pp, evaluations=evaluations)
+            print(f"{name:<8} {limit_s:4.0f} s {evaluations:5d} evaluations: {result.value:7.3f} s/iteration, "
+                  f"bound {result.bound:7.3f}, gap {result.gap:5.1%}, {seconds:5.1f} s")
+
+
+SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga, "split": split}
 
 if __name__ == "__main__":
     for section in sys.argv[1:] or list(SECTIONS):
