@@ -16,9 +16,8 @@ from pathlib import Path
 
 from profiler.errors import InputError
 from profiler.model import OPTIMIZER_STATE_BYTES
-from scheduler.placement import Placement, Schedule
 from scheduler.plan import Plan
-from scheduler.runtimes import accumulation_rounds
+from scheduler.runtimes import accumulation_rounds, in_flight
 
 RANKS_PER_CORE = 4  # oversubscription allowed to gloo CPU ranks (the rule above)
 GIB = 2**30
@@ -55,15 +54,17 @@ def rank_memory_bytes(plan: Plan, stage: int) -> float:
     """What one rank of ``stage`` holds at its peak, as executor.model and executor.run keep it:
     its shard's weights and gradients in fp32 and the optimizer's state; the layer inputs it
     checkpoints for every micro-batch in flight (all of a round under GPipe, the warm-up depth
-    under 1F1B); one layer's activations while it recomputes it: Korthikanti et al. 2022
-    ("Reducing Activation Recomputation in Large Transformer Models", eq. 1) count
-    s·b·h·(34 + 5·a·s/h) bytes in 16-bit, 17 + 2.5·a·s/h boundary-sized tensors; and the process."""
+    under 1F1B: scheduler.runtimes.in_flight); one layer's activations while it recomputes it
+    (ModelSpec.layer_activation_bytes, in fp32); and the process."""
     placement, model, training = plan.placement, plan.model, plan.training
     start, end = placement.stage_layers[stage]
     weights = stage_params(plan, stage) * (2 * FP32_BYTES + OPTIMIZER_STATE_BYTES[training.optimizer])
     boundary = model.activation_bytes(training.micro_batch, "fp32")
-    working = boundary * (17 + 2.5 * model.heads * model.seq_len / (model.d_model * placement.tp))
-    return weights + _in_flight(plan, placement, stage) * (end - start) * boundary + working + PROCESS_BYTES
+    working = model.layer_activation_bytes(training.micro_batch, FP32_BYTES, placement.tp)
+    micro_batches = training.global_batch // placement.dp // training.micro_batch
+    held = in_flight(placement, stage, micro_batches,
+                     accumulation_rounds(placement.runtime, micro_batches, training.rounds))
+    return weights + held * (end - start) * boundary + working + PROCESS_BYTES
 
 
 def stage_params(plan: Plan, stage: int) -> float:
@@ -77,13 +78,6 @@ def stage_params(plan: Plan, stage: int) -> float:
     if stage == placement.pp - 1:
         params += model.head_params_per_shard(placement.tp)
     return params
-
-
-def _in_flight(plan: Plan, placement: Placement, stage: int) -> int:
-    micro_batches = plan.training.global_batch // placement.dp // plan.training.micro_batch
-    if placement.schedule is Schedule.GPIPE:
-        return max(b - a for a, b in accumulation_rounds(placement.runtime, micro_batches, plan.training.rounds))
-    return min(placement.pp - stage, micro_batches)
 
 
 def cores_here() -> int:

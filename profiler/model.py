@@ -140,6 +140,19 @@ class ModelSpec:
         """One micro-batch's activation crossing a stage boundary (docs/facts.md §1: 8 MiB for GPT3-XL)."""
         return micro_batch * self.seq_len * self.d_model * PRECISIONS[precision]
 
+    def layer_activation_bytes(self, micro_batch: int, element_bytes: int, tp: int = 1) -> float:
+        """All activations one layer keeps for its backward, one micro-batch (Korthikanti et al.
+        2022, "Reducing Activation Recomputation in Large Transformer Models", eq. 2, 16-bit,
+        tensor-parallel without sequence parallelism): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes for
+        GPT. Its 24/t are the split tensors: q, k, v and the attention output (2 bytes each per
+        feature, keys and values ``kv_width`` wide) and the FFN's (GELU: its input and output,
+        4f; SwiGLU: gate, up and their product, 6f), written here for any model; other element
+        sizes scale it."""
+        ffn = (4 if self.activation == "gelu" else 6) * self.ffn
+        split = 2 * self.d_model + 4 * self.kv_width + 2 * self.d_model + ffn
+        return (element_bytes / 2 * self.seq_len * micro_batch
+                * (10 * self.d_model + split / tp + 5 * self.heads * self.seq_len / tp))
+
     def with_layers(self, layers: int) -> "ModelSpec":
         """The same architecture with ``layers`` layers (a preset's name says the count)."""
         base = self.name.rsplit("-", 1)[0] if self.name.endswith(f"-{self.layers}l") else self.name

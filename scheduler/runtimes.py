@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiler.model import ModelSpec
-from scheduler.placement import Runtime
+from scheduler.placement import Placement, Runtime, Schedule
 
 NCCL_STEPS = 8  # buffer slots of a connection (NCCL src/include/device.h)
 NCCL_CHUNK_BYTES = 4 * 2**20 / NCCL_STEPS  # one slot: NCCL_BUFFSIZE (4 MiB) over NCCL_STEPS
@@ -112,3 +112,11 @@ def ties_embedding(runtime: Runtime, model: ModelSpec) -> bool:
     if traits.head_cutoffs is not None:
         return False
     return traits.tied_embedding if model.tied_embedding is None else model.tied_embedding
+
+
+def in_flight(placement: Placement, stage: int, micro_batches: int, rounds: tuple[tuple[int, int], ...]) -> int:
+    """Micro-batches whose activations a stage holds at its peak: all of a round's under GPipe
+    (``rounds``: accumulation_rounds), the warm-up depth plus one under 1F1B."""
+    if placement.schedule is Schedule.GPIPE:
+        return max(end - start for start, end in rounds)
+    return min(placement.pp - stage, micro_batches)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from profiler.gpus import gpu_kind
 from profiler.model import OPTIMIZER_STATE_BYTES
-from scheduler.placement import Placement, Runtime, Schedule, Sync
+from scheduler.placement import Placement, Runtime, Sync
 from scheduler.runtimes import TRAITS
+from scheduler.runtimes import in_flight as runtime_in_flight
 from simulator.cost.compute import profile_for
 from simulator.cost.job import Job, stage_params
 
@@ -32,25 +33,14 @@ class DeviceMemory:
 
 
 def layer_activation_bytes(job: Job, tp: int) -> float:
-    """All activations one layer keeps for its backward, one micro-batch (Korthikanti et al. 2022,
-    "Reducing Activation Recomputation in Large Transformer Models", eq. 2, 16-bit, tensor-parallel
-    without sequence parallelism): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes for GPT. Its 24/t are the
-    split tensors: q, k, v and the attention output (2 bytes each per feature, keys and values
-    ``kv_width`` wide) and the FFN's (GELU: its input and output, 4f; SwiGLU: gate, up and their
-    product, 6f), written here for any model."""
-    m, b = job.model, job.training.micro_batch
-    scale = job.training.element_bytes / 2
-    ffn = (4 if m.activation == "gelu" else 6) * m.ffn
-    split = 2 * m.d_model + 4 * m.kv_width + 2 * m.d_model + ffn
-    return scale * m.seq_len * b * (10 * m.d_model + split / tp + 5 * m.heads * m.seq_len / tp)
+    """All activations one layer keeps for its backward, one micro-batch, in the job's precision
+    (profiler.model.ModelSpec.layer_activation_bytes: Korthikanti et al. 2022, eq. 2)."""
+    return job.model.layer_activation_bytes(job.training.micro_batch, job.training.element_bytes, tp)
 
 
 def in_flight(job: Job, placement: Placement, stage: int) -> int:
-    """Micro-batches whose activations a stage holds at its peak: all of a round's under GPipe, the
-    warm-up depth plus one under 1F1B."""
-    if placement.schedule is Schedule.GPIPE:
-        return max(end - start for start, end in job.rounds(placement))
-    return min(placement.pp - stage, job.micro_batches(placement))
+    """Micro-batches whose activations a stage holds at its peak (scheduler.runtimes.in_flight)."""
+    return runtime_in_flight(placement, stage, job.micro_batches(placement), job.rounds(placement))
 
 
 def stage_memory(job: Job, placement: Placement, stage: int) -> tuple[float, float]:
