@@ -1,5 +1,6 @@
 """The scheduler's targets (issue 3), measured. Run as ``python benchmarks/bench_scheduler.py
-[section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``mixed``, ``ga`` (default: all).
+[section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``mixed``, ``ga``, ``split``,
+``table`` (default: all).
 
 - study: the study's cost model (docs/facts.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
   on universities, regional and world, by the ilp method, with the study's matrices (5 ms inside
@@ -17,12 +18,17 @@
 - split: whose is the gap on spot, the search's or the bound's: `sim predict`'s 5 s and 400
   local-search evaluations against 60 s and 5,000, on spot (24 layers, batch 1024, P8D8) and on a
   16-device spot of 2 p3.8xlarge and 8 p3.2xlarge (8 layers, batch 256, P4D4): a longer search
-  that finds no faster plan leaves the gap to the bound.
+  that finds no faster plan leaves the gap to the bound;
+- table: the README's main command, `sim predict --case spot`, run whole as a user runs it
+  (a fresh process: imports, the nine rows, the table) with its default 1 s a row, its seconds
+  and each row's gap; the same for `--case world`, and world again with 20 s a row.
 """
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -161,7 +167,23 @@ def split() -> None:
                   f"bound {result.bound:7.3f}, gap {result.gap:5.1%}, {seconds:5.1f} s")
 
 
-SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga, "split": split}
+def table() -> None:
+    print("## the main command, whole: sim predict --case NAME (a fresh process), seconds and gaps")
+    for name, limit in (("spot", None), ("world", None), ("world", "20")):
+        argv = [sys.executable, "-m", "simulator.cli.main", "predict", "--case", name, "--json", "--quiet"]
+        argv += ["--plan-time-limit", limit] if limit else []
+        start = time.perf_counter()
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        seconds = time.perf_counter() - start
+        rows = json.loads(out)["rows"]
+        scheduled = [row["systems"]["ours_scheduled"] for row in rows]
+        cells = " ".join(f"{s['iteration_s']:.2f}/{s['gap']:.1%}" for s in scheduled)
+        print(f"{name:<6} {limit or '1 (default)':>11} s a row: {seconds:5.1f} s, largest gap "
+              f"{max(s['gap'] for s in scheduled):.1%}; rows (s/iteration/gap): {cells}")
+
+
+SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga, "split": split,
+            "table": table}
 
 if __name__ == "__main__":
     for section in sys.argv[1:] or list(SECTIONS):

@@ -108,7 +108,11 @@ def bottleneck_matching(a: list[int], b: list[int], tables: CommTables, pp_bytes
     of ``a`` can be paired with its own device of ``b`` over edges costing at most t, and such a
     pairing (the partner of a[i] is b[partner[i]])."""
     ia, ib = np.array(a), np.array(b)
-    edge = tables.latency_s[np.ix_(ia, ib)] + pp_bytes / tables.bandwidth_bytes_per_s[np.ix_(ia, ib)]
+    return bottleneck_of(tables.latency_s[np.ix_(ia, ib)] + pp_bytes / tables.bandwidth_bytes_per_s[np.ix_(ia, ib)])
+
+
+def bottleneck_of(edge: np.ndarray) -> tuple[float, list[int]]:
+    """bottleneck_matching over a square cost matrix: its value and a matching that attains it."""
     values = np.unique(edge)
     low, high = 0, len(values) - 1
     while low < high:  # the answer is one of the edge costs: bisect over them

@@ -34,6 +34,7 @@ class SearchSettings:
     max_evaluations: int = 400  # ilp with the time objective: the local search's budget
     uneven: bool = False  # ilp with the time objective: stages may hold different layer counts
     deterministic: bool = False  # ilp with the time objective: no clock, no bound (scheduler.time_search)
+    hints: tuple[tuple[tuple[int, ...], ...], ...] = ()  # ilp with the time objective: grids to try first
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,4 +77,5 @@ def plan_search(problem: Problem, settings: SearchSettings, evaluate: Callable[[
                            TimeSearchSettings(solver=settings.solver, time_limit_s=settings.time_limit_s,
                                               gap=settings.gap, max_evaluations=settings.max_evaluations,
                                               seed=settings.seed, uneven=settings.uneven,
-                                              deterministic=settings.deterministic), progress=say)
+                                              deterministic=settings.deterministic, hints=settings.hints),
+                           progress=say)

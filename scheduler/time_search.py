@@ -1,22 +1,24 @@
 """The ``ilp`` method for the ``time`` objective: seconds per iteration of the study's runtime.
 
 The estimator is no linear program, so the search works in steps:
-1. three structured candidates: every stage group spread evenly over the classes (each pipeline
-   can stay in a host or region: the structure of the study's comm optima), groups packed
-   class by class (data-parallel groups inside a host or region), and small classes kept whole
-   beside an even share of the big ones (a host's GPUs beside single-GPU instances);
-2. a MILP lower bound on the estimator (scheduler.ilp.time_bound_model), minimised over all
-   placements of the degrees and started from the best structured candidate: its bound is the
-   certificate, its argmin two more candidates (replicas chained by bottleneck matchings, or
-   "purest first": pipelines kept off slow links all the way where the counts allow);
-3. a seeded local search from the best: swap two devices that no cost tells apart never,
-   other pairs in a shuffled order, keep a swap when the estimator says it is faster, until a
+1. structured candidates (scheduler.candidates): every stage group spread evenly over the
+   classes (pipelines inside a host or region: the structure of the study's comm optima), groups
+   packed class by class (data-parallel groups inside one) in the stage order whose slowest
+   boundary is fastest, small classes kept whole beside an even share of the big ones, blocks of
+   consecutive stages × pipelines on each host of several GPUs, and any ``hints`` (the plan of a
+   neighbouring row of the table); each in the pipeline order that makes its rings and barriers
+   cheapest, both ways round, with each stage's server where its ring's sync ends soonest (the
+   best few also with the servers spread over the hosts);
+2. a MILP lower bound on the estimator (scheduler.time_bound), minimised over all placements
+   and started from the best candidate: its bound is the certificate, its argmin more candidates
+   (replicas chained by bottleneck matchings, or "purest first": pipelines kept off slow links
+   all the way where the counts allow);
+3. each stage's server chosen by the estimator, then a seeded local search: swap two devices
+   (never twins in the same role), keep a swap when the estimator says it is faster, until a
    whole round brings nothing or the evaluations run out;
 4. with ``uneven``, layers moved across stage boundaries while that is faster (faster GPUs take
    more layers; the stages with the embedding and the head may take fewer). The bound's
    inputs must then hold for any split (simulator.planning.time_bound_inputs(uneven=True)).
-Every candidate's stage groups go in pipeline order; then each stage's parameter server is
-chosen by the estimator, one stage at a time (the plan records it: Placement.ps_servers).
 
 ``deterministic`` (`sim report`, the what-if sweeps) leaves out what depends on the machine's
 speed: no step 2 (a MILP stopped by its time limit ends wherever the clock left it), no
@@ -33,17 +35,19 @@ from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Callable
 
+import numpy as np
+
+from scheduler import candidates
 from scheduler.classes import device_classes
-from scheduler.comm_cost import chain_pipelines, pipelines_of
-from scheduler.ilp import time_bound
 from scheduler.layouts import blocks_layout
 from scheduler.placement import Placement
 from scheduler.search import Problem, SearchResult, TimeBoundInputs
+from scheduler.time_bound import time_bound
 
-# Shares of --time-limit: the structured candidates at most the first, the bound the second, the
-# layer balancing keeps the last; the bound's own candidates and the local search have what is between.
-STRUCTURED_SHARE, BOUND_SHARE, BALANCE_SHARE = 0.1, 0.5, 0.1
-HELD_KARP_MAX = 10  # stages: beyond this the exact open path over stage groups costs seconds
+# Shares of --time-limit: the structured candidates at most the first, the bound MILP the second
+# (kept for it), the layer balancing the third; the servers and the local search have the rest.
+STRUCTURED_SHARE, BOUND_SHARE, BALANCE_SHARE = 0.3, 0.5, 0.1
+KEPT_CANDIDATES = 3  # the best candidates also tried with their servers spread over the hosts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +62,7 @@ class TimeSearchSettings:
     # MILP is solved, since a MILP stopped by its time limit ends wherever the machine's speed
     # left it. The same inputs then give the same plan on any machine (`sim report`).
     deterministic: bool = False
+    hints: tuple[tuple[tuple[int, ...], ...], ...] = ()  # grids to try first (another row's plan, say)
 
 
 def stage_placement(problem: Problem, grid: list[list[int]], servers: list[int] | None = None,
@@ -84,25 +89,28 @@ def _spread_servers(grid: list[list[int]], cls: dict[int, int]) -> list[int]:
 
 
 def _choose_servers(problem: Problem, grid: list[list[int]], evaluate, cls: dict[int, int],
-                    preferred: list[int] | None = None, deadline: float = math.inf) -> tuple[float, list[int]]:
-    """Start from the best of: servers spread over classes, replica 0 everywhere (the study's
-    runtime), and each stage's ``preferred`` class; then one pass over the stages: each stage's
-    server becomes the replica that makes the iteration fastest, the others as they are."""
-    starts = [_spread_servers(grid, cls), [0] * problem.pp]
-    if preferred:
-        starts.append([next((r for r, d in enumerate(row) if cls[d] == c), 0) for row, c in zip(grid, preferred)])
-    value, servers = min((evaluate(stage_placement(problem, grid, start)), start) for start in starts)
-    # Replicas whose pipelines run through the same classes serve alike (twins, as early or late).
-    kind = [tuple(cls[grid[s][r]] for s in range(problem.pp)) for r in range(problem.dp)]
+                    deadline: float = math.inf, start: tuple[float, list[int]] | None = None,
+                    evaluations: int | None = None) -> tuple[float, list[int]]:
+    """From ``start`` (its value and servers) or the better of servers spread over classes and
+    replica 0 everywhere (the study's runtime), one pass over the stages: each stage's server
+    becomes the replica that makes the iteration fastest, the others as they are; at most
+    ``evaluations`` estimates."""
+    left = math.inf if evaluations is None else evaluations
+    if start is None:
+        starts = [_spread_servers(grid, cls), [0] * problem.pp]
+        start = min((evaluate(stage_placement(problem, grid, servers)), servers) for servers in starts)
+    value, servers = start
+    D = problem.dp
+    pipeline = [tuple(cls[grid[s][r]] for s in range(problem.pp)) for r in range(D)]
     for s in range(problem.pp):
-        firsts = {}
-        for r in range(problem.dp):
-            firsts.setdefault((cls[grid[s][r]], kind[r]), r)
-        for r in firsts.values():
-            if (cls[grid[s][r]], kind[r]) == (cls[grid[s][servers[s]]], kind[servers[s]]):
+        # Replicas alike in class, pipeline and ring neighbours serve alike (twins as early or late).
+        kind = [(cls[grid[s][r]], pipeline[r], cls[grid[s][r - 1]], cls[grid[s][(r + 1) % D]]) for r in range(D)]
+        for r in range(D):
+            if kind[r] == kind[servers[s]] or kind.index(kind[r]) != r:
                 continue
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline or left <= 0:
                 return value, servers
+            left -= 1
             trial = servers[:s] + [r] + servers[s + 1:]
             candidate = evaluate(stage_placement(problem, grid, trial))
             if candidate < value * (1 - 1e-9):
@@ -183,43 +191,32 @@ def _purest_first(ordered: list[list[int]], tables, size_bytes: float) -> list[l
     return stages
 
 
-def _spread(classes: tuple[tuple[int, ...], ...], pp: int) -> list[list[int]] | None:
-    """Every stage group takes the same share of every class, so each pipeline can stay inside
-    one class (the structure of the study's optima, docs/facts.md §5); None if a class does not split."""
-    if any(len(members) % pp for members in classes):
-        return None
-    return [[d for members in classes for d in members[g::pp]] for g in range(pp)]
+def _ring_servers(grid: list[list[int]], inputs: TimeBoundInputs) -> list[int]:
+    """Each stage's server where its reduce and broadcast around the ring of its replicas end
+    soonest (scheduler.candidates.ring_seconds)."""
+    servers = []
+    for s, row in enumerate(grid):
+        here, there = np.array(row), np.roll(np.array(row), -1)
+        _, server = candidates.ring_seconds(inputs.grad_bytes[s], inputs.latency_s[here, there],
+                                            inputs.rate_bytes_per_s[here, there])
+        servers.append(int(server[0]))
+    return servers
 
 
-def _packed(classes: tuple[tuple[int, ...], ...], dp: int) -> list[list[int]] | None:
-    """Stage groups filled class after class: data-parallel groups inside a host or region."""
-    if any(len(members) % dp for members in classes):
-        return None
-    flat = [d for members in classes for d in members]
-    return [flat[i:i + dp] for i in range(0, len(flat), dp)]
-
-
-def _whole(classes: tuple[tuple[int, ...], ...], pp: int, dp: int) -> list[list[int]] | None:
-    """Small classes (a host's GPUs) kept whole, each in the emptiest group, the big ones dealt
-    out evenly over the room left: a data-parallel group then reaches its parameter server over
-    NVLink from as many peers as a host holds (spot: each stage one p3.8xlarge and 4 single-GPU
-    instances). None if no class fits whole or the whole ones do not fit."""
-    small = sorted((m for m in classes if len(m) < dp), key=len, reverse=True)
-    big = [m for m in classes if len(m) >= dp]
-    if not small or not big:
-        return None
-    groups: list[list[int]] = [[] for _ in range(pp)]
-    for members in small:
-        emptiest = min(range(pp), key=lambda g: (len(groups[g]), g))
-        if len(groups[emptiest]) + len(members) > dp:
-            return None
-        groups[emptiest] += members
-    rest = [d for g in range(max(map(len, big))) for members in big for d in members[g:g + 1]]
-    for group in groups:
-        take = dp - len(group)
-        group += rest[:take]
-        del rest[:take]
-    return groups
+def _structured(problem: Problem, inputs: TimeBoundInputs, classes, settings: TimeSearchSettings) -> list[list[list[int]]]:
+    """Step 1's grids (before pipeline orders), the hints first."""
+    P, D = problem.pp, problem.dp
+    devices = set(range(problem.device_count))
+    grids = [[list(row) for row in hint] for hint in settings.hints
+             if len(hint) == P and all(len(row) == D for row in hint) and {d for row in hint for d in row} == devices]
+    for groups in (candidates.spread(classes.members, P), candidates.packed(classes.members, D),
+                   candidates.whole(classes.members, P, D)):
+        if groups is not None:
+            grids.append(candidates.stage_order(groups, inputs.tables, inputs.activation_bytes, classes.index))
+    grids += candidates.host_blocks(inputs.hosts, P, D)
+    if not grids:  # devices in order: something to start from
+        grids.append([list(range(g * D, (g + 1) * D)) for g in range(P)])
+    return grids
 
 
 def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], inputs: TimeBoundInputs,
@@ -237,44 +234,50 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
 
     classes = device_classes(inputs.tables, inputs.kinds)
     cls = classes.index
-    structured = [groups for groups in (_spread(classes.members, problem.pp), _packed(classes.members, problem.dp),
-                                        _whole(classes.members, problem.pp, problem.dp)) if groups is not None]
-    if not structured:  # devices in order: something to start from
-        structured.append([list(range(g * problem.dp, (g + 1) * problem.dp)) for g in range(problem.pp)])
-    best = None
+    early = [inputs.backward_tail_s[0] - tail for tail in inputs.backward_tail_s]
+    seen: list[tuple[float, list[list[int]], list[int]]] = []
 
-    def consider(grid: list[list[int]], preferred: list[int] | None, share_s: float) -> None:
-        """The stage groups in this order and reversed: an open path costs the same both ways, but
-        the first stage holds the embedding, the last the head, and the barrier goes in rank order."""
-        nonlocal best
+    def consider(grid: list[list[int]], until: float) -> None:
+        """The grid in the pipeline order that makes its rings and barriers cheapest, both ways
+        round (an open path costs the same both ways, but the first stage holds the embedding,
+        the last the head), each stage's server where its ring's sync ends soonest."""
         for way in (grid, grid[::-1]):
-            until = lambda: math.inf if settings.deterministic else time.perf_counter() + share_s / 2
-            value, servers = _choose_servers(problem, way, counted, cls,
-                                             preferred if way is grid or preferred is None else preferred[::-1], until())
-            counts = None
-            if settings.uneven and not settings.deterministic:  # deterministic: only the final plan's (cheaper)
-                value, counts = _balance_layers(problem, way, servers, value, counted, until())
-            if best is None or value < best[0]:
-                best = (value, way, servers, counts)
+            if time.perf_counter() > until and seen:
+                return
+            ordered = candidates.pipeline_orders(way, inputs.latency_s, inputs.rate_bytes_per_s,
+                                                 list(inputs.grad_bytes), early, inputs.rounds + 1, cls, keep=1)[0]
+            servers = _ring_servers(ordered, inputs)
+            seen.append((counted(stage_placement(problem, ordered, servers)), ordered, servers))
 
-    say(f"{len(structured)} structured candidates")
-    for groups in structured:  # stages along the cheapest open path of their transfers
-        ordered = (pipelines_of(groups, inputs.tables, inputs.activation_bytes) if problem.pp <= HELD_KARP_MAX
-                   else chain_pipelines(groups, inputs.tables, inputs.activation_bytes))
-        consider(ordered, None, settings.time_limit_s * STRUCTURED_SHARE / len(structured))
+    grids = _structured(problem, inputs, classes, settings)
+    say(f"{len(grids)} structured candidates")
+    for grid in grids:
+        consider(grid, math.inf if settings.deterministic else started + settings.time_limit_s * STRUCTURED_SHARE)
     bound = None
     if not settings.deterministic:
-        say(f"best structured {best[0]:.3f} s; iteration bound (MILP) from it")
+        value, grid, servers = min(seen, key=lambda item: item[0])
+        say(f"best structured {value:.3f} s; iteration bound (MILP) from it")
+        share = settings.time_limit_s * BOUND_SHARE
         bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
-                           time_limit_s=settings.time_limit_s * BOUND_SHARE, gap=settings.gap, classes=classes,
-                           start=(best[1], [row[r] for row, r in zip(best[1], best[2])]))
+                           time_limit_s=max(share / 2, min(deadline - time.perf_counter(), share)),
+                           gap=settings.gap, classes=classes, start=(grid, [row[r] for row, r in zip(grid, servers)]))
         say(f"bound {bound.bound:.3f} s")
         if bound.groups is not None:
-            share = (deadline - time.perf_counter()) * 0.25
-            for grid in (chain_pipelines(bound.groups, inputs.tables, inputs.activation_bytes),
-                         _purest_first(bound.groups, inputs.tables, inputs.activation_bytes)):
-                consider(grid, bound.servers, share)
-    value, grid, servers, counts = best
+            ordered = candidates.stage_order(bound.groups, inputs.tables, inputs.activation_bytes, cls)
+            for grid in (ordered, _purest_first(ordered, inputs.tables, inputs.activation_bytes)):
+                consider(grid, deadline)
+    seen.sort(key=lambda item: item[0])
+    best = seen[0]
+    for value, grid, servers in seen[:KEPT_CANDIDATES]:  # servers spread over the hosts instead
+        spread_over = _spread_servers(grid, cls)
+        if spread_over != servers and (settings.deterministic or time.perf_counter() < deadline):
+            value = counted(stage_placement(problem, grid, spread_over))
+            best = min(best, (value, grid, spread_over), key=lambda item: item[0])
+    value, grid, servers = best
+    until = math.inf if settings.deterministic else time.perf_counter() + (deadline - time.perf_counter()) / 2
+    value, servers = _choose_servers(problem, grid, counted, cls, deadline=until, start=(value, servers),
+                                     evaluations=settings.max_evaluations // 2)
+    counts = None
     say(f"best candidate {value:.3f} s; local search")
     balance_s = 0.0 if settings.deterministic else settings.time_limit_s * BALANCE_SHARE * settings.uneven
     value, grid, servers = _local_search(problem, grid, servers, counts, value, counted, cls, settings,

@@ -27,7 +27,7 @@ EDGES = {
     "torch": ("executor.", "profiler.gpt", "profiler.measure", "profiler.measure_network", "profiler.spawn",
               "profiler.cli"),
     "simpy": ("simulator.engine.",),
-    "pulp": ("scheduler.ilp", "scheduler.cbc"),
+    "pulp": ("scheduler.ilp", "scheduler.time_bound", "scheduler.shared_nics", "scheduler.cbc"),
     "highspy": ("scheduler.ilp",),
     "matplotlib": ("simulator.outputs.charts", "simulator.outputs.timeline"),
 }

@@ -37,6 +37,7 @@ class Topology:
         self._caps: list[float] = []
         self._index: dict[str, int] = {}
         self._routes: dict[tuple[int, int], Route] = {}
+        self._lone: dict[Route, float] = {}
 
     def _resource(self, name: str, capacity: float) -> int:
         index = self._index.get(name)
@@ -80,6 +81,13 @@ class Topology:
         limit = a.connection_bandwidth_bytes_per_s * g if a.connection_bandwidth_bytes_per_s else math.inf
         cap = self.transport.flow_cap_bytes_per_s(2 * link.latency_s, limit)
         return Route(resources=res, flow_cap_bytes_per_s=cap, latency_s=link.latency_s)
+
+    def lone_rate(self, route: Route) -> float:
+        """The rate of a flow alone on ``route`` (its bottleneck resource or its own cap), remembered."""
+        rate = self._lone.get(route)
+        if rate is None:
+            rate = self._lone[route] = route_rates([route], self._caps)[0]
+        return rate
 
     def network(self, pairs: Iterable[tuple[int, int]] = ()) -> Network:
         """The engine's immutable input: resources and the routes of ``pairs`` (and any built before)."""

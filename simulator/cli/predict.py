@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from profiler.errors import InputError
@@ -26,6 +27,10 @@ from simulator.outputs.render import render_prediction, render_table
 from simulator.predict import check_fits, predict
 from simulator.study.table import predict_table, scheduler_settings, trace_first_row
 
+# The table prints gaps in whole percent: its bound MILPs may stop within 1% of their optimum; a
+# row's local search stops after this many estimates (the rows start from each other's plans).
+TABLE_GAP = 0.01
+TABLE_EVALUATIONS = 10
 EXAMPLES_PREDICT = ("examples:\n  sim predict --case spot\n  sim predict --case world --layers 24 --batch 1024 --json\n"
                     "  sim predict --case universities --plot universities.png\n"
                     "  sim predict --cluster my-cluster.json --trace trace.json\n"
@@ -50,8 +55,8 @@ def add_predict(sub) -> None:
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     predict.add_argument("--trace", type=Path, help="write a Chrome trace (SimPy) of the first row's fastest system "
                               "(for ours_random: seed 0)")
-    predict.add_argument("--plan-time-limit", type=seconds(zero="leaves the column out"), default=5.0,
-                         help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 5; "
+    predict.add_argument("--plan-time-limit", type=seconds(zero="leaves the column out"), default=1.0,
+                         help="seconds the scheduler may take per row for 'Ours w/ scheduler' (default 1; "
                               "0 leaves the column out)")
     predict.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
                          help="profiles (profile/1, from `profiler compute`): each replaces the datasheet model of "
@@ -74,7 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cluster, name = cluster_of(args)
     progress = None if args.quiet else (lambda text: print(f"[sim] {text}", file=sys.stderr, flush=True))
     profiles = load_profiles(args.profile, cluster)
-    search = scheduler_settings(cluster, time_limit_s=args.plan_time_limit) if args.plan_time_limit else None
+    search = (replace(scheduler_settings(cluster, time_limit_s=args.plan_time_limit), gap=TABLE_GAP,
+                      max_evaluations=TABLE_EVALUATIONS) if args.plan_time_limit else None)
     table = predict_table(cluster, name, model.with_layers, args.layers, args.batch, engine=args.engine, search=search,
                           profiles=profiles, progress=progress, precision=args.precision)
     title = "GPT3-XL" if args.model in (None, "gpt3-xl") else model.name

@@ -100,14 +100,24 @@ def run_schedule(forward: list[float], backward: list[float], transfer_s: Timing
                  micro_batches: int) -> list[float]:
     """When each stage finishes its schedule; ``transfer_s[direction, boundary]`` is one
     transfer's (occupancy, latency)."""
-    return _timeline(forward, backward, transfer_s, micro_batches)[0]
+    return list(_cached_timeline(tuple(forward), tuple(backward), tuple(sorted(transfer_s.items())), micro_batches)[0])
+
+
+@lru_cache(maxsize=1024)
+def _cached_timeline(forward: tuple[float, ...], backward: tuple[float, ...],
+                     transfer_s: tuple[tuple[tuple[str, int], tuple[float, float]], ...],
+                     micro_batches: int) -> tuple[tuple[float, ...], dict[tuple, float]]:
+    """_timeline remembered: the table's rows of one layer count time the same short schedules
+    whatever their batch (schedule_ends extends them); callers must not change the dict."""
+    clock, posted = _timeline(list(forward), list(backward), dict(transfer_s), micro_batches)
+    return tuple(clock), posted
 
 
 def transfer_windows(forward: list[float], backward: list[float], transfer_s: Timings,
                      micro_batches: int) -> dict[tuple[str, int, int], tuple[float, float]]:
     """(start, last byte left) of every transfer, keyed (direction, boundary, micro-batch): when
     it holds its route."""
-    _, posted = _timeline(forward, backward, transfer_s, micro_batches)
+    _, posted = _cached_timeline(tuple(forward), tuple(backward), tuple(sorted(transfer_s.items())), micro_batches)
     windows = {}
     for (transfer, is_send), _ in posted.items():
         if is_send:

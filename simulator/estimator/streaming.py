@@ -67,11 +67,11 @@ def streaming_times(job: Job, topology: Topology, placement: Placement, costs: l
         updated: dict = {}
         for (key, src, dst), route in zip(flows, routes):
             mine = size / period[key[2]]
-            capacities = list(topology.capacities)
+            # A flow alone gets its tightest resource (what is left of it) or its own cap.
+            rate = route.flow_cap_bytes_per_s
             for resource in route.resources:
                 full = topology.capacities[resource]
-                capacities[resource] = max(full - (load[resource] - mine), full / users[resource])
-            rate = route_rates([route], capacities)[0]
+                rate = min(rate, max(full - (load[resource] - mine), full / users[resource]))
             updated[key] = _slower(updated.get(key), (size / rate, route.latency_s))
         c = updated
     return c

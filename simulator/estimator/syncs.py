@@ -79,14 +79,43 @@ def reduce_broadcast_ends(topology: Topology, placement: Placement, ready: list[
                     routes.append(route)
                     fills.append(fill)
                     not_before.append(max(ready[order[i]][s], ready[order[i + 1]][s]) + fill)
-                    fill += route.latency_s + min(NCCL_CHUNK_BYTES, size_of[s]) / route_rates([route], topology.capacities)[0]
+                    fill += route.latency_s + min(NCCL_CHUNK_BYTES, size_of[s]) / topology.lone_rate(route)
             groups.append(Phase(routes=tuple(routes), sizes_bytes=(size_of[s],) * len(routes),
                                 not_before_s=tuple(not_before) if n == 0 else (), delays_s=tuple(fills)))
         phases.append(groups)
         starts.append(min(ready[r][s] for r in range(D)))
-    ends = (_apart(phases, starts, topology.capacities) if _disjoint(phases)
-            else fluid_phases_s(starts, phases, topology.capacities))
+    ends = [0.0] * P
+    for stages in _independent(phases):  # stages whose flows never share a resource run apart
+        mine = [phases[s] for s in stages]
+        at = [starts[s] for s in stages]
+        done = _apart(mine, at, topology) if _disjoint(mine) else fluid_phases_s(at, mine, topology.capacities)
+        for s, end in zip(stages, done):
+            ends[s] = end
     return [[max(end, ready[r][s]) for r in range(D)] for s, end in enumerate(ends)]
+
+
+def _independent(phases: list[list[Phase]]) -> list[list[int]]:
+    """The stages in groups that share no resource with one another: each group's flows are
+    timed alone, the fluid model only where some of them do share."""
+    root = list(range(len(phases)))
+
+    def find(a: int) -> int:
+        while root[a] != a:
+            root[a] = root[root[a]]
+            a = root[a]
+        return a
+
+    owner: dict[int, int] = {}
+    for s, groups in enumerate(phases):
+        for phase in groups:
+            for route in phase.routes:
+                for resource in route.resources:
+                    other = owner.setdefault(resource, s)
+                    root[find(other)] = find(s)
+    out: dict[int, list[int]] = {}
+    for s in range(len(phases)):
+        out.setdefault(find(s), []).append(s)
+    return list(out.values())
 
 
 def _disjoint(phases: list[list[Phase]]) -> bool:
@@ -101,13 +130,13 @@ def _disjoint(phases: list[list[Phase]]) -> bool:
     return all(len(stages) == 1 and all(len(set(n)) == len(n) for n in stages.values()) for stages in users.values())
 
 
-def _apart(phases: list[list[Phase]], starts: list[float], capacities: list[float]) -> list[float]:
+def _apart(phases: list[list[Phase]], starts: list[float], topology: Topology) -> list[float]:
     """What fluid_phases_s gives where every flow has its resources to itself: each at its rate alone."""
     ends = []
     for start, groups in zip(starts, phases):
         now = start
         for phase in groups:
-            rates = [route_rates([route], capacities)[0] for route in phase.routes]
+            rates = [topology.lone_rate(route) for route in phase.routes]
             finish = now
             for i, (route, size, rate) in enumerate(zip(phase.routes, phase.sizes_bytes, rates)):
                 begin = max(phase.not_before_s[i] if phase.not_before_s else now,

@@ -5,6 +5,7 @@ the scheduler finds (simulator.planning)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 from profiler.cluster import Cluster
@@ -57,7 +58,17 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch, precision=precision),
                       profiles=profiles)
             rows.append(_row(job, topology, megatron, randoms, engine, search, _now_and_then(progress)))
+            search = _hinted(search, rows[-1].systems.get("ours_scheduled"))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
+
+
+def _hinted(search: SearchSettings | None, scheduled: SystemResult | None) -> SearchSettings | None:
+    """The next row's search starts from this row's plan too: the rows share the cluster and the
+    degrees, and the best placement seldom changes from one batch or layer count to the next."""
+    if search is None or scheduled is None or scheduled.placement is None:
+        return search
+    grid = tuple(tuple(group[0] for group in replicas) for replicas in scheduled.placement.devices)
+    return replace(search, hints=(grid,))
 
 
 def check_setting(device_count: int, n_layers: int, batch: int, model: ModelSpec | None = None) -> None:

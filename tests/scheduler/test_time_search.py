@@ -12,7 +12,7 @@ import pytest
 from profiler.cluster import Cluster, Device, Host, Interconnect, Link
 from profiler.model import TrainingSpec, gpt3_xl
 from profiler.scenarios import geo, spot
-from scheduler.ilp import time_bound
+from scheduler.time_bound import time_bound
 from scheduler.methods import SearchSettings, plan_search
 from scheduler.search import Problem, problem_for, random_search
 from scheduler.time_search import stage_placement
@@ -94,7 +94,7 @@ def fastest_by_pattern(placements, cls: dict[int, int], evaluate) -> dict:
 
 def pattern_model(inputs, pp: int, dp: int, classes, counts, server_classes):
     """The bound MILP with each stage's class counts and server class fixed."""
-    from scheduler.ilp import time_bound_model
+    from scheduler.time_bound import time_bound_model
 
     built, servers = time_bound_model(inputs, pp, dp, classes)
     for g, row in enumerate(counts):
@@ -148,7 +148,7 @@ def test_the_shared_nic_terms_hold_and_bite_on_a_spot_like_host(pp, dp, layers, 
     """A host of 4 GPUs behind one NIC beside 4 single-GPU hosts, as on spot: with the host's
     transfers crowding its NIC, the bound rises (periods through the NIC) and still stays under
     the estimator of every placement of each pattern."""
-    from scheduler import ilp
+    from scheduler import ilp, time_bound
     from scheduler.classes import device_classes
 
     cluster, model, training = shared_nic(4, 4), gpt3_xl(layers), TrainingSpec(global_batch=batch)
@@ -166,7 +166,7 @@ def test_the_shared_nic_terms_hold_and_bite_on_a_spot_like_host(pp, dp, layers, 
     bounds = {key: pattern_bound(*key) for key in best}
     for key, value in best.items():
         assert bounds[key] <= value * (1 + 1e-9), key
-    monkeypatch.setattr(ilp, "_shared_nic_periods", lambda *args: None)
+    monkeypatch.setattr(time_bound, "shared_nic_periods", lambda *args: None)
     raised = sum(bounds[key] > pattern_bound(*key) * (1 + 1e-6) for key in best)
     assert raised >= 1
 
@@ -263,9 +263,9 @@ def test_evolutionary_method_through_plan_search():
 def test_the_search_goes_on_when_the_bound_finds_no_placement(monkeypatch):
     """A bound MILP stopped before any placement still bounds; the structured candidates and the
     local search give the plan."""
-    import scheduler.ilp
+    import scheduler.time_bound
 
-    monkeypatch.setattr(scheduler.ilp, "solve", lambda *args, **kwargs: (False, 0.0))
+    monkeypatch.setattr(scheduler.time_bound, "solve", lambda *args, **kwargs: (False, 0.0))
     problem, evaluate, result = search(three_regions(), 3, 2, 3)
     assert result.bound == 0.0 and result.value == pytest.approx(evaluate(result.placement))
 
