@@ -1,6 +1,6 @@
 """The scheduler's targets (issue 3), measured. Run as ``python benchmarks/bench_scheduler.py
-[section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``mixed``, ``ga``, ``split``,
-``table`` (default: all).
+[section ...]`` with sections ``study``, ``gaps``, ``random``, ``scale``, ``thorough``, ``mixed``, ``ga``,
+``split``, ``table`` (default: all).
 
 - study: the study's cost model (docs/facts.md §5: D_DP = D_PP = 8, c_dp = 0.65e9 B, c_pp = 0.471e9 B)
   on universities, regional and world, by the ilp method, with the study's matrices (5 ms inside
@@ -12,6 +12,10 @@
   and the seconds of the whole `sim predict --case world` table;
 - scale: world-like clusters of 256 and 1,024 devices (32 / 128 GPUs per city), time objective:
   seconds, gap, peak memory of the process;
+- thorough: what a longer limit proves where the plain bound MILP is solved early and the
+  sharper terms get the rest (scheduler.time_bound.SHARPER_MIN_S): the world table's two rows
+  it cannot prove in 20 s (32 and 40 layers, batch 1,024) with `sim plan --time-limit 300`, and
+  256 devices with 400 s;
 - mixed: 32 V100 + 16 A100 + 16 RTX 4090 in three regions (examples/mixed-gpus-cluster.json):
   the best even split against the uneven one;
 - ga: the study's evolutionary search (full size: 100 + 4,900) on the comm objective;
@@ -123,6 +127,18 @@ def scale() -> None:
               f"{seconds:.1f} s, peak RSS so far {rss:.2f} GiB")
 
 
+def thorough() -> None:
+    print("## a longer limit: the sharper bound terms get what the plain MILP leaves")
+    for layers in (32, 40):
+        result, seconds = plan_time(SCENARIOS["world"].build(), layers, 1024, 300.0)
+        print(f"world {layers} layers, batch 1024, 300 s: {result.value:.3f} s/iteration, bound {result.bound:.3f}, "
+              f"gap {result.gap:.1%}, {seconds:.1f} s")
+    cluster = world_like(32)
+    result, seconds = plan_time(cluster, 24, 16 * cluster.size // 8, 400.0)
+    print(f"{cluster.size} devices, 400 s: {result.value:.2f} s/iteration, bound {result.bound:.2f}, gap {result.gap:.1%}, "
+          f"{seconds:.1f} s")
+
+
 def mixed() -> None:
     print("## mixed GPUs: examples/mixed-gpus-cluster.json, 40 layers, batch 1024")
     cluster = load_cluster(ROOT / "examples" / "mixed-gpus-cluster.json")
@@ -182,8 +198,8 @@ def table() -> None:
               f"{max(s['gap'] for s in scheduled):.1%}; rows (s/iteration/gap): {cells}")
 
 
-SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "mixed": mixed, "ga": ga, "split": split,
-            "table": table}
+SECTIONS = {"study": study, "gaps": gaps, "random": versus_random, "scale": scale, "thorough": thorough, "mixed": mixed,
+            "ga": ga, "split": split, "table": table}
 
 if __name__ == "__main__":
     for section in sys.argv[1:] or list(SECTIONS):

@@ -26,6 +26,11 @@ G rounds, per stage forward f and backward b:
   ready (nic_sync_load).
 - *Step.* The optimizer step follows the sync, or runs beside it where it is offloaded; a last
   barrier ends the iteration.
+- *Sharper terms* (``strong``), valid but slower to prove (time_bound solves them second, with
+  the time left): each barrier on the critical path no shorter than the mean of the messages
+  into its stage's ranks (``_message_chains``: across regions where neighbouring stages sit in
+  distant ones), and a ring's class whose devices have no pair at θ_k or faster with any other
+  class present cut off at θ_k: the ring enters and leaves it over slower edges.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def barrier_s(latency_s: np.ndarray) -> float:
 
 
 def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
-                     crossing: bool = False) -> tuple[CompositionModel, dict]:
+                     crossing: bool = False, strong: bool = False) -> tuple[CompositionModel, dict]:
     """The bound MILP (see the module docstring): class counts per stage, the boundaries'
     transports, each stage's server class, and the iteration as the objective. With
     ``crossing``, only over placements where some pipeline crosses from one class to another
@@ -79,8 +84,9 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
     P, D = pp, dp
     built = CompositionModel.build("study_runtime_iteration_bound", classes, P, D)
     m = built.model
-    mid, final = _barriers(built, inputs)
-    ready = _readiness(built, inputs, P, D, mid, crossing)
+    floor = barrier_s(inputs.latency_s)
+    mid, final = _barriers(built, inputs, floor, strong)
+    ready = _readiness(built, inputs, P, D, floor, mid, crossing)
     iteration = m.add_variable("iteration", 0)
     sizes, o = inputs.grad_bytes, inputs.optimizer_s
     servers = {}
@@ -91,37 +97,123 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
         if D == 1:
             m += iteration >= ready.slowest[g] + o[g] + final[g], f"step_g{g}"
             continue
-        slowest_chain, second_chain = _chain_seconds(built, g, sizes[g], _hop_fill_s(inputs, sizes[g]))
+        slowest_chain, second_chain = _chain_seconds(built, g, sizes[g], _hop_fill_s(inputs, sizes[g]), strong)
         hops = 2 * nearest  # each chain's slowest hop delivers its last byte a latency after it leaves
         step = 0.0 if inputs.offloaded else o[g]
         m += iteration >= (ready.every[g] + slowest_chain + second_chain + hops + step + final[g]), f"sync_g{g}"
         m += iteration >= (ready.slowest[g] + sizes[g] / fastest + second_chain + hops + step + final[g]), \
             f"sync_after_slowest_g{g}"
         if inputs.offloaded:
-            m += iteration >= ready.slowest[g] + o[g] + final[g], f"offloaded_step_g{g}"
+            m += iteration >= ready.slowest[g] + o[g] + floor, f"offloaded_step_g{g}"
     if D > 1:
         nic_sync_load(built, inputs, ready.every, iteration, final)
     m += iteration, "iteration_bound"
     return built, servers
 
 
-def _barriers(built: CompositionModel, inputs) -> tuple[float, list[float]]:
-    """(a barrier after a forward half, on the critical path through a last stage's rank; the last
-    barrier, for the ranks of each stage): no less than ``barrier_s``. (Sharper terms, the k
-    smallest latencies into a rank from the stage each round's sender belongs to, bound the
-    world-wide case's barriers closer but made its MILP minutes long; docs/scheduler.md.)"""
-    floor = barrier_s(inputs.latency_s)
-    return floor, [floor] * built.positions
+def _barriers(built: CompositionModel, inputs, floor: float, strong: bool) -> tuple:
+    """(what a barrier after a forward half adds on the critical path, through the last stage's
+    ranks; what the last barrier adds after each stage's sync): ``barrier_s``, or with
+    ``strong`` variables no less than it nor than the mean of the messages into the end
+    stages' ranks (``_message_chains``)."""
+    if not strong:
+        return floor, [floor] * built.positions
+    chains = _message_chains(built, inputs, floor)
+    return chains[-1], chains
+
+
+def _barriers_matter(inputs, classes: DeviceClasses, n: int) -> bool:
+    """Whether a barrier of n ranks whose every message took the slowest latency between two
+    classes would take CHAIN_RELEVANCE_S longer than its floor."""
+    rounds = math.ceil(math.log2(n)) if n > 1 else 0
+    lat = _class_latency_s(classes, inputs)
+    finite = lat[np.isfinite(lat)]
+    if rounds == 0 or finite.size == 0:
+        return False
+    return rounds * float(finite.max()) - barrier_s(inputs.latency_s) >= CHAIN_RELEVANCE_S
+
+
+def _class_latency_s(classes: DeviceClasses, inputs) -> np.ndarray:
+    """Latency between two devices of classes a and b (twins: any two stand for all), NaN
+    within a class of one."""
+    members = classes.members
+    R = len(members)
+    out = np.full((R, R), np.nan)
+    for a in range(R):
+        for b in range(R):
+            if a != b or len(members[a]) > 1:
+                out[a, b] = inputs.latency_s[members[a][0], members[b][1 if a == b else 0]]
+    return out
+
+
+def _potentials(excess: np.ndarray) -> list[np.ndarray]:
+    """Potentials φ with φ[c] − φ[a] ≤ excess[a, c] for every pair (Kantorovich's dual of a
+    transport): from each class, the shortest-path excess to every class, and the negated
+    shortest-path excess from every class to it. Any one of them bounds a transport's cost
+    below by Σ φ·(arrivals − departures); at a whole group moved from class a to class c the
+    one from a gives the shortest path, the direct excess where that is shortest."""
+    dist = np.where(np.isfinite(excess), excess, np.inf)
+    np.fill_diagonal(dist, 0.0)
+    for k in range(dist.shape[0]):  # Floyd–Warshall
+        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    out = []
+    for r in range(dist.shape[0]):
+        for phi in (dist[r], -dist[:, r]):
+            if np.all(np.isfinite(phi)) and np.any(phi):
+                out.append(phi)
+    return out
+
+
+# Barriers whose every message costs within this of the floor are left at the floor: the data
+# centres' barriers cost microseconds a message, and the terms would only slow their MILP down.
+CHAIN_RELEVANCE_S = 1e-3
+
+
+def _message_chains(built: CompositionModel, inputs, floor: float) -> list[pulp.LpVariable]:
+    """Per stage g, a variable no less than ``floor`` and, for the first and the last stage (the
+    last barrier follows stage 0's sync, the last to end; a barrier after a forward half holds
+    the last stage's backward), no less than the mean over g's replicas of the latencies of the
+    ⌈log2 n⌉ messages their ranks receive in a dissemination barrier (round k from rank
+    i − 2^k). No rank leaves sooner than it entered plus those
+    (simulator.estimator.study.barrier_leave), so where a stage's replicas enter together (the
+    sync ends on all of them at once) the last leaves no sooner than that plus the mean, and
+    the slowest pipeline no sooner than the mean pipeline. Rank r·P + s receives in round k from
+    stage s − 2^k mod P, one message into each replica from a different one: the latencies sum to
+    no less than the cheapest transport of that stage's class counts onto g's, which is no less
+    than Σ φ·(arrivals − departures) for any potential φ (``_potentials``); where 2^k is a
+    multiple of P the message comes from g's own replicas, no cheaper than the nearest device
+    into its class."""
+    P, D, m = built.positions, built.group_size, built.model
+    n = P * D
+    rounds = math.ceil(math.log2(n)) if n > 1 else 0
+    chains = [m.add_variable(f"barrier_chain_g{g}", floor) for g in range(P)]
+    if not _barriers_matter(inputs, built.classes, n):
+        return chains
+    lat = _class_latency_s(built.classes, inputs)
+    R = len(built.classes)
+    nearest_into = np.nanmin(lat, axis=0)
+    potentials = _potentials(np.where(np.isfinite(lat), lat - nearest_into[None, :], np.inf))
+    for g in (0, P - 1) if P > 1 else (0,):
+        sources = [(g - (2 ** k) % P) % P for k in range(rounds) if (2 ** k) % P]
+        nearest = pulp.lpSum(rounds * float(nearest_into[c]) * built.count[g, c] for c in range(R))
+        for i, phi in enumerate(potentials):
+            beyond = pulp.lpSum(float(phi[c]) * (len(sources) * built.count[g, c]
+                                                 - pulp.lpSum(built.count[h, c] for h in sources))
+                                for c in range(R) if phi[c])
+            m += chains[g] >= (nearest + beyond) / D, f"barrier_chain_g{g}_p{i}"
+    return chains
 
 
 def _finite_max(values: np.ndarray) -> float:
     return float(np.nanmax(np.where(np.isfinite(values), values, np.nan)))
 
 
-def _readiness(built: CompositionModel, inputs, P: int, D: int, barrier: float, crosses: bool = False) -> _Readiness:
+def _readiness(built: CompositionModel, inputs, P: int, D: int, barrier: float, mean_barrier: pulp.LpVariable,
+               crosses: bool = False) -> _Readiness:
     """When each stage's replicas are ready for the sync (the module docstring's rounds); with
     ``crosses``, some pipeline crosses between classes, both ways, at a boundary's occupancy no
-    shorter than the cheapest between two classes."""
+    shorter than the cheapest between two classes. ``barrier``: what a barrier adds to any rank;
+    ``mean_barrier``: to the mean pipeline, through its last stage's rank (_barriers)."""
     M, G = inputs.micro_batches, inputs.rounds
     f_total, f_max = inputs.forward_total_s, inputs.forward_period_s
     b_tail, b_max = inputs.backward_tail_s, inputs.backward_period_s
@@ -188,7 +280,7 @@ def _readiness(built: CompositionModel, inputs, P: int, D: int, barrier: float, 
                 f"mean_backward_period_g{g}_link{h}"
         mean_backward_period.append(period)
     m += last_forward >= (G * (f_total + pulp.lpSum(mean_forward)) + (M - G) * mean_forward_period
-                          + (G - 1) * (b_tail[0] + pulp.lpSum(mean_backward) + barrier)
+                          + (G - 1) * (b_tail[0] + pulp.lpSum(mean_backward) + mean_barrier)
                           + early * mean_backward_period[0]), "last_forward_mean"
     if crosses and P > 1:  # the crossing pipeline, its forwards and its backwards of the rounds before
         m += last_forward >= (G * fill_f + (M - G) * max(f_max, across) + (G - 1) * (fill_b + barrier)
@@ -212,7 +304,7 @@ def _readiness(built: CompositionModel, inputs, P: int, D: int, barrier: float, 
         m += ready >= every[-1], f"slowest_after_every_g{g}"
         m += ready >= fills + (M - G) * (slowest_forward + b_max[g]), f"through_forward_g{g}"
         m += ready >= fills + (M - G) * (f_max + slowest_backward), f"through_backward_g{g}"
-        m += ready >= (G * (f_total + b_tail[g] + barrier + pulp.lpSum(mean_forward) + pulp.lpSum(mean_backward[h]
+        m += ready >= (G * (f_total + b_tail[g] + mean_barrier + pulp.lpSum(mean_forward) + pulp.lpSum(mean_backward[h]
                                                                                                for h in tail))
                        + (M - G) * (mean_forward_period + mean_backward_period[g])), f"mean_pipeline_g{g}"
         if symmetric:  # the replica slowest across link h forward is the slowest back across it too
@@ -277,13 +369,14 @@ def _components(rates: np.ndarray, level: float) -> list[list[int]]:
 
 
 def _chain_seconds(built: CompositionModel, g: int, size: float,
-                   hop_fill_s: float = 0.0) -> tuple[pulp.LpVariable, pulp.LpVariable]:
+                   hop_fill_s: float = 0.0, strong: bool = False) -> tuple[pulp.LpVariable, pulp.LpVariable]:
     """(w1, w2) as seconds: stage g's buffer over the slowest and over the second slowest edge of
     the ring of its replicas (the module docstring's sync). Level k (θ_k, fastest first) is
     *slow once* when some ring edge must be slower than θ_k, *slow twice* when two must: twice
     where the classes present fall apart over pairs of θ_k or faster (a ring crosses every cut
     twice); once where, with three replicas or more, some device has fewer than two peers at θ_k
-    or faster, twice where it has none."""
+    or faster, twice where it has none. With ``strong``, also twice where a class present has no
+    pair at θ_k or faster with any other class present (the module docstring's sharper terms)."""
     classes, m, D = built.classes, built.model, built.group_size
     levels, rates = _rate_levels(classes)
     R = len(classes)
@@ -292,6 +385,12 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
         seconds.append(m.add_variable(f"chain_{times}_g{g}", size / levels[0]))
     slow = {(n, k): m.add_variable(f"slow_{n}_g{g}_l{k}", 0, 1, pulp.LpInteger)
             for n in (1, 2) for k in range(len(levels) - 1)}
+    others = {}  # [r]: 1 where group g holds a class other than r
+    for r in range(R if strong else 0):
+        others[r] = m.add_variable(f"others_than_g{g}_c{r}", 0, 1)
+        for q in range(R):
+            if q != r:
+                m += others[r] >= built.present[g, q], f"others_than_g{g}_c{r}_c{q}"
     for k, level in enumerate(levels[:-1]):
         m += slow[1, k] >= slow[2, k], f"slow_twice_is_once_g{g}_l{k}"
         if k:
@@ -307,6 +406,12 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
                 for j in range(i + 1, len(parts)):
                     m += slow[2, k] >= touched[i] + touched[j] - 1, f"apart_g{g}_l{k}_p{i}_p{j}"
         for r in range(R):
+            # Class r's devices cut off from every other class present (no pair at θ_k or
+            # faster with any of them): the ring enters and leaves them over slower edges.
+            near = [q for q in range(R) if q != r and (rates[r, q] >= level or rates[q, r] >= level)]
+            if strong and len(near) < R - 1:
+                m += slow[2, k] >= built.present[g, r] + others[r] - 1 - pulp.lpSum(built.present[g, q] for q in near), \
+                    f"cut_off_g{g}_l{k}_c{r}"
             inside = bool(rates[r, r] >= level)  # NaN (a class of one) compares False
             if classes.sizes[r] >= D and not inside:  # the group could be this class alone, whose pairs are slower
                 m += slow[2, k] >= built.present[g, r] - pulp.lpSum(built.present[g, q] for q in range(R) if q != r), \
@@ -346,29 +451,50 @@ def _servers(built: CompositionModel, g: int, D: int) -> dict:
     return server
 
 
+# Time left after the model is solved from which the bound solves it again with the sharper
+# terms (``time_bound_model(strong=True)``): measured, their MILP took 100-200 s where the plain
+# one took 15-35 s (docs/scheduler.md, "Gaps"), so short limits leave it out; and a bound
+# within SHARPER_GAP of the best placement is left as it is.
+SHARPER_MIN_S = 20.0
+SHARPER_GAP = 0.01
+
+
 def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,
                gap: float = 1e-3, classes: DeviceClasses | None = None,
-               start: tuple[list[list[int]], list[int]] | None = None) -> TimeBound:
+               start: tuple[list[list[int]], list[int]] | None = None, best_s: float | None = None) -> TimeBound:
     """Solve the bound MILP; ``start`` = (stage groups in order, each stage's server device), a
-    placement the solver may start from (HiGHS: its bound value prunes the search)."""
+    placement the solver may start from (HiGHS: its bound value prunes the search). Where it is
+    solved with SHARPER_MIN_S or more of the limit left, the barriers cross wide-area links
+    (``_barriers_matter``) and its bound is more than SHARPER_GAP under ``best_s`` (the best
+    placement's seconds so far, if given), it is solved again with the sharper terms in what is
+    left; the larger of the two proven bounds holds."""
     started = time.perf_counter()
     classes = classes or device_classes(inputs.tables, inputs.kinds)
     family = pure_pipelines_bound(inputs, pp, dp, classes, barrier_s(inputs.latency_s)) if pp > 1 else None
-    built, servers = time_bound_model(inputs, pp, dp, classes, crossing=family is not None)
-    if start is not None:
-        cls = classes.index
-        groups, serving = start
-        relabel = built.start_from([[sum(cls[d] == r for d in group) for r in range(len(classes))] for group in groups])
-        if dp > 1:
-            for g, device in enumerate(serving):
-                for r in range(len(classes)):
-                    servers[g][r].setInitialValue(int(relabel[cls[device]] == r))
-    optimal, bound = solve(built.model, solver, time_limit_s, gap)
-    if family is not None:  # every placement is in the family or crosses
-        infeasible = built.model.status == pulp.LpStatusInfeasible
-        bound = family if infeasible else min(family, bound)
-        optimal = optimal or infeasible
-    bound = bound if np.isfinite(bound) and bound > 0 else 0.0
+
+    def solved(strong: bool, limit_s: float) -> tuple[CompositionModel, dict, bool, float]:
+        built, servers = time_bound_model(inputs, pp, dp, classes, crossing=family is not None, strong=strong)
+        if start is not None:
+            cls = classes.index
+            groups, serving = start
+            relabel = built.start_from([[sum(cls[d] == r for d in group) for r in range(len(classes))]
+                                        for group in groups])
+            if dp > 1:
+                for g, device in enumerate(serving):
+                    for r in range(len(classes)):
+                        servers[g][r].setInitialValue(int(relabel[cls[device]] == r))
+        optimal, bound = solve(built.model, solver, limit_s, gap)
+        if family is not None:  # every placement is in the family or crosses
+            infeasible = built.model.status == pulp.LpStatusInfeasible
+            bound = family if infeasible else min(family, bound)
+            optimal = optimal or infeasible
+        return built, servers, optimal, bound if np.isfinite(bound) and bound > 0 else 0.0
+
+    built, servers, optimal, bound = solved(False, time_limit_s)
+    left = time_limit_s - (time.perf_counter() - started)
+    if (optimal and dp > 1 and left >= SHARPER_MIN_S and _barriers_matter(inputs, classes, pp * dp)
+            and (best_s is None or bound < best_s * (1 - SHARPER_GAP))):
+        bound = max(bound, solved(True, left)[3])
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         # The dual bound holds without a placement; the search goes on from its other candidates.
         return TimeBound(groups=None, servers=None, bound=bound, optimal=False, solver_s=time.perf_counter() - started)

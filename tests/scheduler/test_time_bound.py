@@ -228,3 +228,48 @@ def test_the_pure_pipelines_bound_is_below_every_placement_of_its_family_and_abo
             built.count[g, r].lowBound = built.count[g, r].upBound = 1
     optimal, pattern = solve(built.model, "highs", 30, 0.0)
     assert optimal and pattern < family
+
+
+def _pattern_bound(inputs, classes, pp, dp, counts, strong):
+    """The bound MILP (plain or with the sharper terms) with each stage's class counts fixed."""
+    built, _ = time_bound.time_bound_model(inputs, pp, dp, classes, strong=strong)
+    for g, row in enumerate(counts):
+        for r in range(len(classes)):
+            built.count[g, r].lowBound = built.count[g, r].upBound = row[r]
+    optimal, value = solve(built.model, "highs", 30, 0.0)
+    assert optimal
+    return value
+
+
+def test_the_sharper_terms_hold_on_every_pattern_and_bite_where_a_stage_is_cut_off():
+    """P2D4 over three regions (4 + 2 + 2 GPUs, the two small ones far apart): for every split
+    of the classes over the two stages, the bound with the sharper terms (barrier messages into
+    the end stages' ranks, rings whose classes are cut off from one another) stays under the
+    estimator of every placement of that split (the second stage's devices in every order against
+    the first's; twins are alike); with the
+    big region alone in stage 0 and the two small ones in stage 1 it rises over the plain bound
+    (stage 1's ring crosses the slow pair twice, every barrier message into it comes from afar)."""
+    from scheduler.classes import device_classes
+
+    cluster = geo("cut", {"a": 4, "b": 2, "c": 2}, (10, 2), {("a", "b"): (30, 1.0), ("a", "c"): (40, 1.0),
+                                                            ("b", "c"): (120, 0.3)})
+    model, training = gpt3_xl(2), TrainingSpec(global_batch=64)
+    pp, dp = 2, 4
+    problem = problem_for(cluster, model, training, pp, dp)
+    inputs = time_bound_inputs(cluster, model, training, pp, dp)
+    classes = device_classes(inputs.tables, inputs.kinds)
+    evaluate = evaluator(cluster, model, training)
+    cls = classes.index
+    best: dict[tuple, float] = {}
+    for first in {tuple(sorted(c)) for c in permutations(range(8), 4)}:
+        second = [d for d in range(8) if d not in first]
+        counts = tuple(tuple(sum(cls[d] == r for d in group) for r in range(len(classes))) for group in (first, second))
+        if counts in best:
+            continue
+        best[counts] = min(evaluate(stage_placement(problem, [list(first), list(order)], [0, 0]))
+                           for order in permutations(second))
+    for counts, value in best.items():
+        assert _pattern_bound(inputs, classes, pp, dp, counts, True) <= value * (1 + 1e-9), counts
+    apart = tuple(tuple(len(classes.members[r]) if (g == 0) == (len(classes.members[r]) == 4) else 0
+                        for r in range(len(classes))) for g in range(pp))
+    assert _pattern_bound(inputs, classes, pp, dp, apart, False) * 1.01 < _pattern_bound(inputs, classes, pp, dp, apart, True)
