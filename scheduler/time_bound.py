@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pulp
@@ -461,13 +462,15 @@ SHARPER_GAP = 0.01
 
 def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s: float = 20.0,
                gap: float = 1e-3, classes: DeviceClasses | None = None,
-               start: tuple[list[list[int]], list[int]] | None = None, best_s: float | None = None) -> TimeBound:
+               start: tuple[list[list[int]], list[int]] | None = None, best_s: float | None = None,
+               progress: Callable[[str], None] | None = None) -> TimeBound:
     """Solve the bound MILP; ``start`` = (stage groups in order, each stage's server device), a
     placement the solver may start from (HiGHS: its bound value prunes the search). Where it is
     solved with SHARPER_MIN_S or more of the limit left, the barriers cross wide-area links
-    (``_barriers_matter``) and its bound is more than SHARPER_GAP under ``best_s`` (the best
+    (``_barriers_matter``), its bound is below the pipelines-in-their-class family's (which
+    caps it) and more than SHARPER_GAP under ``best_s`` (the best
     placement's seconds so far, if given), it is solved again with the sharper terms in what is
-    left; the larger of the two proven bounds holds."""
+    left (said to ``progress``); the larger of the two proven bounds holds."""
     started = time.perf_counter()
     classes = classes or device_classes(inputs.tables, inputs.kinds)
     family = pure_pipelines_bound(inputs, pp, dp, classes, barrier_s(inputs.latency_s)) if pp > 1 else None
@@ -492,8 +495,12 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
 
     built, servers, optimal, bound = solved(False, time_limit_s)
     left = time_limit_s - (time.perf_counter() - started)
-    if (optimal and dp > 1 and left >= SHARPER_MIN_S and _barriers_matter(inputs, classes, pp * dp)
+    capped = family is not None and bound >= family  # the family's own bound caps what a sharper MILP adds
+    if (optimal and dp > 1 and not capped and left >= SHARPER_MIN_S and _barriers_matter(inputs, classes, pp * dp)
             and (best_s is None or bound < best_s * (1 - SHARPER_GAP))):
+        if progress is not None:
+            progress(f"bound {bound:.3f} s proven; the sharper terms (barrier messages, cut-off rings) "
+                     f"for up to {left:.0f} s more")
         bound = max(bound, solved(True, left)[3])
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         # The dual bound holds without a placement; the search goes on from its other candidates.

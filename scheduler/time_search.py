@@ -261,7 +261,7 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
         bound = time_bound(inputs, problem.pp, problem.dp, solver=settings.solver,
                            time_limit_s=max(share / 2, min(deadline - time.perf_counter(), share)),
                            gap=settings.gap, classes=classes, start=(grid, [row[r] for row, r in zip(grid, servers)]),
-                           best_s=value)
+                           best_s=value, progress=say)
         say(f"bound {bound.bound:.3f} s")
         if bound.groups is not None:
             ordered = candidates.stage_order(bound.groups, inputs.tables, inputs.activation_bytes, cls)
