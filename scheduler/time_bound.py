@@ -123,28 +123,12 @@ def _barriers(built: CompositionModel, inputs, floor: float, strong: bool) -> tu
     return chains[-1], chains
 
 
-def _barriers_matter(inputs, classes: DeviceClasses, n: int) -> bool:
+def _barriers_matter(classes: DeviceClasses, floor: float, n: int) -> bool:
     """Whether a barrier of n ranks whose every message took the slowest latency between two
     classes would take CHAIN_RELEVANCE_S longer than its floor."""
     rounds = math.ceil(math.log2(n)) if n > 1 else 0
-    lat = _class_latency_s(classes, inputs)
-    finite = lat[np.isfinite(lat)]
-    if rounds == 0 or finite.size == 0:
-        return False
-    return rounds * float(finite.max()) - barrier_s(inputs.latency_s) >= CHAIN_RELEVANCE_S
-
-
-def _class_latency_s(classes: DeviceClasses, inputs) -> np.ndarray:
-    """Latency between two devices of classes a and b (twins: any two stand for all), NaN
-    within a class of one."""
-    members = classes.members
-    R = len(members)
-    out = np.full((R, R), np.nan)
-    for a in range(R):
-        for b in range(R):
-            if a != b or len(members[a]) > 1:
-                out[a, b] = inputs.latency_s[members[a][0], members[b][1 if a == b else 0]]
-    return out
+    finite = classes.latency_s[np.isfinite(classes.latency_s)]
+    return rounds > 0 and finite.size > 0 and rounds * float(finite.max()) - floor >= CHAIN_RELEVANCE_S
 
 
 def _potentials(excess: np.ndarray) -> list[np.ndarray]:
@@ -188,9 +172,9 @@ def _message_chains(built: CompositionModel, inputs, floor: float) -> list[pulp.
     n = P * D
     rounds = math.ceil(math.log2(n)) if n > 1 else 0
     chains = [m.add_variable(f"barrier_chain_g{g}", floor) for g in range(P)]
-    if not _barriers_matter(inputs, built.classes, n):
+    if not _barriers_matter(built.classes, floor, n):
         return chains
-    lat = _class_latency_s(built.classes, inputs)
+    lat = built.classes.latency_s  # NaN within a class of one
     R = len(built.classes)
     nearest_into = np.nanmin(lat, axis=0)
     potentials = _potentials(np.where(np.isfinite(lat), lat - nearest_into[None, :], np.inf))
@@ -411,8 +395,8 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
             # faster with any of them): the ring enters and leaves them over slower edges.
             near = [q for q in range(R) if q != r and (rates[r, q] >= level or rates[q, r] >= level)]
             if strong and len(near) < R - 1:
-                m += slow[2, k] >= built.present[g, r] + others[r] - 1 - pulp.lpSum(built.present[g, q] for q in near), \
-                    f"cut_off_g{g}_l{k}_c{r}"
+                m += (slow[2, k] >= built.present[g, r] + others[r] - 1
+                      - pulp.lpSum(built.present[g, q] for q in near)), f"cut_off_g{g}_l{k}_c{r}"
             inside = bool(rates[r, r] >= level)  # NaN (a class of one) compares False
             if classes.sizes[r] >= D and not inside:  # the group could be this class alone, whose pairs are slower
                 m += slow[2, k] >= built.present[g, r] - pulp.lpSum(built.present[g, q] for q in range(R) if q != r), \
@@ -473,7 +457,8 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     left (said to ``progress``); the larger of the two proven bounds holds."""
     started = time.perf_counter()
     classes = classes or device_classes(inputs.tables, inputs.kinds)
-    family = pure_pipelines_bound(inputs, pp, dp, classes, barrier_s(inputs.latency_s)) if pp > 1 else None
+    floor = barrier_s(inputs.latency_s)
+    family = pure_pipelines_bound(inputs, pp, dp, classes, floor) if pp > 1 else None
 
     def solved(strong: bool, limit_s: float) -> tuple[CompositionModel, dict, bool, float]:
         built, servers = time_bound_model(inputs, pp, dp, classes, crossing=family is not None, strong=strong)
@@ -496,7 +481,7 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     built, servers, optimal, bound = solved(False, time_limit_s)
     left = time_limit_s - (time.perf_counter() - started)
     capped = family is not None and bound >= family  # the family's own bound caps what a sharper MILP adds
-    if (optimal and dp > 1 and not capped and left >= SHARPER_MIN_S and _barriers_matter(inputs, classes, pp * dp)
+    if (optimal and dp > 1 and not capped and left >= SHARPER_MIN_S and _barriers_matter(classes, floor, pp * dp)
             and (best_s is None or bound < best_s * (1 - SHARPER_GAP))):
         if progress is not None:
             progress(f"bound {bound:.3f} s proven; the sharper terms (barrier messages, cut-off rings) "
