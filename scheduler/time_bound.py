@@ -15,12 +15,17 @@ G rounds, per stage forward f and backward b:
 - *Barriers.* gloo's dissemination barrier moves every rank's time on by the latency of the
   message it receives in each of its ⌈log2 n⌉ rounds, each from another rank: no barrier costs a
   rank less than the sum of the ⌈log2 n⌉ smallest latencies into its device (``barrier_s``).
+  Every rank hears from every other through a chain of those messages, so the last barrier,
+  which a stage's ranks enter together when its sync ends, lasts no less than the shortest way
+  from each class the stage holds to the class farthest from it (``_farthest_barriers``).
 - *Sync.* NCCL's reduce runs along the ring of the stage's replicas less the edge out of the
   server, its broadcast along the ring less the edge into it; a chain takes at least its buffer
   over its slowest hop. So one chain pays the ring's slowest edge w1 and the other at least its
   second slowest w2 (_chain_seconds): w1 is slow where the group's devices cannot be joined, or a
-  device cannot find two neighbours, over fast pairs; w2 where they cannot be joined at all, or a
-  device has no fast neighbour. A chain's last hop also waits for the first chunk to cross the
+  device cannot find two neighbours, over fast pairs; w2 where they cannot be joined at all (over
+  the classes of the cluster, or because a class present has no fast pair with any other class
+  present: the ring enters and leaves it over slower edges), or a device has no fast neighbour.
+  A chain's last hop also waits for the first chunk to cross the
   D − 2 hops before it. A host's NIC carries every stage it holds part of at least once
   each way (three times in all where it holds two replicas or more), after those stages are
   ready (nic_sync_load).
@@ -29,8 +34,7 @@ G rounds, per stage forward f and backward b:
 - *Sharper terms* (``strong``), valid but slower to prove (time_bound solves them second, with
   the time left): each barrier on the critical path no shorter than the mean of the messages
   into its stage's ranks (``_message_chains``: across regions where neighbouring stages sit in
-  distant ones), and a ring's class whose devices have no pair at θ_k or faster with any other
-  class present cut off at θ_k: the ring enters and leaves it over slower edges.
+  distant ones).
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
         if D == 1:
             m += iteration >= ready.slowest[g] + o[g] + final[g], f"step_g{g}"
             continue
-        slowest_chain, second_chain = _chain_seconds(built, g, sizes[g], _hop_fill_s(inputs, sizes[g]), strong)
+        slowest_chain, second_chain = _chain_seconds(built, g, sizes[g], _hop_fill_s(inputs, sizes[g]))
         hops = 2 * nearest  # each chain's slowest hop delivers its last byte a latency after it leaves
         step = 0.0 if inputs.offloaded else o[g]
         m += iteration >= (ready.every[g] + slowest_chain + second_chain + hops + step + final[g]), f"sync_g{g}"
@@ -107,7 +111,7 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
         if inputs.offloaded:
             m += iteration >= ready.slowest[g] + o[g] + floor, f"offloaded_step_g{g}"
     if D > 1:
-        nic_sync_load(built, inputs, ready.every, iteration, final)
+        nic_sync_load(built, inputs, ready.every, iteration, [floor] * P)
     m += iteration, "iteration_bound"
     return built, servers
 
@@ -115,12 +119,37 @@ def time_bound_model(inputs, pp: int, dp: int, classes: DeviceClasses,
 def _barriers(built: CompositionModel, inputs, floor: float, strong: bool) -> tuple:
     """(what a barrier after a forward half adds on the critical path, through the last stage's
     ranks; what the last barrier adds after each stage's sync): ``barrier_s``, or with
-    ``strong`` variables no less than it nor than the mean of the messages into the end
-    stages' ranks (``_message_chains``)."""
+    ``strong`` no less than the mean of the messages into the end stages' ranks
+    (``_message_chains``); the last barrier also no less than the way from the stage's classes
+    to the farthest class (``_farthest_barriers``)."""
     if not strong:
-        return floor, [floor] * built.positions
+        return floor, _farthest_barriers(built, [floor] * built.positions)
     chains = _message_chains(built, inputs, floor)
-    return chains[-1], chains
+    return chains[-1], _farthest_barriers(built, chains)
+
+
+def _farthest_barriers(built: CompositionModel, base: list) -> list:
+    """Per stage g, what the last barrier adds after g's sync: no less than ``base[g]`` nor, for
+    each class a present in g, than the shortest way (over any classes) from a to the class
+    farthest from it. Every rank of g enters at g's sync end, and in a dissemination barrier
+    every rank hears from every other through a chain of messages, one per round whose bit the
+    difference of their ranks has (simulator.estimator.study.barrier_leave): the rank farthest
+    from a rank of a leaves no sooner than that rank entered plus the chain's latencies. Every
+    class holds some rank, since the placement takes every device."""
+    farthest = _shortest_paths(built.classes.latency_s).max(axis=1)
+    m, out = built.model, []
+    for g, least in enumerate(base):
+        lowest = least.lowBound if isinstance(least, pulp.LpVariable) else least
+        above = [(a, float(v)) for a, v in enumerate(farthest) if v - lowest >= CHAIN_RELEVANCE_S]
+        if not above:
+            out.append(least)
+            continue
+        var = m.add_variable(f"last_barrier_g{g}", lowest)
+        m += var >= least, f"last_barrier_g{g}_base"
+        for a, v in above:
+            m += var >= v * built.present[g, a], f"last_barrier_g{g}_from_c{a}"
+        out.append(var)
+    return out
 
 
 def _barriers_matter(classes: DeviceClasses, floor: float, n: int) -> bool:
@@ -131,16 +160,22 @@ def _barriers_matter(classes: DeviceClasses, floor: float, n: int) -> bool:
     return rounds > 0 and finite.size > 0 and rounds * float(finite.max()) - floor >= CHAIN_RELEVANCE_S
 
 
+def _shortest_paths(cost: np.ndarray) -> np.ndarray:
+    """Floyd–Warshall over a class table (NaN or inf: no edge; staying in a class costs 0)."""
+    dist = np.where(np.isfinite(cost), cost, np.inf)
+    np.fill_diagonal(dist, 0.0)
+    for k in range(dist.shape[0]):
+        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    return dist
+
+
 def _potentials(excess: np.ndarray) -> list[np.ndarray]:
     """Potentials φ with φ[c] − φ[a] ≤ excess[a, c] for every pair (Kantorovich's dual of a
     transport): from each class, the shortest-path excess to every class, and the negated
     shortest-path excess from every class to it. Any one of them bounds a transport's cost
     below by Σ φ·(arrivals − departures); at a whole group moved from class a to class c the
     one from a gives the shortest path, the direct excess where that is shortest."""
-    dist = np.where(np.isfinite(excess), excess, np.inf)
-    np.fill_diagonal(dist, 0.0)
-    for k in range(dist.shape[0]):  # Floyd–Warshall
-        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    dist = _shortest_paths(excess)
     out = []
     for r in range(dist.shape[0]):
         for phi in (dist[r], -dist[:, r]):
@@ -354,14 +389,14 @@ def _components(rates: np.ndarray, level: float) -> list[list[int]]:
 
 
 def _chain_seconds(built: CompositionModel, g: int, size: float,
-                   hop_fill_s: float = 0.0, strong: bool = False) -> tuple[pulp.LpVariable, pulp.LpVariable]:
+                   hop_fill_s: float = 0.0) -> tuple[pulp.LpVariable, pulp.LpVariable]:
     """(w1, w2) as seconds: stage g's buffer over the slowest and over the second slowest edge of
     the ring of its replicas (the module docstring's sync). Level k (θ_k, fastest first) is
     *slow once* when some ring edge must be slower than θ_k, *slow twice* when two must: twice
     where the classes present fall apart over pairs of θ_k or faster (a ring crosses every cut
-    twice); once where, with three replicas or more, some device has fewer than two peers at θ_k
-    or faster, twice where it has none. With ``strong``, also twice where a class present has no
-    pair at θ_k or faster with any other class present (the module docstring's sharper terms)."""
+    twice), or where a class present has no pair at θ_k or faster with any other class present
+    (the classes that would join it are not in the group); once where, with three replicas or
+    more, some device has fewer than two peers at θ_k or faster, twice where it has none."""
     classes, m, D = built.classes, built.model, built.group_size
     levels, rates = _rate_levels(classes)
     R = len(classes)
@@ -370,12 +405,16 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
         seconds.append(m.add_variable(f"chain_{times}_g{g}", size / levels[0]))
     slow = {(n, k): m.add_variable(f"slow_{n}_g{g}_l{k}", 0, 1, pulp.LpInteger)
             for n in (1, 2) for k in range(len(levels) - 1)}
-    others = {}  # [r]: 1 where group g holds a class other than r
-    for r in range(R if strong else 0):
-        others[r] = m.add_variable(f"others_than_g{g}_c{r}", 0, 1)
-        for q in range(R):
-            if q != r:
-                m += others[r] >= built.present[g, q], f"others_than_g{g}_c{r}_c{q}"
+    others: dict[int, pulp.LpVariable] = {}  # [r]: 1 where group g holds a class other than r
+
+    def other_than(r: int) -> pulp.LpVariable:
+        if r not in others:
+            others[r] = built.model.add_variable(f"others_than_g{g}_c{r}", 0, 1)
+            for q in range(R):
+                if q != r:
+                    built.model += others[r] >= built.present[g, q], f"others_than_g{g}_c{r}_c{q}"
+        return others[r]
+
     for k, level in enumerate(levels[:-1]):
         m += slow[1, k] >= slow[2, k], f"slow_twice_is_once_g{g}_l{k}"
         if k:
@@ -394,8 +433,8 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
             # Class r's devices cut off from every other class present (no pair at θ_k or
             # faster with any of them): the ring enters and leaves them over slower edges.
             near = [q for q in range(R) if q != r and (rates[r, q] >= level or rates[q, r] >= level)]
-            if strong and len(near) < R - 1:
-                m += (slow[2, k] >= built.present[g, r] + others[r] - 1
+            if len(near) < R - 1:
+                m += (slow[2, k] >= built.present[g, r] + other_than(r) - 1
                       - pulp.lpSum(built.present[g, q] for q in near)), f"cut_off_g{g}_l{k}_c{r}"
             inside = bool(rates[r, r] >= level)  # NaN (a class of one) compares False
             if classes.sizes[r] >= D and not inside:  # the group could be this class alone, whose pairs are slower
@@ -484,8 +523,7 @@ def time_bound(inputs, pp: int, dp: int, *, solver: str = "highs", time_limit_s:
     if (optimal and dp > 1 and not capped and left >= SHARPER_MIN_S and _barriers_matter(classes, floor, pp * dp)
             and (best_s is None or bound < best_s * (1 - SHARPER_GAP))):
         if progress is not None:
-            progress(f"bound {bound:.3f} s proven; the sharper terms (barrier messages, cut-off rings) "
-                     f"for up to {left:.0f} s more")
+            progress(f"bound {bound:.3f} s proven; the sharper terms (barrier messages) for up to {left:.0f} s more")
         bound = max(bound, solved(True, left)[3])
     if built.model.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         # The dual bound holds without a placement; the search goes on from its other candidates.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,6 +23,7 @@ from scheduler.runtimes import TRAITS
 from scheduler.search import SearchResult, TimeBoundInputs, problem_for
 from simulator.cost.compute import device_compute
 from simulator.cost.job import Job, worker_cost
+from simulator.plan_cache import cache_key, cached_search
 from simulator.predict import predict
 
 PIPELINE_CHOICES = (1, 2, 4, 8, 16, 32)  # --pp auto: the divisors of the layers among these
@@ -64,8 +66,9 @@ def degree_options(devices: int, layers: int, batch: int, pp: int | None, dp: in
 def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degrees], settings: SearchSettings,
              dp_bytes: float | None = None, pp_bytes: float | None = None,
              progress: Callable[[str], None] | None = None, profiles: tuple[Profile, ...] = (),
-             precision: str = "fp16") -> Planned:
-    """Search every choice (each gets an equal share of the time limit); keep the fastest."""
+             precision: str = "fp16", cache: Path | None = None) -> Planned:
+    """Search every choice (each gets an equal share of the time limit); keep the fastest. With
+    ``cache`` (a folder: simulator.plan_cache), a choice searched before answers from there."""
     share = replace(settings, time_limit_s=settings.time_limit_s / len(options))
     best: Planned | None = None
     bounds: list[float | None] = []
@@ -75,10 +78,15 @@ def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degre
         training = TrainingSpec(global_batch=batch, micro_batch=option.micro_batch, precision=precision)
         problem = problem_for(cluster, model, training, option.pp, option.dp, dp_bytes, pp_bytes)
         evaluate = evaluator(cluster, model, training, profiles)
-        result = plan_search(problem, share, evaluate,
-                             lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp, uneven,
-                                                              profiles),
-                             progress)
+        job = {"cluster": cluster.to_json(), "model": model.to_json(), "training": training.to_json(),
+               "profiles": [p.to_json() for p in profiles], "pp": option.pp, "dp": option.dp,
+               "dp_bytes": dp_bytes, "pp_bytes": pp_bytes}
+        result = cached_search(
+            cache, cache_key(job, share), share,
+            lambda chosen: plan_search(problem, chosen, evaluate,
+                                       lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp,
+                                                                        uneven, profiles),
+                                       progress), progress)
         bounds.append(result.bound)
         if best is None or result.value < best.result.value:
             best = Planned(result=result, training=training, predicted_iteration_s=evaluate(result.placement),

@@ -14,6 +14,13 @@ from profiler.profile import Measured, Profile, Timing
 from scheduler.comm_cost import CommTables
 
 
+@pytest.fixture(autouse=True)
+def _own_plan_cache(tmp_path_factory, monkeypatch):
+    """Each test its own plan cache (simulator.plan_cache), empty and outside its tmp_path: no
+    test answers from another's searches, nor from the user's."""
+    monkeypatch.setenv("TASKLET_CACHE", str(tmp_path_factory.mktemp("plan-cache")))
+
+
 def _cpu_cluster(devices: int = 4, *, hosts: int = 1, regions: int = 1, cores: int | None = 2,
                  latency_s: float = 1e-3, bandwidth_bytes_per_s: float = 1e9) -> Cluster:
     """``devices`` CPU ranks round-robin over ``hosts`` (one: "local", with ``cores``), the hosts

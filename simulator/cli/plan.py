@@ -20,6 +20,7 @@ from scheduler.plan import Plan, Provenance
 from scheduler.search import problem_for
 from simulator.cli.common import add_cluster_flags, add_command, cluster_of, load_profiles
 from simulator.outputs.render import render_plan_summary
+from simulator.plan_cache import cache_folder
 from simulator.planning import degree_options, plan_job
 
 EXAMPLES_PLAN = ("examples:\n  sim plan --case world -o plan.json\n"
@@ -75,6 +76,9 @@ def add_plan(sub) -> None:
     plan.add_argument("--json", action="store_true", help="print the plan to stdout (the summary goes to stderr)")
     plan.add_argument("--profile", type=Path, nargs="+", default=[], metavar="FILE",
                       help="profiles (profile/1) replacing the datasheet model of the device kinds they measured")
+    plan.add_argument("--no-cache", action="store_true",
+                      help="search afresh, neither reading nor writing the plan cache (docs/scheduler.md; "
+                           "TASKLET_CACHE=off does the same)")
     plan.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -107,7 +111,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _write_lp(cluster, model, options, args)
     progress = None if args.quiet else (lambda text: print(f"[sim plan] {text}", file=sys.stderr, flush=True))
     planned = plan_job(cluster, model, args.batch, options, settings, args.dp_bytes, args.pp_bytes, progress,
-                       profiles=profiles, precision=args.precision)
+                       profiles=profiles, precision=args.precision, cache=None if args.no_cache else cache_folder())
     result = planned.result
     plan = Plan(cluster=cluster, case=name if args.case and not args.study_matrices else None, model=model,
                 training=planned.training, placement=result.placement,

@@ -24,6 +24,7 @@ from simulator.cli.common import (
 from simulator.cost.job import Job
 from simulator.outputs import charts, timeline
 from simulator.outputs.render import render_prediction, render_table
+from simulator.plan_cache import cache_folder
 from simulator.predict import check_fits, predict
 from simulator.study.table import predict_table, scheduler_settings, trace_first_row
 
@@ -64,6 +65,9 @@ def add_predict(sub) -> None:
     predict.add_argument("--plot", type=Path, metavar="FILE.png",
                          help="also draw the prediction: the systems' bars per setting (--case, --cluster) or the "
                               "plan's timeline (--plan, SimPy)")
+    predict.add_argument("--no-cache", action="store_true",
+                         help="search every row's plan afresh, neither reading nor writing the plan cache "
+                              "(docs/scheduler.md; TASKLET_CACHE=off does the same)")
     predict.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -82,7 +86,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     search = (replace(scheduler_settings(cluster, time_limit_s=args.plan_time_limit), gap=TABLE_GAP,
                       max_evaluations=TABLE_EVALUATIONS) if args.plan_time_limit else None)
     table = predict_table(cluster, name, model.with_layers, args.layers, args.batch, engine=args.engine, search=search,
-                          profiles=profiles, progress=progress, precision=args.precision)
+                          profiles=profiles, progress=progress, precision=args.precision,
+                          cache=None if args.no_cache else cache_folder())
     title = "GPT3-XL" if args.model in (None, "gpt3-xl") else model.name
     if args.trace:
         write_cluster_trace(args.trace, trace_first_row(cluster, table, model.with_layers, profiles, args.precision),

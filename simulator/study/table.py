@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 from profiler.cluster import Cluster
@@ -36,13 +37,14 @@ def megatron_pp_config(device_count: int) -> str | None:
 def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSpec], layers: list[int],
                   batches: list[int], *, engine: str = "analytic", search: SearchSettings | None = None,
                   profiles: tuple[Profile, ...] = (), progress: Callable[[str], None] | None = None,
-                  precision: str = "fp16") -> PredictionTable:
+                  precision: str = "fp16", cache: Path | None = None) -> PredictionTable:
     """The study's table: one row per (layers, batch), every system and Megatron configuration.
     A Megatron configuration whose data-parallel degree does not divide the batch is left out of
     its row; ``ours_random`` is there when the cluster can hold the study's 8-stage runtime, and
     with ``search`` ``ours_scheduled`` too: that runtime on the plan the scheduler finds with
-    these settings (``scheduler_settings``: those of `sim plan`). ``profiles`` replace the
-    datasheet model of the device kinds they measured."""
+    these settings (``scheduler_settings``: those of `sim plan`), through ``cache`` if given
+    (simulator.plan_cache). ``profiles`` replace the datasheet model of the device kinds they
+    measured."""
     for n_layers in layers:
         for batch in batches:
             check_setting(cluster.size, n_layers, batch, model_of(n_layers))
@@ -57,7 +59,7 @@ def predict_table(cluster: Cluster, case: str, model_of: Callable[[int], ModelSp
                 progress(f"{case}: {n_layers} layers, batch {batch}")
             job = Job(cluster=cluster, model=model, training=TrainingSpec(global_batch=batch, precision=precision),
                       profiles=profiles)
-            rows.append(_row(job, topology, megatron, randoms, engine, search, _now_and_then(progress)))
+            rows.append(_row(job, topology, megatron, randoms, engine, search, _now_and_then(progress), cache))
             search = _hinted(search, rows[-1].systems.get("ours_scheduled"))
     return PredictionTable(case=case, engine=engine, rows=tuple(rows))
 
@@ -98,11 +100,12 @@ def scheduler_settings(cluster: Cluster, *, time_limit_s: float = 60.0, determin
     return SearchSettings(time_limit_s=time_limit_s, uneven=len(cluster.gpu_kinds) > 1, deterministic=deterministic)
 
 
-def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, settings: SearchSettings) -> SystemResult:
+def _scheduled(job: Job, topology: Topology, pp: int, dp: int, engine: str, settings: SearchSettings,
+               cache: Path | None = None) -> SystemResult:
     """The study's runtime on the plan the scheduler finds with ``settings``, predicted."""
     result = plan_job(job.cluster, job.model, job.training.global_batch,
                       [Degrees(pp=pp, dp=dp, micro_batch=job.training.micro_batch)], settings,
-                      profiles=job.profiles).result
+                      profiles=job.profiles, precision=job.training.precision, cache=cache).result
     if result.value == float("inf"):  # no placement the search saw fits in memory
         return SystemResult(iteration_s=None)
     return SystemResult(iteration_s=_seconds(job, result.placement, topology, engine), gap=result.gap,
@@ -123,7 +126,8 @@ def _now_and_then(progress: Callable[[str], None] | None, every_s: float = 2.0) 
 
 
 def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: list[Placement],
-         engine: str, search: SearchSettings | None, say: Callable[[str], None] = lambda _: None) -> TableRow:
+         engine: str, search: SearchSettings | None, say: Callable[[str], None] = lambda _: None,
+         cache: Path | None = None) -> TableRow:
     batch = job.training.global_batch
     applicable = [(name, p) for name, p in megatron.items() if batch % p.dp == 0]
     configs = {}
@@ -145,7 +149,7 @@ def _row(job: Job, topology: Topology, megatron: dict[str, Placement], randoms: 
         seconds = [_seconds(job, p, topology, engine) for p in randoms]
         systems["ours_random"] = SystemResult(iteration_s=None if None in seconds else sum(seconds) / len(seconds))
         if search is not None:
-            systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine, search)
+            systems["ours_scheduled"] = _scheduled(job, topology, randoms[0].pp, randoms[0].dp, engine, search, cache)
     return TableRow(layers=job.model.layers, batch=batch, systems=systems, megatron_configs=configs)
 
 

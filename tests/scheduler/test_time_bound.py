@@ -89,6 +89,25 @@ def test_the_chain_term_bites_where_a_device_has_one_fast_peer():
     assert bound < fastest_ring_s(WIDE, [1, 1, 1, 1], size)
 
 
+def test_the_chain_term_bites_where_a_class_is_cut_off_from_those_present():
+    """Three regions in a row (a and c joined only through b at 2 Gbit/s, 0.4 across): a group
+    holding a and c but not b rings across the slow pair twice, though the cluster's classes
+    are joined at 2 Gbit/s; the bound is the best ring's, but for its first chunk's latency."""
+    size = 3e8
+    chained = class_table([[2 * GBIT, 2 * GBIT, 0.4 * GBIT], [2 * GBIT, 2 * GBIT, 2 * GBIT],
+                           [0.4 * GBIT, 2 * GBIT, 2 * GBIT]], [2, 2, 2])
+    built = CompositionModel.build("cut_off", chained, 2, 3)
+    for g, row in enumerate(((2, 0, 1), (0, 2, 1))):
+        for r, n in enumerate(row):
+            built.count[g, r].lowBound = built.count[g, r].upBound = n
+    once, twice = time_bound._chain_seconds(built, 0, size)
+    built.model += once + twice
+    optimal, bound = solve(built.model, "highs", 30, 0.0)
+    assert optimal
+    assert bound == pytest.approx(2 * size / (0.4 * GBIT))  # joined through b it would be 2 × size / 2 Gbit/s
+    assert bound <= fastest_ring_s(chained, [2, 0, 1], size)
+
+
 def two_gpu_host_beside_singles():
     """A host of 2 GPUs behind one 10 Gbit/s NIC and 6 single-GPU hosts, 0.1 ms apart."""
     from profiler.cluster import Cluster, Device, Host, Interconnect, Link
@@ -199,6 +218,40 @@ def test_the_barrier_floor_is_below_the_estimators_barrier():
     assert floor >= 3 * 0.010  # three rounds, each at least a region's 10 ms
 
 
+def test_the_last_barrier_lasts_the_way_to_the_farthest_class(monkeypatch):
+    """Whichever stage's ranks enter the estimator's last barrier together, some rank leaves it no
+    sooner than their entry plus the shortest way from each of their classes to the class
+    farthest from it (scheduler.time_bound._farthest_barriers: every rank hears from every other
+    through a chain of messages); and on three regions the bound of a pattern rises by it over
+    the floor (the bound stays under the estimator: the sharper terms' test checks the plain
+    model on every pattern)."""
+    from profiler.network.topology import Topology
+    from scheduler.classes import device_classes
+    from simulator.estimator.study import barrier_leave
+
+    cluster = geo("three", {"a": 3, "b": 3, "c": 2}, (10, 2), {("a", "b"): (40, 1), ("a", "c"): (90, 0.5),
+                                                              ("b", "c"): (60, 0.7)})
+    topology = Topology(cluster)
+    model, training = gpt3_xl(2), TrainingSpec(global_batch=64)
+    pp, dp = 2, 4
+    inputs = time_bound_inputs(cluster, model, training, pp, dp)
+    classes = device_classes(inputs.tables, inputs.kinds)
+    farthest = time_bound._shortest_paths(classes.latency_s).max(axis=1)
+    assert farthest.min() >= 0.040 - 1e-12  # from every region some other is 40 ms or more away
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        order = [int(d) for d in rng.permutation(8)]
+        for stage in range(pp):
+            entries = [1.0 if rank % pp == stage else 0.0 for rank in range(8)]
+            held = {classes.index[order[rank]] for rank in range(stage, 8, pp)}
+            assert max(barrier_leave(topology, order, entries)) >= 1.0 + max(farthest[c] for c in held) - 1e-12
+    split = ((3, 1, 0), (0, 2, 2))  # stage 0: all of a, one of b; stage 1: the rest
+    with_term = _pattern_bound(inputs, classes, pp, dp, split, False)
+    monkeypatch.setattr(time_bound, "_farthest_barriers", lambda built, base: base)
+    floor = time_bound.barrier_s(inputs.latency_s)
+    assert with_term >= _pattern_bound(inputs, classes, pp, dp, split, False) + 0.9 * (farthest[0] - floor)
+
+
 def test_the_pure_pipelines_bound_is_below_every_placement_of_its_family_and_above_the_milps():
     """Three regions of three GPUs, P3D3 in two rounds: every pipeline inside a region, in every
     order of the regions and with every server, takes the estimator no less than the family's
@@ -241,14 +294,11 @@ def _pattern_bound(inputs, classes, pp, dp, counts, strong):
     return value
 
 
-def test_the_sharper_terms_hold_on_every_pattern_and_bite_where_a_stage_is_cut_off():
+def test_the_bound_holds_on_every_pattern_of_three_regions():
     """P2D4 over three regions (4 + 2 + 2 GPUs, the two small ones far apart): for every split
-    of the classes over the two stages, the bound with the sharper terms (barrier messages into
-    the end stages' ranks, rings whose classes are cut off from one another) stays under the
-    estimator of every placement of that split (the second stage's devices in every order against
-    the first's; twins are alike); with the
-    big region alone in stage 0 and the two small ones in stage 1 it rises over the plain bound
-    (stage 1's ring crosses the slow pair twice, every barrier message into it comes from afar)."""
+    of the classes over the two stages, the bound, plain and with the sharper terms, stays under
+    the estimator of every placement of that split (the second stage's devices in every order
+    against the first's; twins are alike)."""
     from scheduler.classes import device_classes
 
     cluster = geo("cut", {"a": 4, "b": 2, "c": 2}, (10, 2), {("a", "b"): (30, 1.0), ("a", "c"): (40, 1.0),
@@ -269,7 +319,27 @@ def test_the_sharper_terms_hold_on_every_pattern_and_bite_where_a_stage_is_cut_o
         best[counts] = min(evaluate(stage_placement(problem, [list(first), list(order)], [0, 0]))
                            for order in permutations(second))
     for counts, value in best.items():
-        assert _pattern_bound(inputs, classes, pp, dp, counts, True) <= value * (1 + 1e-9), counts
-    apart = tuple(tuple(len(classes.members[r]) if (g == 0) == (len(classes.members[r]) == 4) else 0
-                        for r in range(len(classes))) for g in range(pp))
-    assert _pattern_bound(inputs, classes, pp, dp, apart, False) * 1.01 < _pattern_bound(inputs, classes, pp, dp, apart, True)
+        for strong in (False, True):
+            assert _pattern_bound(inputs, classes, pp, dp, counts, strong) <= value * (1 + 1e-9), (counts, strong)
+
+
+def test_the_sharper_terms_bite_where_every_barrier_message_between_stages_crosses_regions():
+    """Two regions 150 ms apart, each holding one stage of P2D4: every rank's first barrier
+    message comes from the other region, so the barriers through the mean pipeline and the last
+    one last at least that and two of 10 ms (_message_chains) where the plain bound counts three
+    of 10 ms; the sharper bound stays under the estimator of every placement of the split."""
+    from scheduler.classes import device_classes
+
+    cluster = geo("far", {"a": 4, "b": 4}, (10, 2), {("a", "b"): (150, 5.0)})
+    model, training = gpt3_xl(2), TrainingSpec(global_batch=64)
+    pp, dp = 2, 4
+    problem = problem_for(cluster, model, training, pp, dp)
+    inputs = time_bound_inputs(cluster, model, training, pp, dp)
+    classes = device_classes(inputs.tables, inputs.kinds)
+    split = ((4, 0), (0, 4))
+    plain = _pattern_bound(inputs, classes, pp, dp, split, False)
+    sharper = _pattern_bound(inputs, classes, pp, dp, split, True)
+    assert sharper >= plain + 0.9 * (0.150 - 0.010)
+    evaluate = evaluator(cluster, model, training)
+    assert sharper <= min(evaluate(stage_placement(problem, [[0, 1, 2, 3], list(order)], [0, 0]))
+                          for order in permutations(range(4, 8))) * (1 + 1e-9)
