@@ -431,9 +431,10 @@ def _chain_seconds(built: CompositionModel, g: int, size: float,
                     m += slow[2, k] >= touched[i] + touched[j] - 1, f"apart_g{g}_l{k}_p{i}_p{j}"
         for r in range(R):
             # Class r's devices cut off from every other class present (no pair at θ_k or
-            # faster with any of them): the ring enters and leaves them over slower edges.
+            # faster with any of them): the ring enters and leaves them over slower edges. With
+            # no such pair at all, r is a part of its own and the "apart" rule says as much.
             near = [q for q in range(R) if q != r and (rates[r, q] >= level or rates[q, r] >= level)]
-            if len(near) < R - 1:
+            if 0 < len(near) < R - 1:
                 m += (slow[2, k] >= built.present[g, r] + other_than(r) - 1
                       - pulp.lpSum(built.present[g, q] for q in near)), f"cut_off_g{g}_l{k}_c{r}"
             inside = bool(rates[r, r] >= level)  # NaN (a class of one) compares False

@@ -237,22 +237,25 @@ def time_ilp_search(problem: Problem, evaluate: Callable[[Placement], float], in
     early = [inputs.backward_tail_s[0] - tail for tail in inputs.backward_tail_s]
     seen: list[tuple[float, list[list[int]], list[int]]] = []
 
-    def consider(grid: list[list[int]], until: float) -> None:
+    def consider(grid: list[list[int]], until: float, ways: tuple[bool, ...] = (False, True)) -> None:
         """The grid in the pipeline order that makes its rings and barriers cheapest, both ways
         round (an open path costs the same both ways, but the first stage holds the embedding,
         the last the head), each stage's server where its ring's sync ends soonest."""
-        for way in (grid, grid[::-1]):
+        for backwards in ways:
             if time.perf_counter() > until and seen:
                 return
-            ordered = candidates.pipeline_orders(way, inputs.latency_s, inputs.rate_bytes_per_s,
-                                                 list(inputs.grad_bytes), early, inputs.rounds + 1, cls, keep=1)[0]
+            ordered = candidates.pipeline_orders(grid[::-1] if backwards else grid, inputs.latency_s,
+                                                 inputs.rate_bytes_per_s, list(inputs.grad_bytes), early,
+                                                 inputs.rounds + 1, cls, keep=1)[0]
             servers = _ring_servers(ordered, inputs)
             seen.append((counted(stage_placement(problem, ordered, servers)), ordered, servers))
 
     grids = _structured(problem, inputs, classes, settings)
     say(f"{len(grids)} structured candidates")
-    for grid in grids:
-        consider(grid, math.inf if settings.deterministic else started + settings.time_limit_s * STRUCTURED_SHARE)
+    until = math.inf if settings.deterministic else started + settings.time_limit_s * STRUCTURED_SHARE
+    for backwards in (False, True):  # every kind of candidate one way round before any the other way
+        for grid in grids:
+            consider(grid, until, (backwards,))
     bound = None
     if not settings.deterministic:
         value, grid, servers = min(seen, key=lambda item: item[0])
