@@ -477,9 +477,9 @@ def _servers(built: CompositionModel, g: int, D: int) -> dict:
 
 
 # Time left after the model is solved from which the bound solves it again with the sharper
-# terms (``time_bound_model(strong=True)``): measured, their MILP took 100-200 s where the plain
-# one took 15-35 s (docs/scheduler.md, "Gaps"), so short limits leave it out; and a bound
-# within SHARPER_GAP of the best placement is left as it is.
+# terms (``time_bound_model(strong=True)``): measured, their MILP took 174 s more on 256 devices
+# where the plain one took 26 s (docs/scheduler.md, "Gaps"), so short limits leave it out; and a
+# bound within SHARPER_GAP of the best placement is left as it is.
 SHARPER_MIN_S = 20.0
 SHARPER_GAP = 0.01
 

@@ -6,11 +6,13 @@ makes the second answer the first one), and a longer search (`sim plan --time-li
 leaves its better plan and proof for the tables that follow.
 
 - Key: sha256 of the canonical JSON of the cluster, model, training, profiles, degrees and the
-  search settings but the clock (method, objective, solver, gap, seed, budgets, split), and of
-  the source of Tasklet's own packages: a changed estimator or bound never reuses old answers.
-- Entry: the placement, its seconds, the best proven bound and the longest time limit spent.
-  A search asked for no more time than an entry's returns the entry; a longer one starts from
-  the entry's plan and keeps the better plan and the larger bound (both hold for the problem).
+  search settings but its effort (method, objective, solver, seed, split), and of the source of
+  Tasklet's own packages: a changed estimator or bound never reuses old answers.
+- Entry: the placement, its seconds, the best proven bound, and the most effort spent on it
+  (the longest time limit, the smallest gap, the most local-search evaluations). A search
+  asked for no more effort than an entry's returns the entry (a table row, 1 s at a 1% gap,
+  answers from a `sim plan` of 300 s at 0.1%); a longer one starts from the entry's plan and
+  keeps the better plan and the larger bound (both hold for the problem).
 - Where: ``$TASKLET_CACHE``, else ``$XDG_CACHE_HOME/tasklet``, else ``~/.cache/tasklet``;
   ``TASKLET_CACHE=off`` (or the commands' ``--no-cache``) leaves it out. An entry is written
   whole or not at all (profiler.files.write_atomic); one that cannot be read is searched again.
@@ -35,6 +37,7 @@ from scheduler.search import SearchResult
 
 CACHE_SCHEMA = "plan-cache/1"
 _PACKAGES = ("profiler", "scheduler", "simulator")
+_EFFORT = ("time_limit_s", "gap", "max_evaluations")  # what a search may be given more or less of
 
 
 @cache
@@ -60,7 +63,7 @@ def cache_folder() -> Path | None:
 def cache_key(job: dict[str, Any], settings: SearchSettings) -> str:
     """``job``: the JSON of what the search reads (cluster, model, training, profiles, degrees)."""
     search = {name: getattr(settings, name) for name in SearchSettings.__dataclass_fields__
-              if name not in ("time_limit_s", "hints", "deterministic")}
+              if name not in _EFFORT + ("hints", "deterministic")}
     text = json.dumps({"job": job, "search": search, "code": code_fingerprint()}, sort_keys=True,
                       separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -71,11 +74,19 @@ class Entry:
     placement: Placement
     value: float
     bound: float | None
-    time_limit_s: float  # the longest limit a search of this key has run with
+    time_limit_s: float  # the most effort the searches of this key have had: the longest limit,
+    gap: float  # the smallest gap at which the bound MILP might stop,
+    max_evaluations: int  # the largest local-search budget
+
+    def covers(self, settings: SearchSettings) -> bool:
+        """Whether the entry had no less effort than ``settings`` ask for."""
+        return (self.time_limit_s >= settings.time_limit_s and self.gap <= settings.gap
+                and self.max_evaluations >= settings.max_evaluations)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": CACHE_SCHEMA, "placement": self.placement.to_json(), "value": self.value,
-                "bound": self.bound, "time_limit_s": self.time_limit_s}
+                "bound": self.bound, "time_limit_s": self.time_limit_s, "gap": self.gap,
+                "max_evaluations": self.max_evaluations}
 
 
 def load(folder: Path, key: str) -> Entry | None:
@@ -86,7 +97,8 @@ def load(folder: Path, key: str) -> Entry | None:
             return None
         return Entry(placement=Placement.from_json(doc["placement"]), value=float(doc["value"]),
                      bound=None if doc["bound"] is None else float(doc["bound"]),
-                     time_limit_s=float(doc["time_limit_s"]))
+                     time_limit_s=float(doc["time_limit_s"]), gap=float(doc["gap"]),
+                     max_evaluations=int(doc["max_evaluations"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError):
         return None
 
@@ -98,7 +110,7 @@ def cached_search(folder: Path | None, key: str, settings: SearchSettings,
     if folder is None or settings.deterministic or settings.method != "ilp":
         return search(settings)
     entry = load(folder, key)
-    if entry is not None and entry.time_limit_s >= settings.time_limit_s:
+    if entry is not None and entry.covers(settings):
         if progress:
             progress(f"cached: the plan and bound of a {entry.time_limit_s:g} s search ({folder})")
         return SearchResult(placement=entry.placement, value=entry.value, solver_s=0.0, evaluated=0,
@@ -116,7 +128,9 @@ def cached_search(folder: Path | None, key: str, settings: SearchSettings,
     if not math.isfinite(result.value):  # nothing the search saw fits: nothing to keep
         return result
     kept = Entry(placement=result.placement, value=result.value, bound=result.bound,
-                 time_limit_s=max(settings.time_limit_s, entry.time_limit_s if entry else 0.0))
+                 time_limit_s=max(settings.time_limit_s, entry.time_limit_s if entry else 0.0),
+                 gap=min(settings.gap, entry.gap if entry else settings.gap),
+                 max_evaluations=max(settings.max_evaluations, entry.max_evaluations if entry else 0))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{key}.json", json.dumps(kept.to_json(), sort_keys=True))

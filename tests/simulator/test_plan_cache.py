@@ -41,6 +41,20 @@ def test_a_search_asked_again_answers_from_the_cache(tmp_path):
     assert again.solver_s == 0.0
 
 
+def test_a_search_with_less_effort_answers_from_a_thorough_one_and_not_the_other_way(tmp_path):
+    thorough = SearchSettings(time_limit_s=300.0, gap=1e-3, max_evaluations=400)
+    row = replace(thorough, time_limit_s=1.0, gap=0.01, max_evaluations=10)  # a table's row
+    key = cache_key(JOB, thorough)
+    search, calls = searches(3.0, 2.9, [0, 1, 2, 3])
+    cached_search(tmp_path, key, row, search)
+    cached_search(tmp_path, key, thorough, search)
+    assert len(calls) == 2  # the row's search did not cover the thorough one
+    cached_search(tmp_path, key, row, search)
+    assert len(calls) == 2
+    kept = plan_cache.load(tmp_path, key)
+    assert (kept.time_limit_s, kept.gap, kept.max_evaluations) == (300.0, 1e-3, 400)
+
+
 def test_a_longer_search_starts_from_the_cached_plan_and_keeps_the_best_of_both(tmp_path):
     settings = SearchSettings(time_limit_s=10.0)
     key = cache_key(JOB, settings)
@@ -57,7 +71,8 @@ def test_a_longer_search_starts_from_the_cached_plan_and_keeps_the_best_of_both(
 def test_the_key_follows_the_job_and_the_search_but_not_its_clock():
     settings = SearchSettings(time_limit_s=10.0)
     key = cache_key(JOB, settings)
-    assert key == cache_key(JOB, replace(settings, time_limit_s=99.0, hints=(((0, 1), (2, 3)),)))
+    assert key == cache_key(JOB, replace(settings, time_limit_s=99.0, gap=0.01, max_evaluations=10,
+                                         hints=(((0, 1), (2, 3)),)))
     assert key != cache_key({**JOB, "dp": 4}, settings)
     assert key != cache_key(JOB, replace(settings, seed=1))
     assert key != cache_key(JOB, replace(settings, uneven=True))
