@@ -69,11 +69,16 @@ class _Readiness:
     slowest: list[pulp.LpVariable]  # [g]: the slowest replica of stage g is ready no sooner
 
 
+def barrier_rounds(n: int) -> int:
+    """The rounds of a dissemination barrier over n ranks: ⌈log2 n⌉ (simulator.estimator.study.barrier_leave)."""
+    return math.ceil(math.log2(n)) if n > 1 else 0
+
+
 def barrier_s(latency_s: np.ndarray) -> float:
     """The least any rank spends in a dissemination barrier over all devices: ⌈log2 n⌉ rounds, in
     each a message from a different rank (simulator.estimator.study.barrier_leave)."""
     n = latency_s.shape[0]
-    rounds = math.ceil(math.log2(n)) if n > 1 else 0
+    rounds = barrier_rounds(n)
     if rounds == 0:
         return 0.0
     into = np.sort(np.where(np.eye(n, dtype=bool), np.inf, latency_s), axis=0)[:rounds]
@@ -155,7 +160,7 @@ def _farthest_barriers(built: CompositionModel, base: list) -> list:
 def _barriers_matter(classes: DeviceClasses, floor: float, n: int) -> bool:
     """Whether a barrier of n ranks whose every message took the slowest latency between two
     classes would take CHAIN_RELEVANCE_S longer than its floor."""
-    rounds = math.ceil(math.log2(n)) if n > 1 else 0
+    rounds = barrier_rounds(n)
     finite = classes.latency_s[np.isfinite(classes.latency_s)]
     return rounds > 0 and finite.size > 0 and rounds * float(finite.max()) - floor >= CHAIN_RELEVANCE_S
 
@@ -205,7 +210,7 @@ def _message_chains(built: CompositionModel, inputs, floor: float) -> list[pulp.
     into its class."""
     P, D, m = built.positions, built.group_size, built.model
     n = P * D
-    rounds = math.ceil(math.log2(n)) if n > 1 else 0
+    rounds = barrier_rounds(n)
     chains = [m.add_variable(f"barrier_chain_g{g}", floor) for g in range(P)]
     if not _barriers_matter(built.classes, floor, n):
         return chains

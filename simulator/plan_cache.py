@@ -103,12 +103,14 @@ def load(folder: Path, key: str) -> Entry | None:
         return None
 
 
-def cached_search(folder: Path | None, key: str, settings: SearchSettings,
+def cached_search(folder: Path | None, job: dict[str, Any], settings: SearchSettings,
                   search: Callable[[SearchSettings], SearchResult],
                   progress: Callable[[str], None] | None = None) -> SearchResult:
-    """``search(settings)`` through the cache (see the module docstring); ``folder`` None: no cache."""
+    """``search(settings)`` through the cache (see the module docstring), keyed by ``job`` and
+    the settings (``cache_key``); ``folder`` None: no cache."""
     if folder is None or settings.deterministic or settings.method != "ilp":
         return search(settings)
+    key = cache_key(job, settings)
     entry = load(folder, key)
     if entry is not None and entry.covers(settings):
         if progress:

@@ -23,7 +23,7 @@ from scheduler.runtimes import TRAITS
 from scheduler.search import SearchResult, TimeBoundInputs, problem_for
 from simulator.cost.compute import device_compute
 from simulator.cost.job import Job, worker_cost
-from simulator.plan_cache import cache_key, cached_search
+from simulator.plan_cache import cached_search
 from simulator.predict import predict
 
 PIPELINE_CHOICES = (1, 2, 4, 8, 16, 32)  # --pp auto: the divisors of the layers among these
@@ -82,7 +82,7 @@ def plan_job(cluster: Cluster, model: ModelSpec, batch: int, options: list[Degre
                "profiles": [p.to_json() for p in profiles], "pp": option.pp, "dp": option.dp,
                "dp_bytes": dp_bytes, "pp_bytes": pp_bytes}
         result = cached_search(
-            cache, cache_key(job, share), share,
+            cache, job, share,
             lambda chosen: plan_search(problem, chosen, evaluate,
                                        lambda uneven: time_bound_inputs(cluster, model, training, option.pp, option.dp,
                                                                         uneven, profiles),

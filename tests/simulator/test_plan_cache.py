@@ -31,11 +31,10 @@ def searches(value: float, bound: float, order: list[int]):
 
 def test_a_search_asked_again_answers_from_the_cache(tmp_path):
     settings = SearchSettings(time_limit_s=10.0)
-    key = cache_key(JOB, settings)
     search, calls = searches(3.0, 2.5, [0, 1, 2, 3])
-    first = cached_search(tmp_path, key, settings, search)
+    first = cached_search(tmp_path, JOB, settings, search)
     said = []
-    again = cached_search(tmp_path, key, replace(settings, time_limit_s=5.0), search, said.append)
+    again = cached_search(tmp_path, JOB, replace(settings, time_limit_s=5.0), search, said.append)
     assert len(calls) == 1 and "cached" in said[0]
     assert (again.placement, again.value, again.bound) == (first.placement, 3.0, 2.5)
     assert again.solver_s == 0.0
@@ -46,10 +45,10 @@ def test_a_search_with_less_effort_answers_from_a_thorough_one_and_not_the_other
     row = replace(thorough, time_limit_s=1.0, gap=0.01, max_evaluations=10)  # a table's row
     key = cache_key(JOB, thorough)
     search, calls = searches(3.0, 2.9, [0, 1, 2, 3])
-    cached_search(tmp_path, key, row, search)
-    cached_search(tmp_path, key, thorough, search)
+    cached_search(tmp_path, JOB, row, search)
+    cached_search(tmp_path, JOB, thorough, search)
     assert len(calls) == 2  # the row's search did not cover the thorough one
-    cached_search(tmp_path, key, row, search)
+    cached_search(tmp_path, JOB, row, search)
     assert len(calls) == 2
     kept = plan_cache.load(tmp_path, key)
     assert (kept.time_limit_s, kept.gap, kept.max_evaluations) == (300.0, 1e-3, 400)
@@ -58,9 +57,9 @@ def test_a_search_with_less_effort_answers_from_a_thorough_one_and_not_the_other
 def test_a_longer_search_starts_from_the_cached_plan_and_keeps_the_best_of_both(tmp_path):
     settings = SearchSettings(time_limit_s=10.0)
     key = cache_key(JOB, settings)
-    cached_search(tmp_path, key, settings, searches(3.0, 2.5, [3, 2, 1, 0])[0])
+    cached_search(tmp_path, JOB, settings, searches(3.0, 2.5, [3, 2, 1, 0])[0])
     worse_plan_better_bound, calls = searches(3.2, 2.9, [0, 1, 2, 3])
-    longer = cached_search(tmp_path, key, replace(settings, time_limit_s=30.0), worse_plan_better_bound)
+    longer = cached_search(tmp_path, JOB, replace(settings, time_limit_s=30.0), worse_plan_better_bound)
     assert calls[0].hints[0] == ((3, 2), (1, 0))  # the cached plan's stages × replicas first
     assert longer.value == 3.0 and longer.bound == 2.9
     assert longer.placement.devices == blocks_layout([3, 2, 1, 0], 4, 2, 2).devices
@@ -83,7 +82,7 @@ def test_an_unreadable_entry_is_searched_again_and_replaced(tmp_path):
     key = cache_key(JOB, settings)
     (tmp_path / f"{key}.json").write_text("{not json")
     search, calls = searches(3.0, 2.5, [0, 1, 2, 3])
-    cached_search(tmp_path, key, settings, search)
+    cached_search(tmp_path, JOB, settings, search)
     assert len(calls) == 1 and plan_cache.load(tmp_path, key).value == 3.0
 
 
@@ -93,7 +92,7 @@ def test_no_folder_or_a_clockless_search_leaves_the_cache_out(tmp_path, monkeypa
     settings = SearchSettings(deterministic=True)
     search, calls = searches(3.0, 2.5, [0, 1, 2, 3])
     for _ in range(2):
-        cached_search(tmp_path, cache_key(JOB, settings), settings, search)
+        cached_search(tmp_path, JOB, settings, search)
     assert len(calls) == 2 and not list(tmp_path.iterdir())
     monkeypatch.delenv("TASKLET_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
